@@ -1,0 +1,98 @@
+"""Named shared-memory regions: guest RAM, video memory and mirrors that several processes map.
+
+A region is a file under /dev/shm, created 0600 by its owner and found by name by the others
+(ZeroMQ cannot pass file descriptors, so names are the rendezvous)."""
+
+from __future__ import annotations
+
+import ctypes
+import mmap
+import os
+
+SHM_DIR = "/dev/shm"
+
+
+class SharedRegion:
+    """One MAP_SHARED mapping of a named file in /dev/shm."""
+
+    def __init__(self, name: str, size: int | None = None, *, create: bool = False):
+        if "/" in name:
+            raise ValueError(f"shared-memory name must not contain '/': {name!r}")
+        self.name = name
+        self.path = os.path.join(SHM_DIR, name)
+        flags = os.O_RDWR | os.O_CLOEXEC
+        if create:
+            if size is None or size <= 0:
+                raise ValueError("a new shared-memory region needs a positive size")
+            flags |= os.O_CREAT | os.O_EXCL
+        fd = os.open(self.path, flags, 0o600)
+        try:
+            if create:
+                os.fchmod(fd, 0o600)  # the umask cannot widen it, but be explicit
+                os.ftruncate(fd, size)
+            else:
+                size = os.fstat(fd).st_size if size is None else size
+            self.size = size
+            self.buf = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        finally:
+            os.close(fd)
+        self._anchor = ctypes.c_char.from_buffer(self.buf)
+        self.address = ctypes.addressof(self._anchor)
+        self.owner = create
+
+    @classmethod
+    def create(cls, name: str, size: int) -> "SharedRegion":
+        return cls(name, size, create=True)
+
+    @classmethod
+    def open(cls, name: str) -> "SharedRegion":
+        return cls(name)
+
+    def view(self, offset: int = 0, size: int | None = None) -> memoryview:
+        end = self.size if size is None else offset + size
+        return memoryview(self.buf)[offset:end]
+
+    def close(self) -> None:
+        if self.buf is None:
+            return
+        del self._anchor
+        try:
+            self.buf.close()
+        except BufferError:
+            # A ctypes or numpy view still points into the mapping; the kernel frees it at exit.
+            pass
+        self.buf = None
+
+    def unlink(self) -> None:
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        if self.owner:
+            self.unlink()
+
+
+class PrivateRegion:
+    """Anonymous memory with the same interface, for ROM images and tests."""
+
+    def __init__(self, size: int, data: bytes = b""):
+        self.name = None
+        self.size = size
+        self.buf = mmap.mmap(-1, size, mmap.MAP_SHARED | mmap.MAP_ANONYMOUS)
+        if data:
+            self.buf[: len(data)] = data
+        self._anchor = ctypes.c_char.from_buffer(self.buf)
+        self.address = ctypes.addressof(self._anchor)
+        self.owner = True
+
+    view = SharedRegion.view
+    close = SharedRegion.close
+
+    def unlink(self) -> None:
+        pass
