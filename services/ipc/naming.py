@@ -1,0 +1,47 @@
+"""Where a VM's channels and shared-memory regions live: one private runtime folder per VM.
+
+Sockets are ipc:// files in a 0700 folder and made 0600 after binding, so only the VM's owner can
+reach them; shared-memory regions are named after the VM so every process can find them."""
+
+from __future__ import annotations
+
+import os
+import re
+
+CHANNELS = ("io", "irq", "display", "input", "audio", "usb", "control")
+
+
+def _safe(vm_id: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", vm_id):
+        raise ValueError(f"not a usable VM id: {vm_id!r}")
+    return vm_id
+
+
+def runtime_root() -> str:
+    base = os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/headbox-{os.getuid()}"
+    return os.path.join(base, "headbox") if os.environ.get("XDG_RUNTIME_DIR") else base
+
+
+def runtime_dir(vm_id: str, create: bool = True) -> str:
+    path = os.path.join(runtime_root(), _safe(vm_id))
+    if create:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        os.chmod(path, 0o700)
+        os.chmod(os.path.dirname(path), 0o700)
+    return path
+
+
+def endpoint(vm_id: str, channel: str) -> str:
+    if channel not in CHANNELS:
+        raise ValueError(f"unknown channel {channel!r}")
+    return "ipc://" + os.path.join(runtime_dir(vm_id), channel)
+
+
+def restrict_socket(endpoint_: str) -> None:
+    """ZeroMQ creates ipc files with the umask's mode; make them owner-only."""
+    if endpoint_.startswith("ipc://"):
+        os.chmod(endpoint_[len("ipc://"):], 0o600)
+
+
+def shm_name(vm_id: str, region: str) -> str:
+    return f"headbox-{_safe(vm_id)}-{region}"

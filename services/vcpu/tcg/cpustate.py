@@ -1,0 +1,205 @@
+"""In-place access to the processor state inside Unicorn 2.1.4 (QEMU's CPUX86State).
+
+Unicorn exposes no API for segment caches, hflags, the error code or the nested-fault state, which
+interrupt delivery needs (research/unicorn-spike.md §1b, §1e). We map a ctypes structure over the
+live CPUX86State at offsets of this exact build, and prove them with marker values at start-up."""
+
+from __future__ import annotations
+
+import ctypes
+import struct
+
+import unicorn
+from unicorn import x86_const as X
+
+EXPECTED_UNICORN = "2.1.4"
+UC_CPU_POINTER = 0x1B8      # offsetof(struct uc_struct, cpu)
+ENV_IN_X86CPU = 0x8A50      # offsetof(X86CPU, env)
+
+R_ES, R_CS, R_SS, R_DS, R_FS, R_GS = range(6)
+
+# hflags bits (qemu/target/i386/cpu.h)
+HF_CPL_MASK = 3
+HF_INHIBIT_IRQ = 1 << 3
+HF_CS32 = 1 << 4
+HF_SS32 = 1 << 5
+HF_ADDSEG = 1 << 6
+HF_PE = 1 << 7
+HF_LMA = 1 << 14
+HF_CS64 = 1 << 15
+HF2_NMI = 1 << 2
+
+# segment-cache flags: the descriptor's high dword, as QEMU keeps it
+DESC_G = 1 << 23
+DESC_B = 1 << 22
+DESC_L = 1 << 21
+DESC_P = 1 << 15
+DESC_DPL_SHIFT = 13
+DESC_S = 1 << 12
+DESC_CS = 1 << 11
+DESC_C = 1 << 10
+DESC_W = 1 << 9
+DESC_A = 1 << 8
+
+CR0_PE, CR0_PG = 1, 1 << 31
+EFER_LMA = 1 << 10
+CC_OP_EFLAGS = 1
+CC_FLAGS = 0x8D5            # O S Z A P C
+IF_FLAG, TF_FLAG, DF_FLAG, NT_FLAG, RF_FLAG, VM_FLAG, AC_FLAG = 0x200, 0x100, 0x400, 0x4000, 0x10000, 0x20000, 0x40000
+
+
+class SegmentCache(ctypes.Structure):
+    _fields_ = [("selector", ctypes.c_uint32), ("_pad", ctypes.c_uint32), ("base", ctypes.c_uint64),
+                ("limit", ctypes.c_uint32), ("flags", ctypes.c_uint32)]
+
+
+def _layout(fields):
+    """A ctypes structure with each field at an explicit offset, gaps filled with padding."""
+    out, pos = [], 0
+    for name, offset, ctype in fields:
+        if offset > pos:
+            out.append((f"_gap{offset}", ctypes.c_uint8 * (offset - pos)))
+        out.append((name, ctype))
+        pos = offset + ctypes.sizeof(ctype)
+    return out
+
+
+class CPUX86State(ctypes.Structure):
+    _fields_ = _layout([
+        ("regs", 0, ctypes.c_uint64 * 16),
+        ("eip", 128, ctypes.c_uint64),
+        ("eflags", 136, ctypes.c_uint64),
+        ("cc_dst", 144, ctypes.c_uint64),
+        ("cc_src", 152, ctypes.c_uint64),
+        ("cc_src2", 160, ctypes.c_uint64),
+        ("cc_op", 168, ctypes.c_uint32),
+        ("df", 172, ctypes.c_int32),
+        ("hflags", 176, ctypes.c_uint32),
+        ("hflags2", 180, ctypes.c_uint32),
+        ("segs", 184, SegmentCache * 6),
+        ("ldt", 328, SegmentCache),
+        ("tr", 352, SegmentCache),
+        ("gdt", 376, SegmentCache),
+        ("idt", 400, SegmentCache),
+        ("cr", 424, ctypes.c_uint64 * 9),
+        ("efer", 592, ctypes.c_uint64),
+        ("sysenter_cs", 4800, ctypes.c_uint32),
+        ("sysenter_esp", 4808, ctypes.c_uint64),
+        ("sysenter_eip", 4816, ctypes.c_uint64),
+        ("star", 4824, ctypes.c_uint64),
+        ("lstar", 4840, ctypes.c_uint64),
+        ("cstar", 4848, ctypes.c_uint64),
+        ("fmask", 4856, ctypes.c_uint64),
+        ("kernelgsbase", 4864, ctypes.c_uint64),
+        ("error_code", 5384, ctypes.c_int32),
+        ("exception_is_int", 5388, ctypes.c_int32),
+        ("exception_next_eip", 5392, ctypes.c_uint64),
+        ("dr", 5400, ctypes.c_uint64 * 8),     # proven; the exception fields are fixed distances from it
+        ("old_exception", 5496, ctypes.c_int32),
+    ])
+
+
+class UnicornLayoutError(RuntimeError):
+    pass
+
+
+def locate_env(uc: unicorn.Uc) -> CPUX86State:
+    """The live CPUX86State of `uc`, after proving the offsets with marker values."""
+    if unicorn.__version__ != EXPECTED_UNICORN:
+        raise UnicornLayoutError(
+            f"the tcg accelerator needs unicorn=={EXPECTED_UNICORN}, found {unicorn.__version__}")
+    uc.reg_read(X.UC_X86_REG_RAX)  # Unicorn creates the CPU lazily, on first use
+    handle = uc._uch.value
+    cpu = ctypes.c_uint64.from_address(handle + UC_CPU_POINTER).value
+    if not cpu:
+        raise UnicornLayoutError("unicorn has no CPU object where this build keeps it")
+    env = CPUX86State.from_address(cpu + ENV_IN_X86CPU)
+    _prove_layout(uc, env)
+    return env
+
+
+def _prove_layout(uc: unicorn.Uc, env: CPUX86State) -> None:
+    checks = []
+
+    def mark(reg, value, field):
+        uc.reg_write(reg, value)
+        checks.append((field, value, field()))
+
+    mark(X.UC_X86_REG_RAX, 0x5A5A0000C0DE0001, lambda: env.regs[0])
+    mark(X.UC_X86_REG_R15, 0x5A5A0000C0DE000F, lambda: env.regs[15])
+    mark(X.UC_X86_REG_RIP, 0x0000777712345678, lambda: env.eip)
+    mark(X.UC_X86_REG_CR3, 0x0000000012345000, lambda: env.cr[3])
+    mark(X.UC_X86_REG_DR0, 0x00000000D0D0D0D0, lambda: env.dr[0])
+    mark(X.UC_X86_REG_DR7, 0x0000000000000400, lambda: env.dr[7])
+    uc.reg_write(X.UC_X86_REG_GDTR, (0, 0x11112222, 0x3F, 0))
+    checks.append(("gdt", (0x11112222, 0x3F), (env.gdt.base, env.gdt.limit)))
+    uc.reg_write(X.UC_X86_REG_IDTR, (0, 0x33334444, 0x7FF, 0))
+    checks.append(("idt", (0x33334444, 0x7FF), (env.idt.base, env.idt.limit)))
+    for msr, value, field in ((0x174, 0x10, lambda: env.sysenter_cs),
+                              (0x176, 0xFEEDBEF0, lambda: env.sysenter_eip),
+                              (0xC0000081, 0x0023001000000000, lambda: env.star),
+                              (0xC0000082, 0xFFFFFFFF81000000, lambda: env.lstar),
+                              (0xC0000084, 0x47700, lambda: env.fmask),
+                              (0xC0000102, 0xFFFF888012345678, lambda: env.kernelgsbase)):
+        uc.reg_write(X.UC_X86_REG_MSR, (msr, value))
+        checks.append((hex(msr), value, field()))
+    wrong = [name if isinstance(name, str) else "register" for name, want, got in checks if want != got]
+    if wrong:
+        raise UnicornLayoutError("unicorn's CPU state is not where this build keeps it: " + ", ".join(wrong))
+    for reg in (X.UC_X86_REG_RAX, X.UC_X86_REG_R15, X.UC_X86_REG_RIP, X.UC_X86_REG_CR3,
+                X.UC_X86_REG_DR0, X.UC_X86_REG_DR7):
+        uc.reg_write(reg, 0)
+    uc.reg_write(X.UC_X86_REG_GDTR, (0, 0, 0xFFFF, 0))
+    uc.reg_write(X.UC_X86_REG_IDTR, (0, 0, 0xFFFF, 0))
+    for msr in (0x174, 0x176, 0xC0000081, 0xC0000082, 0xC0000084, 0xC0000102):
+        uc.reg_write(X.UC_X86_REG_MSR, (msr, 0))
+
+
+def load_segment_cache(env: CPUX86State, seg: int, selector: int, base: int, limit: int, flags: int) -> None:
+    """Load a segment register's hidden part and keep hflags in step, as the processor does."""
+    sc = env.segs[seg]
+    sc.selector, sc.base, sc.limit, sc.flags = selector, base, limit, flags
+    hflags = env.hflags
+    if seg == R_CS:
+        if hflags & HF_LMA and flags & DESC_L:
+            hflags = (hflags | HF_CS32 | HF_SS32 | HF_CS64) & ~HF_ADDSEG
+        else:
+            hflags = (hflags & ~(HF_CS32 | HF_CS64)) | (HF_CS32 if flags & DESC_B else 0)
+    if seg == R_SS:
+        hflags = (hflags & ~HF_CPL_MASK) | ((flags >> DESC_DPL_SHIFT) & 3)
+    ss32 = HF_SS32 if env.segs[R_SS].flags & DESC_B else 0
+    if hflags & HF_CS64:
+        addseg = 0
+    elif not (env.cr[0] & CR0_PE) or env.eflags & VM_FLAG or not (hflags & HF_CS32):
+        addseg = HF_ADDSEG
+    else:
+        addseg = HF_ADDSEG if (env.segs[R_DS].base | env.segs[R_ES].base | env.segs[R_SS].base) else 0
+    if not hflags & HF_CS64:
+        hflags = (hflags & ~(HF_SS32 | HF_ADDSEG)) | ss32 | addseg
+    env.hflags = hflags
+
+
+def set_eflags(env: CPUX86State, value: int) -> None:
+    """Write the whole EFLAGS register the way the engine keeps it (lazy condition codes)."""
+    env.cc_src = value & CC_FLAGS
+    env.cc_op = CC_OP_EFLAGS
+    env.df = -1 if value & DF_FLAG else 1
+    env.eflags = (value & ~(CC_FLAGS | DF_FLAG)) | 2
+
+
+def descriptor_flags(high: int) -> int:
+    """Segment-cache flags from a descriptor's high dword."""
+    return high & 0x00F0FF00
+
+
+def descriptor_base(low: int, high: int) -> int:
+    return (low >> 16) | ((high & 0xFF) << 16) | (high & 0xFF000000)
+
+
+def descriptor_limit(low: int, high: int) -> int:
+    limit = (low & 0xFFFF) | (high & 0x000F0000)
+    return (limit << 12) | 0xFFF if high & DESC_G else limit
+
+
+def pack_u64(value: int) -> bytes:
+    return struct.pack("<Q", value)

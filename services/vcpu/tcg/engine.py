@@ -1,0 +1,469 @@
+"""The software accelerator: guest code runs in Unicorn's JIT, the rest of the processor is ours.
+
+Unicorn translates and runs guest instructions. This engine adds what it leaves out: interrupt and
+exception delivery (delivery.py), SYSCALL/SYSENTER (fastcall.py), the PIC/PIT/LAPIC/IO-APIC with
+timer-driven injection (irqchip.py), HLT idling, and the routing of port and MMIO accesses."""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import threading
+import time
+
+import numpy as np
+import unicorn
+from unicorn import x86_const as X
+
+from services.vcpu import engine as base
+from services.vcpu.engine import Engine, EngineError, StopReason
+from services.vcpu.memory import FOUR_GIB, IOAPIC_BASE, LAPIC_BASE, PAGE
+from services.vcpu.tcg import cpustate as cs
+from services.vcpu.tcg import fastcall
+from services.vcpu.tcg.delivery import (
+    EXCEPTION, EXTERNAL, SOFTWARE, UD, WITH_ERROR_CODE, CpuFault, Delivery, PhysicalMemory, TripleFault)
+from services.vcpu.tcg.irqchip import InterruptChip
+
+log = logging.getLogger("headbox.vcpu.tcg")
+
+ENV_RESET_SIZE = 5568          # offsetof(CPUX86State, end_reset_fields) in unicorn 2.1.4
+NEVER = 1 << 63                # an `until` address no guest reaches
+UC_RWX = unicorn.UC_PROT_ALL
+POLL_MIN_NS, POLL_MAX_NS = 100_000, 1_000_000   # re-check a masked pending interrupt this often
+
+
+class TcgEngine(Engine):
+    name = "tcg"
+
+    def __init__(self, memory, bus, cpus: int = 1, **_options):
+        if cpus != 1:
+            raise EngineError(
+                f"the tcg accelerator runs one vCPU, not {cpus}: Unicorn instances sharing RAM do "
+                "not make locked instructions atomic (use --cpus 1, or kvm on a host with VT-x/AMD-V)")
+        super().__init__(memory, bus, cpus)
+        self.uc = unicorn.Uc(unicorn.UC_ARCH_X86, unicorn.UC_MODE_64)
+        self.env = cs.locate_env(self.uc)
+        self.env_address = ctypes.addressof(self.env)
+        self.chip = InterruptChip(cpus=1)
+        self.chip_lock = threading.RLock()
+        self.delivery = Delivery(self.env, PhysicalMemory(self._phys_read, self._phys_write), self._eflags)
+        self._wake = threading.Condition()
+        self._in_guest = False
+        self._halted = False
+        self._triple_fault = False
+        self._kicked = False
+        self._poll_ns = 0
+        self._closing = False
+        self._string_in: tuple | None = None      # read-ahead of a REP INS: (rip, port, size, data, pos)
+        self._rep_ins_at: dict[int, bool] = {}
+        self._callbacks = []                       # keep ctypes callbacks alive
+        self._map_memory()
+        self._install_hooks()
+        self._shadow: np.ndarray | None = None     # RAM as of the last dirty_pages() call
+        self.reset()
+        self._clock = threading.Thread(target=self._clock_loop, name="tcg-clock", daemon=True)
+        self._clock.start()
+        log.info("tcg accelerator: Unicorn %s, 1 vCPU, %d MiB RAM", unicorn.__version__, memory.ram_size >> 20)
+
+    # -- memory --------------------------------------------------------------------------------
+    def _map_memory(self) -> None:
+        uc = self.uc
+        mapped = []
+        for slot in self.memory.slots():
+            uc.mem_map_ptr(slot.gpa, slot.size, UC_RWX, slot.host_address)
+            mapped.append((slot.gpa, slot.end))
+        uc.mmio_map(LAPIC_BASE, PAGE, self._lapic_read, None, self._lapic_write, None)
+        uc.mmio_map(IOAPIC_BASE, PAGE, self._ioapic_read, None, self._ioapic_write, None)
+        mapped += [(LAPIC_BASE, LAPIC_BASE + PAGE), (IOAPIC_BASE, IOAPIC_BASE + PAGE)]
+        # Every other address below 4 GiB is MMIO of the device bus (VGA window, PCI hole, ...).
+        pos = 0
+        for start, end in sorted(mapped):
+            if start > pos and pos < FOUR_GIB:
+                self._map_bus_window(pos, min(start, FOUR_GIB) - pos)
+            pos = max(pos, end)
+        self._slots = sorted((s.gpa, s.end, s.region.buf, s.offset) for s in self.memory.slots())
+
+    def _map_bus_window(self, start: int, size: int) -> None:
+        def read(uc, offset, size_, _ud, start=start):
+            if self._stopping():
+                return (1 << (8 * size_)) - 1
+            return self.bus.mmio_read(start + offset, size_)
+
+        def write(uc, offset, size_, value, _ud, start=start):
+            if not self._stopping():
+                self.bus.mmio_write(start + offset, size_, value)
+        self.uc.mmio_map(start, size, read, None, write, None)
+
+    def _phys_read(self, gpa: int, size: int) -> bytes:
+        for start, end, buf, offset in self._slots:
+            if start <= gpa and gpa + size <= end:
+                pos = offset + gpa - start
+                return bytes(buf[pos:pos + size])
+        return bytes(self.uc.mem_read(gpa, size))
+
+    def _phys_write(self, gpa: int, data: bytes) -> None:
+        for start, end, buf, offset in self._slots:
+            if start <= gpa and gpa + len(data) <= end:
+                pos = offset + gpa - start
+                buf[pos:pos + len(data)] = data
+                return
+        self.uc.mem_write(gpa, data)
+
+    # -- hooks: the places where Unicorn hands control back to us --------------------------------
+    def _install_hooks(self) -> None:
+        uc = self.uc
+        uc.hook_add(unicorn.UC_HOOK_INSN, self._on_in, None, 1, 0, X.UC_X86_INS_IN)
+        uc.hook_add(unicorn.UC_HOOK_INSN, self._on_out, None, 1, 0, X.UC_X86_INS_OUT)
+        uc.hook_add(unicorn.UC_HOOK_INSN, self._on_syscall, None, 1, 0, X.UC_X86_INS_SYSCALL)
+        uc.hook_add(unicorn.UC_HOOK_INSN, self._on_sysenter, None, 1, 0, X.UC_X86_INS_SYSENTER)
+        uc.hook_add(unicorn.UC_HOOK_INTR, self._on_interrupt)
+        uc.hook_add(unicorn.UC_HOOK_INSN_INVALID, self._on_invalid)
+        uc.hook_add(unicorn.UC_HOOK_MEM_UNMAPPED, self._on_unmapped)
+
+    def _stopping(self) -> bool:
+        """Power-off or reset was requested: Unicorn finishes the current block, but the
+        instructions it still runs must not reach devices."""
+        reason = self._stop_reason
+        return reason is not None and reason is not StopReason.PAUSED
+
+    def _on_in(self, uc, port, size, _ud):
+        if self._stopping():
+            return (1 << (8 * size)) - 1
+        try:
+            value = self._port_in(port, size)
+        except Exception:
+            log.exception("reading port %#x failed", port)
+            value = (1 << (8 * size)) - 1
+        return value
+
+    def _port_in(self, port: int, size: int) -> int:
+        with self.chip_lock:
+            value = self.chip.pio_read(port, size, time.monotonic_ns())
+        if value is not None:
+            return value
+        ahead = self._string_in
+        rip = self.env.segs[cs.R_CS].base + self.env.eip
+        if ahead is not None:
+            a_rip, a_port, a_size, data, pos = ahead
+            if a_rip == rip and a_port == port and a_size == size and pos < len(data):
+                self._string_in = (a_rip, a_port, a_size, data, pos + size) if pos + size < len(data) else None
+                return int.from_bytes(data[pos:pos + size], "little")
+            self._string_in = None
+        count = self._rep_ins_count(rip)
+        if count > 1:
+            # Unicorn calls us once per element of REP INS; fetch the whole string in one bus
+            # request (one round trip over the io channel instead of `count`).
+            data = self.bus.pio_read_string(port, size, count)
+            self._string_in = (rip, port, size, data, size)
+            return int.from_bytes(data[:size], "little")
+        return self.bus.pio_read(port, size)
+
+    def _rep_ins_count(self, rip: int) -> int:
+        is_rep = self._rep_ins_at.get(rip)
+        if is_rep is None:
+            is_rep = self._decode_rep_ins(rip)
+            self._rep_ins_at[rip] = is_rep
+        if not is_rep:
+            return 0
+        env = self.env
+        if env.hflags & cs.HF_CS64:
+            return env.regs[1]
+        return env.regs[1] & (0xFFFFFFFF if env.hflags & cs.HF_CS32 else 0xFFFF)
+
+    def _decode_rep_ins(self, linear: int) -> bool:
+        try:
+            code = self.delivery._read_linear(linear, 4, user=False)
+        except CpuFault:
+            return False
+        rep = False
+        for byte in code:
+            if byte in (0xF3, 0xF2):
+                rep = True
+            elif byte in (0x66, 0x67, 0x26, 0x2E, 0x36, 0x3E, 0x64, 0x65) or 0x40 <= byte <= 0x4F:
+                continue
+            else:
+                return rep and byte in (0x6C, 0x6D)
+        return False
+
+    def _on_out(self, uc, port, size, value, _ud):
+        if self._stopping():
+            return
+        try:
+            with self.chip_lock:
+                handled = self.chip.pio_write(port, size, value, time.monotonic_ns())
+                if handled:
+                    self._after_chip_change()
+            if not handled:
+                self.bus.pio_write(port, size, value)
+        except Exception:
+            log.exception("writing port %#x failed", port)
+
+    def _lapic_read(self, uc, offset, size, _ud):
+        with self.chip_lock:
+            return self.chip.mmio_read(LAPIC_BASE + offset, size, time.monotonic_ns())
+
+    def _lapic_write(self, uc, offset, size, value, _ud):
+        with self.chip_lock:
+            self.chip.mmio_write(LAPIC_BASE + offset, size, value, time.monotonic_ns())
+            self._after_chip_change()
+
+    def _ioapic_read(self, uc, offset, size, _ud):
+        with self.chip_lock:
+            return self.chip.mmio_read(IOAPIC_BASE + offset, size, time.monotonic_ns())
+
+    def _ioapic_write(self, uc, offset, size, value, _ud):
+        with self.chip_lock:
+            self.chip.mmio_write(IOAPIC_BASE + offset, size, value, time.monotonic_ns())
+            self._after_chip_change()
+
+    def _after_chip_change(self) -> None:
+        """A register write may have made an interrupt deliverable or moved a timer deadline."""
+        if self.chip.interrupt_pending():
+            self._poll_ns = POLL_MIN_NS
+            self.uc.emu_stop()
+        with self._wake:
+            self._wake.notify_all()
+
+    def _on_interrupt(self, uc, intno, _ud):
+        env = self.env
+        if env.exception_is_int:
+            source, error = SOFTWARE, 0
+        else:
+            source, error = EXCEPTION, env.error_code if intno in WITH_ERROR_CODE else 0
+        self._deliver(intno, source, error)
+
+    def _on_invalid(self, uc, _ud):
+        self._deliver(UD, EXCEPTION, 0)
+        return True
+
+    def _on_syscall(self, uc, _ud):
+        self._fast_call(fastcall.syscall)
+
+    def _on_sysenter(self, uc, _ud):
+        self._fast_call(fastcall.sysenter)
+
+    def _fast_call(self, enter) -> None:
+        env = self.env
+        try:
+            target = enter(env, self._eflags())
+        except CpuFault as fault:
+            self._deliver(fault.vector, EXCEPTION, fault.error_code)
+            target = env.eip
+        env.eip = (target - fastcall.INSTRUCTION_LENGTH) & 0xFFFFFFFFFFFFFFFF
+
+    def _on_unmapped(self, uc, access, address, size, value, _ud):
+        log.error("guest touched unmapped physical memory at %#x (size %d) at RIP %#x",
+                  address, size, self.env.eip)
+        return False
+
+    def _deliver(self, vector: int, source: str, error: int) -> None:
+        try:
+            self.delivery.deliver(vector, source, error)
+        except TripleFault:
+            log.warning("triple fault at RIP %#x: the processor shuts down", self.env.eip)
+            self._triple_fault = True
+            self.uc.emu_stop()
+
+    def _eflags(self) -> int:
+        return self.uc.reg_read(X.UC_X86_REG_RFLAGS)
+
+    # -- execution -----------------------------------------------------------------------------
+    def run(self) -> StopReason:
+        env, uc = self.env, self.uc
+        while True:
+            reason = self._take_stop()
+            if reason is not None:
+                return reason
+            if self._triple_fault:
+                self._triple_fault = False
+                return StopReason.TRIPLE_FAULT
+            now = time.monotonic_ns()
+            with self.chip_lock:
+                self.chip.advance(now)
+                pending = self.chip.interrupt_pending()
+                if pending and env.eflags & cs.IF_FLAG and not env.hflags & cs.HF_INHIBIT_IRQ:
+                    vector = self.chip.acknowledge()
+                    pending = False
+                else:
+                    vector = None
+            if vector is not None:
+                self._halted = False
+                self._poll_ns = 0
+                self._deliver(vector, EXTERNAL, 0)
+                continue
+            if self._halted:
+                self._idle()                 # only a deliverable interrupt (above) ends HLT
+                continue
+            if pending:
+                self._poll_ns = min(max(self._poll_ns * 2, POLL_MIN_NS), POLL_MAX_NS)
+            self._in_guest, self._kicked = True, False
+            if self._stop_pending():
+                self._in_guest = False
+                continue
+            try:
+                uc.emu_start(env.eip, NEVER)
+            except unicorn.UcError as error:
+                self._in_guest = False
+                log.error("guest stopped by the JIT at RIP %#x: %s", env.eip, error)
+                return StopReason.ERROR
+            self._in_guest = False
+            if not self._kicked and self._stopped_on_hlt():
+                self._halted = True
+
+    def _stopped_on_hlt(self) -> bool:
+        try:
+            return self.delivery._read_linear(self.env.segs[cs.R_CS].base + self.env.eip - 1, 1, False) == b"\xf4"
+        except CpuFault:
+            return False
+
+    def _idle(self) -> None:
+        """HLT: sleep until the next timer deadline, an interrupt line, or a stop request."""
+        with self.chip_lock:
+            deadline = self.chip.next_deadline()
+        with self._wake:
+            if self._stop_pending():
+                return
+            with self.chip_lock:
+                if self.chip.interrupt_pending():
+                    return
+            timeout = None if deadline is None else max(0, deadline - time.monotonic_ns()) / 1e9
+            self._wake.wait(timeout if timeout is None else min(timeout, 1.0))
+
+    def _kick(self) -> None:
+        self._kicked = True
+        if self._in_guest:
+            self.uc.emu_stop()
+        with self._wake:
+            self._wake.notify_all()
+
+    def _clock_loop(self) -> None:
+        """Stop the running guest when a timer is due or a masked interrupt should be re-checked."""
+        while not self._closing:
+            with self.chip_lock:
+                deadline = self.chip.next_deadline()
+            now = time.monotonic_ns()
+            if self._poll_ns:
+                deadline = min(deadline or NEVER, now + self._poll_ns)
+            if deadline is not None and deadline <= now:
+                if self._in_guest:
+                    self._kicked = True
+                    self.uc.emu_stop()
+                with self._wake:
+                    self._wake.notify_all()
+                    self._wake.wait(0.0001)
+                continue
+            with self._wake:
+                self._wake.wait(None if deadline is None else min((deadline - now) / 1e9, 0.5))
+
+    def set_irq(self, gsi: int, level: bool) -> None:
+        with self.chip_lock:
+            self.chip.set_irq(gsi, level)
+            if self.chip.interrupt_pending():
+                self._poll_ns = POLL_MIN_NS
+                if self._in_guest:
+                    self.uc.emu_stop()
+        with self._wake:
+            self._wake.notify_all()
+
+    # -- reset and state -----------------------------------------------------------------------
+    def reset(self) -> None:
+        uc, env = self.uc, self.env
+        uc.reg_write(X.UC_X86_REG_MSR, (0xC0000080, 0))          # EFER: leaves long mode
+        uc.reg_write(X.UC_X86_REG_CR4, 0)
+        uc.reg_write(X.UC_X86_REG_CR0, 0x60000010)
+        uc.reg_write(X.UC_X86_REG_CR3, 0)
+        for i in range(16):
+            env.regs[i] = 0
+        env.regs[2] = 0x600                                         # EDX: processor signature
+        data = cs.DESC_P | cs.DESC_S | cs.DESC_W | cs.DESC_A
+        code = cs.DESC_P | cs.DESC_S | cs.DESC_CS | (1 << 9) | cs.DESC_A
+        env.hflags = 0
+        cs.set_eflags(env, 2)
+        for seg in (cs.R_ES, cs.R_SS, cs.R_DS, cs.R_FS, cs.R_GS):
+            cs.load_segment_cache(env, seg, 0, 0, 0xFFFF, data)
+        cs.load_segment_cache(env, cs.R_CS, 0xF000, 0xFFFF0000, 0xFFFF, code)
+        env.hflags = cs.HF_ADDSEG
+        env.hflags2 = 1                                             # GIF: takes interrupts
+        for table, flags in ((env.ldt, cs.DESC_P | (2 << 8)), (env.tr, cs.DESC_P | (11 << 8))):
+            table.selector, table.base, table.limit, table.flags = 0, 0, 0xFFFF, flags
+        for table in (env.gdt, env.idt):
+            table.base, table.limit = 0, 0xFFFF
+        env.cr[2] = 0
+        env.eip = 0xFFF0
+        for msr in (0x174, 0x175, 0x176, 0xC0000081, 0xC0000082, 0xC0000083, 0xC0000084, 0xC0000102):
+            uc.reg_write(X.UC_X86_REG_MSR, (msr, 0))
+        for i in range(4):
+            env.dr[i] = 0
+        env.dr[6], env.dr[7] = 0xFFFF0FF0, 0x400
+        env.error_code, env.exception_is_int, env.old_exception = 0, 0, -1
+        uc.reg_write(X.UC_X86_REG_FPCW, 0x37F)
+        uc.reg_write(X.UC_X86_REG_MXCSR, 0x1F80)
+        with self.chip_lock:
+            self.chip.reset()
+        self.memory.bios_rom.buf[:] = self.memory.bios
+        self.memory.load_firmware_shadow()
+        uc.ctl_flush_tb()       # code pages were rewritten behind the JIT's back
+        self._halted = self._triple_fault = False
+        self._string_in = None
+        self._rep_ins_at.clear()
+
+    def snapshot(self) -> dict:
+        env = self.env
+        with self.chip_lock:
+            chip = self.chip.snapshot(time.monotonic_ns())
+        cpu = {
+            "env": ctypes.string_at(self.env_address, ENV_RESET_SIZE),
+            "halted": self._halted,
+            # A readable summary for logs and checks; `env` is what restore uses.
+            "rip": env.eip, "rflags": self._eflags(), "cr0": env.cr[0], "cr3": env.cr[3],
+            "cr4": env.cr[4], "efer": env.efer, "cs": env.segs[cs.R_CS].selector,
+        }
+        if self._string_in is not None:
+            rip, port, size, data, pos = self._string_in
+            cpu["string_in"] = [rip, port, size, data, pos]
+        return {"version": base.SNAPSHOT_VERSION, "accel": self.name, "unicorn": unicorn.__version__,
+                "cpus": [cpu], "irqchip": chip}
+
+    def restore(self, state: dict) -> None:
+        self._check_snapshot(state)
+        if state.get("unicorn") != unicorn.__version__:
+            raise EngineError(f"snapshot was taken with Unicorn {state.get('unicorn')}, "
+                              f"this host has {unicorn.__version__}")
+        cpu = state["cpus"][0]
+        raw = cpu["env"]
+        if len(raw) != ENV_RESET_SIZE:
+            raise EngineError("snapshot processor state has the wrong size")
+        ctypes.memmove(self.env_address, raw, ENV_RESET_SIZE)
+        self._halted = bool(cpu.get("halted"))
+        ahead = cpu.get("string_in")
+        self._string_in = tuple(ahead) if ahead else None
+        with self.chip_lock:
+            self.chip.restore(state["irqchip"], time.monotonic_ns())
+        self._rep_ins_at.clear()
+        self.uc.ctl_flush_tb()
+
+    def dirty_pages(self) -> bytes:
+        """Pages whose bytes differ from the copy kept at the last call (Unicorn has no dirty log)."""
+        ram = np.frombuffer(self.memory.ram.buf, dtype=np.uint64)
+        pages = self.memory.ram_size // PAGE
+        if self._shadow is None:
+            self._shadow = ram.copy()
+            return np.packbits(np.ones(pages, dtype=bool), bitorder="little").tobytes()
+        words = PAGE // 8
+        dirty = np.zeros(pages, dtype=bool)
+        chunk = 4096  # pages per comparison: bounds the temporary arrays to 16 MiB
+        for first in range(0, pages, chunk):
+            last = min(pages, first + chunk)
+            a = ram[first * words:last * words].reshape(-1, words)
+            b = self._shadow[first * words:last * words].reshape(-1, words)
+            changed = (a != b).any(axis=1)
+            dirty[first:last] = changed
+            if changed.any():
+                b[changed] = a[changed]
+        return np.packbits(dirty, bitorder="little").tobytes()
+
+    def close(self) -> None:
+        self._closing = True
+        with self._wake:
+            self._wake.notify_all()
+        self._clock.join(timeout=2)
