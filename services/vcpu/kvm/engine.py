@@ -146,8 +146,10 @@ class KvmEngine(Engine):
     def _run_vcpu(self, vcpu: Vcpu) -> None:
         while not self._stop_pending():
             err = vcpu.run()
-            if err == errno.EINTR:
-                continue    # kicked (or a stray signal): look at the stop request again
+            if err in (errno.EINTR, errno.EAGAIN):
+                # EINTR: kicked (or a stray signal), look at the stop request again. EAGAIN: an AP
+                # waiting for INIT/SIPI was woken up; KVM wants KVM_RUN again (x86.c, QEMU retries too).
+                continue
             if err:
                 log.error("vCPU %d: KVM_RUN failed: %s", vcpu.index, os.strerror(err))
                 self.request_stop(StopReason.ERROR)
