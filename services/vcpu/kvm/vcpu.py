@@ -34,12 +34,15 @@ class Vcpu:
         self.xsave_size = xsave_size
         self.has_xcrs = has_xcrs
         self.msr_indices: list[int] = []
+        self.cpuid: list[k.KvmCpuidEntry2] = []
+        self.has_run = False
         self._mmap = mmap.mmap(self.fd, mmap_size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         self.run_page = k.KvmRun.from_buffer(self._mmap)
 
     # -- execution -------------------------------------------------------------------------------
     def run(self) -> int:
         """KVM_RUN; returns 0 or the errno (EINTR when kicked)."""
+        self.has_run = True
         ret, err = k.ioctl_raw(self.fd, k.KVM_RUN)
         return err if ret < 0 else 0
 
@@ -63,9 +66,10 @@ class Vcpu:
         try:
             k.ioctl(self.fd, k.KVM_SET_CPUID2, table)
         except OSError as e:
-            if e.errno == errno.EBUSY:
-                raise EngineError("the saved CPUID differs from this VM's and KVM cannot change it after "
-                                  "the vCPU ran; restore into a freshly started VM") from None
+            if self.has_run:
+                # KVM only accepts an identical table once the vCPU has run (EINVAL/EBUSY otherwise).
+                raise EngineError("the snapshot's CPUID differs from this VM's and KVM cannot change it "
+                                  "after the vCPU ran; restore into a freshly started VM") from None
             raise EngineError(f"KVM refused the CPUID table of vCPU {self.index}: {e.strerror}") from None
         self.cpuid = entries
 
@@ -133,7 +137,9 @@ class Vcpu:
 
     # -- state, restore order: research §1.9 -----------------------------------------------------
     def load(self, state: dict, *, with_cpuid: bool = True) -> None:
-        if with_cpuid:
+        # Set only when different: the kernel compares against its runtime-updated copy (OSXSAVE, APIC
+        # bits) and refuses even our own table once the vCPU has run.
+        if with_cpuid and state["cpuid"] != cpuid_table.to_data(self.cpuid):
             self.set_cpuid(cpuid_table.from_data(state["cpuid"]))
         self._set(k.KVM_SET_MP_STATE, k.KvmMpState(mp_state=state["mp_state"]))
         self._set(k.KVM_SET_REGS, k.KvmRegs.from_buffer_copy(state["regs"]))
