@@ -1,6 +1,6 @@
 """The 82093AA I/O APIC (24 pins, MMIO page at 0xFEC00000): redirection table, remote IRR, EOI re-delivery.
 
-Sans-I/O: pin levels go in through set_irq(); messages leave through deliver(dest, logical, mode, vector, level)."""
+Sans-I/O: pin levels come in by set_irq(); messages go out by deliver(dest, logical, mode, vector, level)."""
 
 from __future__ import annotations
 

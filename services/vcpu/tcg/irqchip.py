@@ -1,6 +1,6 @@
 """The PC interrupt controllers and timers of the software accelerator, wired like QEMU's pc machine.
 
-ISA IRQ n reaches the 8259 pair and IO-APIC pin n, except the PIT's IRQ0 which lands on pin 2 (irq0-override)."""
+ISA IRQ n reaches the 8259 pair and IO-APIC pin n, except the PIT's IRQ0, on pin 2 (irq0-override)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The local APIC of one processor (xAPIC, MMIO page at IA32_APIC_BASE, 0xFEE00000 by default).
 
-Sans-I/O: the timer counts from the `now` (ns) passed in at 1 GHz / divide; IPIs and EOIs leave through callbacks."""
+Sans-I/O: the timer counts at 1 GHz / divide from the `now` (ns) given; IPIs and EOIs leave by callback."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The 8259A programmable interrupt controller pair of a PC (master at 0x20, slave at 0xA0 on IRQ2).
 
-Sans-I/O: input lines go in through set_irq(), the INTR output is the `intr` attribute, INTA is acknowledge()."""
+Sans-I/O: lines go in through set_irq(), INTR is the `intr` attribute, INTA is acknowledge()."""
 
 from __future__ import annotations
 

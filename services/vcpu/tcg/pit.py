@@ -1,6 +1,6 @@
 """The 8254 programmable interval timer (ports 0x40-0x43) and the port 0x61 gate/output bits of channel 2.
 
-Sans-I/O: counters are computed from the `now` (ns, monotonic) passed in; channel 0's rising edges call irq0()."""
+Sans-I/O: counts are computed from the `now` (monotonic ns) passed in; OUT0's rising edges call irq0()."""
 
 from __future__ import annotations
 
@@ -116,7 +116,7 @@ class PitChannel:
                     self.frozen = None
             else:
                 self.frozen = self.elapsed(now)
-        elif gate:                                  # modes 1, 5 trigger and modes 2, 3 reload on a rising gate
+        elif gate:                                  # a rising gate triggers modes 1, 5 and reloads 2, 3
             self.start = now
         elif mode == 2 or mode == 3:
             self.start = None
