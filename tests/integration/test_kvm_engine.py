@@ -62,6 +62,7 @@ class RecordingBus(ProgramBus):
         self.string_reads: list[tuple[int, int, int]] = []    # (port, size, count)
         self.mmio: list[tuple] = []
         self.pause_after: int | None = None                  # request PAUSED after this many bytes
+        self.pause_on_string_read = False
         self.on_byte = None
 
     def _out(self, data: bytes) -> None:
@@ -74,6 +75,8 @@ class RecordingBus(ProgramBus):
 
     def pio_read_string(self, port, size, count):
         self.string_reads.append((port, size, count))
+        if self.pause_on_string_read:
+            self.engine.request_stop(StopReason.PAUSED)
         if port == 0x510:
             return b"insw-ok!"[:size * count]
         return super().pio_read_string(port, size, count)
@@ -153,6 +156,18 @@ def test_rep_string_io(assemble, machines):
     assert machine.run() == StopReason.POWEROFF
     assert machine.output == b"0123456789" * 30 + b"insw-ok!"
     assert machine.bus.string_reads == [(0x510, 2, 4)]
+
+
+def test_pending_in_completes_before_run_returns(assemble, machines):
+    """A stop requested while serving `rep insw` returns only after KVM stored the data (research §1.3):
+    the guest RAM already holds it, so a snapshot taken now is consistent."""
+    machine = machines(assemble("rep_string"))
+    machine.bus.pause_on_string_read = True
+    assert machine.run() == StopReason.PAUSED
+    assert machine.memory.read(0x800, 8) == b"insw-ok!"
+    machine.bus.pause_on_string_read = False
+    assert machine.run() == StopReason.POWEROFF
+    assert machine.output.endswith(b"insw-ok!")
 
 
 def test_mmio_reaches_the_bus_and_rom_writes_are_dropped(assemble, machines):
