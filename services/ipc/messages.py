@@ -38,3 +38,21 @@ def unpack(data: bytes):
 
 class ProtocolError(Exception):
     """A peer sent something this version does not understand."""
+
+
+CONTROL_VERSION = 1
+
+
+class Control:
+    """control channel, manager -> each service: request {"v", "op", ...} -> reply {"ok", ...}.
+
+    On failure the reply is {"ok": False, "error": "<one line for the user>"}."""
+
+    STATUS = "status"        # -> state, accel, accel_reason, cpus, ram_mib, pid
+    PAUSE = "pause"          # -> once the vCPUs are stopped and their state is consistent
+    RESUME = "resume"
+    RESET = "reset"
+    POWEROFF = "poweroff"
+    SNAPSHOT = "snapshot"    # paused only -> {"state": machine state}
+    RESTORE = "restore"      # paused only, {"state": ...}
+    DIRTY = "dirty"          # -> {"bitmap": bytes}: RAM pages written since the last call

@@ -8,7 +8,8 @@ from __future__ import annotations
 import os
 import re
 
-CHANNELS = ("io", "irq", "display", "input", "audio", "usb", "control")
+CHANNELS = ("io", "irq", "display", "input", "audio", "usb",
+            "control-vcpu", "control-devices", "control-vrdp", "control-usbproxy")
 
 
 def _safe(vm_id: str) -> str:

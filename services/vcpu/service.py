@@ -1,0 +1,199 @@
+"""The vCPU process: runs one VM's processors and answers its control socket.
+
+`python -m services.vcpu --vm-id ID ...`: the main thread runs the guest; a control thread serves
+status, pause, resume, reset, power off, snapshot and restore requests (messages.Control)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import threading
+
+import zmq
+
+from services.ipc.messages import CONTROL_VERSION, Control, pack, unpack
+from services.ipc.naming import endpoint, restrict_socket
+from services.vcpu.engine import EngineError, StopReason
+from services.vcpu.machine import DEFAULT_FIRMWARE, Machine, MachineConfig
+
+log = logging.getLogger("headbox.vcpu")
+
+
+class LineSink:
+    """Debug-port bytes to a file, flushed per line (SeaBIOS writes one byte per OUT)."""
+
+    def __init__(self, path: str):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self.file = os.fdopen(fd, "ab", buffering=0)
+        self.pending = bytearray()
+
+    def __call__(self, data: bytes) -> None:
+        self.pending += data
+        if b"\n" in data or len(self.pending) > 4096:
+            self.file.write(self.pending)
+            self.pending.clear()
+
+    def close(self) -> None:
+        if self.pending:
+            self.file.write(self.pending)
+        self.file.close()
+
+
+class VcpuService:
+    def __init__(self, machine: Machine, control_endpoint: str):
+        self.machine = machine
+        self.state = "running"
+        self.paused = threading.Event()
+        self.resume = threading.Event()
+        self.poweroff = False
+        self.closing = False
+        self.context = zmq.Context.instance()
+        self.socket = self.context.socket(zmq.REP)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        self.socket.bind(control_endpoint)
+        restrict_socket(control_endpoint)
+        self.thread = threading.Thread(target=self._serve, name="vcpu-control", daemon=True)
+
+    def run(self) -> StopReason:
+        self.thread.start()
+        while True:
+            reason = self.machine.run()
+            if reason == StopReason.PAUSED and not self.poweroff:
+                self.state = "paused"
+                self.paused.set()
+                self.resume.wait()
+                self.resume.clear()
+                self.paused.clear()
+                if self.poweroff:
+                    reason = StopReason.POWEROFF
+                    break
+                self.state = "running"
+                continue
+            break
+        self.state = "stopped"
+        return reason
+
+    # -- control socket ------------------------------------------------------------------------
+    def _serve(self) -> None:
+        # The socket belongs to this thread alone (ZeroMQ sockets are not thread-safe): it is
+        # closed here too, after the last reply went out.
+        while not self.closing:
+            if not self.socket.poll(100):
+                continue
+            try:
+                reply = self._handle(unpack(self.socket.recv()))
+            except Exception as error:   # a bad request must not take the VM down
+                log.exception("control request failed")
+                reply = {"ok": False, "error": str(error) or type(error).__name__}
+            self.socket.send(pack(reply))
+        self.socket.close()
+
+    def _handle(self, request) -> dict:
+        if not isinstance(request, dict) or request.get("v") != CONTROL_VERSION:
+            return {"ok": False, "error": f"expected a control request of version {CONTROL_VERSION}"}
+        op, machine = request.get("op"), self.machine
+        if op == Control.STATUS:
+            return {"ok": True, "state": self.state, "accel": machine.accel,
+                    "accel_reason": machine.accel_reason, "cpus": machine.config.cpus,
+                    "ram_mib": machine.config.ram_mib, "pid": os.getpid()}
+        if op == Control.PAUSE:
+            if self.state == "running":
+                machine.engine.request_stop(StopReason.PAUSED)
+                if not self.paused.wait(10):
+                    return {"ok": False, "error": "the vCPUs did not stop within 10 s"}
+            return {"ok": True, "state": self.state}
+        if op == Control.RESUME:
+            if self.state == "paused":
+                self.resume.set()
+            return {"ok": True}
+        if op == Control.RESET:
+            if self.state == "paused":
+                machine.reset()
+            else:
+                machine.engine.request_stop(StopReason.RESET)
+            return {"ok": True}
+        if op == Control.POWEROFF:
+            self.poweroff = True
+            machine.engine.request_stop(StopReason.POWEROFF)
+            self.resume.set()
+            return {"ok": True}
+        if op in (Control.SNAPSHOT, Control.RESTORE):
+            if self.state != "paused":
+                return {"ok": False, "error": f"the VM must be paused for {op} (it is {self.state})"}
+            if op == Control.SNAPSHOT:
+                return {"ok": True, "state": machine.snapshot()}
+            machine.restore(request["state"])
+            return {"ok": True}
+        if op == Control.DIRTY:
+            return {"ok": True, "bitmap": machine.engine.dirty_pages()}
+        return {"ok": False, "error": f"unknown control operation {op!r}"}
+
+    def close(self) -> None:
+        self.closing = True
+        if self.thread.is_alive():
+            self.thread.join(5)
+        else:
+            self.socket.close()
+
+
+class ControlClient:
+    """The manager's (and tests') side of a service's control socket."""
+
+    def __init__(self, control_endpoint: str, timeout_ms: int = 15000):
+        self.socket = zmq.Context.instance().socket(zmq.REQ)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        self.socket.setsockopt(zmq.RCVTIMEO, timeout_ms)
+        self.socket.connect(control_endpoint)
+
+    def request(self, op: str, **fields) -> dict:
+        self.socket.send(pack({"v": CONTROL_VERSION, "op": op, **fields}))
+        return unpack(self.socket.recv())
+
+    def close(self) -> None:
+        self.socket.close()
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(prog="headbox-vcpu", description="Run one VM's processors.")
+    parser.add_argument("--vm-id", required=True)
+    parser.add_argument("--memory", type=int, default=128, metavar="MiB")
+    parser.add_argument("--cpus", type=int, default=1)
+    parser.add_argument("--accel", default="auto", choices=("auto", "kvm", "tcg"))
+    parser.add_argument("--firmware", default=DEFAULT_FIRMWARE)
+    parser.add_argument("--boot", default="dvd,disk", help="boot order: floppy, dvd, disk, net")
+    parser.add_argument("--debug-log", help="file for the firmware's debug-port output")
+    parser.add_argument("--exit-port", type=lambda s: int(s, 0), help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s vcpu %(levelname)s %(message)s")
+    sink = LineSink(args.debug_log) if args.debug_log else None
+    config = MachineConfig(vm_id=args.vm_id, ram_mib=args.memory, cpus=args.cpus, accel=args.accel,
+                           firmware=args.firmware, boot_order=tuple(filter(None, args.boot.split(","))),
+                           exit_port=args.exit_port)
+    try:
+        machine = Machine(config, debug_sink=sink)
+    except (EngineError, ValueError, FileExistsError) as error:
+        message = str(error)
+        if isinstance(error, FileExistsError):
+            message = f"VM {args.vm_id} is already running (its RAM region exists)"
+        print(f"headbox-vcpu: error: {message}", file=sys.stderr)
+        return 2
+    service = VcpuService(machine, endpoint(args.vm_id, "control-vcpu"))
+    try:
+        reason = service.run()
+    finally:
+        service.close()
+        machine.close()
+        if sink:
+            sink.close()
+    log.info("vCPUs stopped: %s", reason.value)
+    return 0 if reason == StopReason.POWEROFF else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""The vCPU process: SeaBIOS runs in it, its RAM is a private named region, it idles without
+burning a core, and its control socket pauses, snapshots, resumes and powers it off."""
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+
+from services.ipc.naming import endpoint, shm_name
+from services.vcpu.service import ControlClient
+from tests.conftest import require_kvm
+
+
+def wait_for(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.02)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.fixture(params=["tcg", "kvm"])
+def vcpu(request, tmp_path, monkeypatch):
+    accel = request.param
+    if accel == "kvm":
+        require_kvm()
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    vm_id = "t" + uuid.uuid4().hex[:8]
+    log = tmp_path / "debug.log"
+    proc = subprocess.Popen([sys.executable, "-m", "services.vcpu", "--vm-id", vm_id, "--accel", accel,
+                             "--memory", "64", "--debug-log", str(log)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env={**os.environ, "XDG_RUNTIME_DIR": str(tmp_path)})
+    wait_for(lambda: log.exists() and b"No bootable device" in log.read_bytes(), 120, "SeaBIOS to finish POST")
+    client = ControlClient(endpoint(vm_id, "control-vcpu"))
+    yield accel, vm_id, proc, client, log
+    client.close()
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait(10)
+
+
+def test_control_socket_and_private_memory(vcpu):
+    accel, vm_id, proc, client, _ = vcpu
+    status = client.request("status")
+    assert status["ok"] and status["state"] == "running" and status["accel"] == accel
+    ram = f"/dev/shm/{shm_name(vm_id, 'ram')}"
+    assert os.stat(ram).st_mode & 0o777 == 0o600
+    assert os.stat(ram).st_size == 64 << 20
+    sock = endpoint(vm_id, "control-vcpu")[len("ipc://"):]
+    assert os.stat(sock).st_mode & 0o777 == 0o600
+
+    assert client.request("snapshot") == {"ok": False, "error": "the VM must be paused for snapshot (it is running)"}
+    assert client.request("pause")["state"] == "paused"
+    state = client.request("snapshot")
+    assert state["ok"] and state["state"]["engine"]["accel"] == accel
+    assert "cmos" in state["state"]["platform"]
+    assert client.request("resume")["ok"]
+    assert client.request("status")["state"] == "running"
+    assert client.request("frobnicate")["ok"] is False
+
+    assert client.request("poweroff")["ok"]
+    assert proc.wait(30) == 0
+    assert not os.path.exists(ram), "the RAM region must be removed when the VM powers off"
+
+
+def test_halted_guest_does_not_burn_a_core(vcpu):
+    """After POST SeaBIOS waits in HLT for its 18.2 Hz timer tick: the process should be idle."""
+    _, _, proc, client, _ = vcpu
+    time.sleep(0.5)
+    before, start = cpu_seconds(proc.pid), time.monotonic()
+    time.sleep(3)
+    used = (cpu_seconds(proc.pid) - before) / (time.monotonic() - start)
+    client.request("poweroff")
+    assert used < 0.15, f"an idle guest used {used:.0%} of a core"
