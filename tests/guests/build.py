@@ -67,3 +67,32 @@ if __name__ == "__main__":
     import sys
     for n in sys.argv[1:] or program_names():
         print(n, len(build_program(n)))
+
+
+def counter_expected_lines(count: int, buf_dwords: int = 8192) -> list[str]:
+    """The first `count` lines counter.asm prints after "counter start" (without the newline).
+
+    A model of the program (see the header of programs/counter.asm): the output is a pure function
+    of the line number, so a run that was snapshotted and restored must print exactly these."""
+    import numpy as np
+
+    mask = 0xFFFFFFFF
+    buf = (np.arange(buf_dwords, dtype=np.uint64) * 0x9E3779B9 & mask).astype(np.uint32)
+    # sum = sum * 31 + w over the buffer  ==  sum(w[i] * 31**(N-1-i)) mod 2**32
+    powers = np.empty(buf_dwords, dtype=np.uint64)
+    p = 1
+    for i in range(buf_dwords - 1, -1, -1):
+        powers[i] = p
+        p = p * 31 & mask
+    s = 0x12345678
+    lines = []
+    for n in range(1, count + 1):
+        for _ in range(8):
+            s ^= (s << 13) & mask
+            s ^= s >> 17
+            s ^= (s << 5) & mask
+            idx = s & (buf_dwords - 1)
+            buf[idx] = (int(buf[idx]) + s) & mask
+        total = int(((buf.astype(np.uint64) * powers) & mask).sum() & mask)
+        lines.append(f"n={n} sum={total:08X}")
+    return lines
