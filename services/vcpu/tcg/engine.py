@@ -21,7 +21,7 @@ from services.vcpu.memory import FOUR_GIB, IOAPIC_BASE, LAPIC_BASE, PAGE
 from services.vcpu.tcg import cpustate as cs
 from services.vcpu.tcg import fastcall
 from services.vcpu.tcg.delivery import (
-    EXCEPTION, EXTERNAL, SOFTWARE, UD, WITH_ERROR_CODE, CpuFault, Delivery, PhysicalMemory, TripleFault)
+    EXCEPTION, EXTERNAL, NMI, SOFTWARE, UD, WITH_ERROR_CODE, CpuFault, Delivery, PhysicalMemory, TripleFault)
 from services.vcpu.tcg.irqchip import InterruptChip
 
 log = logging.getLogger("headbox.vcpu.tcg")
@@ -200,7 +200,8 @@ class TcgEngine(Engine):
 
     def _lapic_read(self, uc, offset, size, _ud):
         with self.chip_lock:
-            return self.chip.mmio_read(LAPIC_BASE + offset, size, time.monotonic_ns())
+            value = self.chip.mmio_read(LAPIC_BASE + offset, size, time.monotonic_ns())
+        return (1 << (8 * size)) - 1 if value is None else value   # None: the APIC is disabled
 
     def _lapic_write(self, uc, offset, size, value, _ud):
         with self.chip_lock:
@@ -209,7 +210,8 @@ class TcgEngine(Engine):
 
     def _ioapic_read(self, uc, offset, size, _ud):
         with self.chip_lock:
-            return self.chip.mmio_read(IOAPIC_BASE + offset, size, time.monotonic_ns())
+            value = self.chip.mmio_read(IOAPIC_BASE + offset, size, time.monotonic_ns())
+        return (1 << (8 * size)) - 1 if value is None else value
 
     def _ioapic_write(self, uc, offset, size, value, _ud):
         with self.chip_lock:
@@ -227,10 +229,17 @@ class TcgEngine(Engine):
     def _on_interrupt(self, uc, intno, _ud):
         env = self.env
         if env.exception_is_int:
-            source, error = SOFTWARE, 0
+            self._deliver(intno, SOFTWARE, 0, self._int_length(intno))
         else:
-            source, error = EXCEPTION, env.error_code if intno in WITH_ERROR_CODE else 0
-        self._deliver(intno, source, error)
+            self._deliver(intno, EXCEPTION, env.error_code if intno in WITH_ERROR_CODE else 0)
+
+    def _int_length(self, vector: int) -> int:
+        """Length of the INT n / INT3 / INTO that EIP has just stepped over."""
+        try:
+            before = self.delivery._read_linear(self.env.segs[cs.R_CS].base + self.env.eip - 2, 2, False)
+        except CpuFault:
+            return 2
+        return 2 if before[0] == 0xCD and before[1] == vector else 1
 
     def _on_invalid(self, uc, _ud):
         self._deliver(UD, EXCEPTION, 0)
@@ -256,9 +265,9 @@ class TcgEngine(Engine):
                   address, size, self.env.eip)
         return False
 
-    def _deliver(self, vector: int, source: str, error: int) -> None:
+    def _deliver(self, vector: int, source: str, error: int, insn_length: int = 0) -> None:
         try:
-            self.delivery.deliver(vector, source, error)
+            self.delivery.deliver(vector, source, error, insn_length)
         except TripleFault:
             log.warning("triple fault at RIP %#x: the processor shuts down", self.env.eip)
             self._triple_fault = True
@@ -280,12 +289,19 @@ class TcgEngine(Engine):
             now = time.monotonic_ns()
             with self.chip_lock:
                 self.chip.advance(now)
+                # An NMI ignores IF but waits while an earlier NMI's handler runs (until its IRET).
+                nmi = not env.hflags2 & cs.HF2_NMI and self.chip.take_nmi()
                 pending = self.chip.interrupt_pending()
-                if pending and env.eflags & cs.IF_FLAG and not env.hflags & cs.HF_INHIBIT_IRQ:
+                if not nmi and pending and env.eflags & cs.IF_FLAG and not env.hflags & cs.HF_INHIBIT_IRQ:
                     vector = self.chip.acknowledge()
                     pending = False
                 else:
                     vector = None
+            if nmi:
+                self._halted = False
+                env.hflags2 |= cs.HF2_NMI
+                self._deliver(NMI, EXTERNAL, 0)
+                continue
             if vector is not None:
                 self._halted = False
                 self._poll_ns = 0
