@@ -20,7 +20,7 @@ from services.vcpu.kvm.exits import handle_exit
 from services.vcpu.kvm.system import KvmSystem
 from services.vcpu.kvm.vcpu import EXTRA_MSRS, Vcpu
 from services.vcpu.kvm.vm import IRQCHIPS, Vm
-from services.vcpu.memory import PAGE, GuestMemory
+from services.vcpu.memory import ISA_BIOS_SIZE, PAGE, SHADOW_END, GuestMemory
 
 log = logging.getLogger("headbox.vcpu.kvm")
 
@@ -56,6 +56,7 @@ class KvmEngine(Engine):
         self._active = 0         # vCPU threads still inside the current epoch
         self._closing = False
         self._dirty_logging = False
+        self._host_dirty: list[tuple[int, int]] = []   # RAM ranges we wrote ourselves (KVM cannot see)
         self._system = KvmSystem(device)
         try:
             self._build(cpuid_overrides)
@@ -176,7 +177,9 @@ class KvmEngine(Engine):
 
     # -- interrupts -------------------------------------------------------------------------------
     def set_irq(self, gsi: int, level: bool) -> None:
-        self.vm.irq_line(gsi, level)
+        vm = self.vm
+        if vm is not None:   # a device may still raise a line while the VM is being closed
+            vm.irq_line(gsi, level)
 
     # -- state ------------------------------------------------------------------------------------
     def reset(self) -> None:
@@ -185,6 +188,9 @@ class KvmEngine(Engine):
             vcpu.load(state, with_cpuid=False)
         self._load_irqchips(self._power_on)
         self.memory.load_firmware_shadow()
+        # The dirty log only sees guest writes (research §1.8): report the reloaded shadow ourselves.
+        shadow = min(len(self.memory.bios), ISA_BIOS_SIZE)
+        self._host_dirty.append((SHADOW_END - shadow, shadow))
 
     def snapshot(self) -> dict:
         self._require_stopped("snapshot()")
@@ -225,6 +231,7 @@ class KvmEngine(Engine):
         if not self._dirty_logging:
             self.vm.enable_dirty_log(ram)
             self._dirty_logging = True
+            self._host_dirty = []
             return np.packbits(np.ones(pages, np.uint8), bitorder="little").tobytes()
         bits = np.zeros(pages, np.uint8)
         for index, (slot, _) in enumerate(self.vm.slots):
@@ -234,6 +241,9 @@ class KvmEngine(Engine):
             log_bits = np.unpackbits(np.frombuffer(self.vm.dirty_log(index), np.uint8), bitorder="little")
             first, count = slot.offset // PAGE, slot.size // PAGE
             bits[first:first + count] |= log_bits[:count]
+        for offset, size in self._host_dirty:
+            bits[offset // PAGE:(offset + size + PAGE - 1) // PAGE] = 1
+        self._host_dirty = []
         return np.packbits(bits, bitorder="little").tobytes()
 
     # -- teardown -----------------------------------------------------------------------------------

@@ -93,6 +93,7 @@ def _log_internal_error(vcpu: Vcpu, internal: k.KvmRunInternal) -> None:
 def _where(vcpu: Vcpu) -> str:
     """RIP with CS, for log lines (real-mode code needs the segment base to be found)."""
     regs, sregs = k.KvmRegs(), k.KvmSregs()
-    if k.ioctl_raw(vcpu.fd, k.KVM_GET_REGS, regs)[0] < 0 or k.ioctl_raw(vcpu.fd, k.KVM_GET_SREGS, sregs)[0] < 0:
-        return "rip unknown"
+    for request, value in ((k.KVM_GET_REGS, regs), (k.KVM_GET_SREGS, sregs)):
+        if k.ioctl_raw(vcpu.fd, request, value)[0] < 0:
+            return "rip unknown"
     return f"rip {regs.rip:#x} (cs {sregs.cs.selector:#x} base {sregs.cs.base:#x})"
