@@ -247,6 +247,12 @@ def test_engine_must_be_created_in_the_main_thread(assemble):
     assert errors and "main thread" in errors[0]
 
 
+def test_missing_device_is_one_clear_error(assemble):
+    memory = GuestMemory(PrivateRegion(2 * MiB), assemble("hello"))
+    with pytest.raises(EngineError, match="cannot open /nonexistent/kvm: No such file"):
+        create_engine("kvm", memory, ProgramBus(), device="/nonexistent/kvm")
+
+
 # -- state ----------------------------------------------------------------------------------------------
 def _continue_in_fresh_process(ram_name: str, image: bytes, blob: bytes, queue) -> None:
     """Child process (spawn): a fresh engine over a copy of the RAM, restored from the snapshot."""
