@@ -1,0 +1,87 @@
+"""Unit checks of the software accelerator's pieces: the proven CPU-state layout, the choice of
+accelerator, change tracking of RAM pages, and SYSCALL/SYSENTER entry state."""
+
+import numpy as np
+import pytest
+import unicorn
+from unicorn import x86_const as X
+
+from services.ipc.shm import PrivateRegion
+from services.vcpu import engine as base
+from services.vcpu.engine import EngineError, choose_accelerator, create_engine
+from services.vcpu.memory import MiB, GuestMemory
+from services.vcpu.tcg import cpustate as cs
+from services.vcpu.tcg import fastcall
+from services.vcpu.tcg.delivery import GP, UD, CpuFault
+
+
+def test_cpu_state_is_read_in_place():
+    uc = unicorn.Uc(unicorn.UC_ARCH_X86, unicorn.UC_MODE_64)
+    env = cs.locate_env(uc)
+    uc.reg_write(X.UC_X86_REG_RBX, 0x1122334455667788)
+    assert env.regs[3] == 0x1122334455667788
+    env.regs[3] = 42
+    assert uc.reg_read(X.UC_X86_REG_RBX) == 42
+    cs.set_eflags(env, 0x246)
+    assert uc.reg_read(X.UC_X86_REG_RFLAGS) == 0x246
+
+
+def test_accelerator_choice(monkeypatch):
+    assert choose_accelerator("tcg") == ("tcg", "tcg was requested")
+    monkeypatch.setattr(base, "host_has_hardware_virtualization", lambda: (False, "no vmx/svm flag"))
+    accel, why = choose_accelerator("auto")
+    assert accel == "tcg" and "no vmx/svm flag" in why
+    monkeypatch.setattr(base, "host_has_hardware_virtualization", lambda: (True, "vmx"))
+    assert choose_accelerator("auto") == ("kvm", "vmx")
+    with pytest.raises(EngineError, match="unknown accelerator 'fast'"):
+        choose_accelerator("fast")
+
+
+def test_dirty_pages_track_changes_since_the_last_call():
+    memory = GuestMemory(PrivateRegion(4 * MiB), b"\xf4" * 0x10000)
+    engine = create_engine("tcg", memory, None)
+    try:
+        pages = memory.ram_size // 4096
+        first = np.unpackbits(np.frombuffer(engine.dirty_pages(), np.uint8), bitorder="little")[:pages]
+        assert first.all(), "the first call reports every page"
+        assert not any(engine.dirty_pages())
+        memory.write(0x5000, b"x")
+        memory.write(0x3FF000, b"y")
+        bits = np.unpackbits(np.frombuffer(engine.dirty_pages(), np.uint8), bitorder="little")[:pages]
+        assert list(np.flatnonzero(bits)) == [5, 0x3FF]
+        assert not any(engine.dirty_pages())
+    finally:
+        engine.close()
+
+
+def _long_mode_env():
+    uc = unicorn.Uc(unicorn.UC_ARCH_X86, unicorn.UC_MODE_64)
+    env = cs.locate_env(uc)
+    return uc, env
+
+
+def test_syscall_enters_the_kernel_as_the_sdm_says():
+    uc, env = _long_mode_env()       # Unicorn starts its 64-bit engine in long mode at CPL 3-less state
+    env.efer |= fastcall.EFER_SCE
+    env.star = (0x0023 << 48) | (0x0010 << 32)
+    env.lstar = 0xFFFFFFFF81000000
+    env.fmask = 0x200 | 0x100
+    env.eip = 0x401000
+    target = fastcall.syscall(env, 0x246 | 0x200)
+    assert target == 0xFFFFFFFF81000000
+    assert env.regs[1] == 0x401002 and env.regs[11] == 0x246 | 0x200
+    assert env.segs[cs.R_CS].selector == 0x10 and env.segs[cs.R_SS].selector == 0x18
+    assert env.hflags & cs.HF_CS64 and env.hflags & cs.HF_CPL_MASK == 0
+    assert not uc.reg_read(X.UC_X86_REG_RFLAGS) & 0x300
+
+
+def test_syscall_without_sce_is_undefined_and_sysenter_needs_a_selector():
+    _, env = _long_mode_env()
+    env.efer &= ~fastcall.EFER_SCE
+    with pytest.raises(CpuFault) as fault:
+        fastcall.syscall(env, 0x2)
+    assert fault.value.vector == UD
+    env.sysenter_cs = 0
+    with pytest.raises(CpuFault) as fault:
+        fastcall.sysenter(env, 0x2)
+    assert fault.value.vector == GP
