@@ -6,7 +6,6 @@ import uuid
 import pytest
 
 from services.devices.bus import Bus
-from services.devices.chipset import fw_cfg
 from services.devices.chipset.fw_cfg import FwCfg, build_fw_cfg
 from services.ipc.shm import PrivateRegion
 from services.vcpu.memory import GuestMemory, MiB
