@@ -27,6 +27,7 @@ HF_ADDSEG = 1 << 6
 HF_PE = 1 << 7
 HF_LMA = 1 << 14
 HF_CS64 = 1 << 15
+HF_GUEST = 1 << 21          # "SVM guest": makes the engine consult the intercepts below
 HF2_NMI = 1 << 2
 
 # segment-cache flags: the descriptor's high dword, as QEMU keeps it
@@ -96,6 +97,8 @@ class CPUX86State(ctypes.Structure):
         ("exception_next_eip", 5392, ctypes.c_uint64),
         ("dr", 5400, ctypes.c_uint64 * 8),     # proven; the exception fields are fixed distances from it
         ("old_exception", 5496, ctypes.c_int32),
+        ("vm_vmcb", 5504, ctypes.c_uint64),
+        ("intercept", 5520, ctypes.c_uint64),
     ])
 
 

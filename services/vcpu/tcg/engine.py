@@ -17,16 +17,29 @@ from unicorn import x86_const as X
 
 from services.vcpu import engine as base
 from services.vcpu.engine import Engine, EngineError, StopReason
+from services.ipc.shm import PrivateRegion
 from services.vcpu.memory import FOUR_GIB, IOAPIC_BASE, LAPIC_BASE, PAGE
 from services.vcpu.tcg import cpustate as cs
 from services.vcpu.tcg import fastcall
 from services.vcpu.tcg.delivery import (
-    EXCEPTION, EXTERNAL, NMI, SOFTWARE, UD, WITH_ERROR_CODE, CpuFault, Delivery, PhysicalMemory, TripleFault)
+    EXCEPTION, EXTERNAL, GP, NMI, SOFTWARE, UD, WITH_ERROR_CODE, CpuFault, Delivery, PhysicalMemory, TripleFault)
 from services.vcpu.tcg.irqchip import InterruptChip
 
 log = logging.getLogger("headbox.vcpu.tcg")
 
 ENV_RESET_SIZE = 5568          # offsetof(CPUX86State, end_reset_fields) in unicorn 2.1.4
+
+# Unicorn has no RDMSR/WRMSR/HLT hooks, but it keeps QEMU's SVM intercept checks: with the CPU
+# marked as an SVM guest, an intercepted instruction raises EXCP_VMEXIT + exit code, which reaches
+# our interrupt hook. The VMCB and MSR permission map live in three pages of guest-physical space
+# far above anything a guest maps.
+INTERCEPT_AREA = (1 << 46) - 0x10000
+VMCB_MSRPM_BASE = 0x48          # offsetof(struct vmcb, control.msrpm_base_pa)
+EXCP_VMEXIT = 0x100
+SVM_EXIT_INTR, SVM_EXIT_HLT, SVM_EXIT_MSR = 0x60, 0x78, 0x7C
+INTERCEPTS = (1 << (SVM_EXIT_HLT - SVM_EXIT_INTR)) | (1 << (SVM_EXIT_MSR - SVM_EXIT_INTR))
+MSR_APIC_BASE = 0x1B
+EMULATED_MSRS = (MSR_APIC_BASE,)
 NEVER = 1 << 63                # an `until` address no guest reaches
 UC_RWX = unicorn.UC_PROT_ALL
 POLL_MIN_NS, POLL_MAX_NS = 100_000, 1_000_000   # re-check a masked pending interrupt this often
@@ -72,6 +85,13 @@ class TcgEngine(Engine):
         for slot in self.memory.slots():
             uc.mem_map_ptr(slot.gpa, slot.size, UC_RWX, slot.host_address)
             mapped.append((slot.gpa, slot.end))
+        self._intercepts = PrivateRegion(3 * PAGE)
+        uc.mem_map_ptr(INTERCEPT_AREA, 3 * PAGE, unicorn.UC_PROT_READ, self._intercepts.address)
+        msrpm = INTERCEPT_AREA + PAGE
+        self._intercepts.buf[VMCB_MSRPM_BASE:VMCB_MSRPM_BASE + 8] = msrpm.to_bytes(8, "little")
+        for msr in EMULATED_MSRS:   # two bits per MSR: read, write
+            byte, bit = divmod(msr * 2, 8)
+            self._intercepts.buf[PAGE + byte] |= 3 << bit
         uc.mmio_map(LAPIC_BASE, PAGE, self._lapic_read, None, self._lapic_write, None)
         uc.mmio_map(IOAPIC_BASE, PAGE, self._ioapic_read, None, self._ioapic_write, None)
         mapped += [(LAPIC_BASE, LAPIC_BASE + PAGE), (IOAPIC_BASE, IOAPIC_BASE + PAGE)]
@@ -228,10 +248,50 @@ class TcgEngine(Engine):
 
     def _on_interrupt(self, uc, intno, _ud):
         env = self.env
-        if env.exception_is_int:
+        if intno >= EXCP_VMEXIT:
+            self._on_intercept(intno - EXCP_VMEXIT)
+        elif env.exception_is_int:
             self._deliver(intno, SOFTWARE, 0, self._int_length(intno))
         else:
             self._deliver(intno, EXCEPTION, env.error_code if intno in WITH_ERROR_CODE else 0)
+
+    def _on_intercept(self, code: int) -> None:
+        """An intercepted instruction; EIP points at it."""
+        env = self.env
+        if code == SVM_EXIT_HLT:
+            env.eip += 1
+            env.hflags &= ~cs.HF_INHIBIT_IRQ   # `sti; hlt` must wake: the shadow ends with HLT
+            self._halted = True
+            self.uc.emu_stop()
+        elif code == SVM_EXIT_MSR:
+            self._msr_access(write=env.error_code == 1)
+        else:
+            log.error("unexpected intercept %#x at RIP %#x", code, env.eip)
+            self.request_stop(StopReason.ERROR)
+
+    def _msr_access(self, write: bool) -> None:
+        env = self.env
+        msr = env.regs[1] & 0xFFFFFFFF
+        if env.hflags & cs.HF_CPL_MASK:
+            self._deliver(GP, EXCEPTION, 0)
+            return
+        if write:
+            value = (env.regs[2] & 0xFFFFFFFF) << 32 | (env.regs[0] & 0xFFFFFFFF)
+            if msr == MSR_APIC_BASE:
+                with self.chip_lock:
+                    self.chip.apic_base_msr = value
+            else:   # outside the ranges the permission map covers: no such MSR here
+                self._deliver(GP, EXCEPTION, 0)
+                return
+        else:
+            if msr == MSR_APIC_BASE:
+                with self.chip_lock:
+                    value = self.chip.apic_base_msr
+            else:
+                self._deliver(GP, EXCEPTION, 0)
+                return
+            env.regs[0], env.regs[2] = value & 0xFFFFFFFF, value >> 32
+        env.eip += 2
 
     def _int_length(self, vector: int) -> int:
         """Length of the INT n / INT3 / INTO that EIP has just stepped over."""
@@ -323,14 +383,6 @@ class TcgEngine(Engine):
                 log.error("guest stopped by the JIT at RIP %#x: %s", env.eip, error)
                 return StopReason.ERROR
             self._in_guest = False
-            if not self._kicked and self._stopped_on_hlt():
-                self._halted = True
-
-    def _stopped_on_hlt(self) -> bool:
-        try:
-            return self.delivery._read_linear(self.env.segs[cs.R_CS].base + self.env.eip - 1, 1, False) == b"\xf4"
-        except CpuFault:
-            return False
 
     def _idle(self) -> None:
         """HLT: sleep until the next timer deadline, an interrupt line, or a stop request."""
@@ -398,8 +450,9 @@ class TcgEngine(Engine):
         for seg in (cs.R_ES, cs.R_SS, cs.R_DS, cs.R_FS, cs.R_GS):
             cs.load_segment_cache(env, seg, 0, 0, 0xFFFF, data)
         cs.load_segment_cache(env, cs.R_CS, 0xF000, 0xFFFF0000, 0xFFFF, code)
-        env.hflags = cs.HF_ADDSEG
+        env.hflags = cs.HF_ADDSEG | cs.HF_GUEST
         env.hflags2 = 1                                             # GIF: takes interrupts
+        env.vm_vmcb, env.intercept = INTERCEPT_AREA, INTERCEPTS
         for table, flags in ((env.ldt, cs.DESC_P | (2 << 8)), (env.tr, cs.DESC_P | (11 << 8))):
             table.selector, table.base, table.limit, table.flags = 0, 0, 0xFFFF, flags
         for table in (env.gdt, env.idt):
