@@ -88,7 +88,10 @@ class Bus:
     """Dispatches by the address an access starts at (crosvm's rule); the device sees base-relative
     offsets. Unclaimed reads return all-ones and unclaimed writes are dropped, as on a PC."""
 
-    def __init__(self):
+    def __init__(self, fallback=None):
+        # Where unclaimed accesses go instead of the void: the io channel to the device process,
+        # when this bus holds only the platform devices hosted beside the vCPUs.
+        self.fallback = fallback
         self._pio = _AddressSpace("pio", PIO_LIMIT)
         self._mmio = _AddressSpace("mmio", MMIO_LIMIT)
         # Port I/O is the hot path: remember every port once looked up (False = unclaimed).
@@ -139,6 +142,8 @@ class Bus:
         if target is None:
             target = self._lookup_pio(port)
         if target is False:
+            if self.fallback is not None:
+                return self.fallback.pio_read(port, size)
             return self._unclaimed("pio", port, size, None)
         device, base = target
         try:
@@ -151,6 +156,9 @@ class Bus:
         if target is None:
             target = self._lookup_pio(port)
         if target is False:
+            if self.fallback is not None:
+                self.fallback.pio_write(port, size, value)
+                return
             self._unclaimed("pio", port, size, value)
             return
         device, base = target
@@ -164,6 +172,8 @@ class Bus:
         if target is None:
             target = self._lookup_pio(port)
         if target is False:
+            if self.fallback is not None:
+                return self.fallback.pio_read_string(port, size, count)
             self._unclaimed("pio", port, size, None)
             return b"\xff" * (size * count)
         device, base = target
@@ -184,6 +194,9 @@ class Bus:
         if target is None:
             target = self._lookup_pio(port)
         if target is False:
+            if self.fallback is not None:
+                self.fallback.pio_write_string(port, size, data)
+                return
             self._unclaimed("pio", port, size, 0)
             return
         device, base = target
@@ -202,6 +215,8 @@ class Bus:
     def mmio_read(self, addr: int, size: int) -> int:
         target = self._mmio.find(addr)
         if target is None:
+            if self.fallback is not None:
+                return self.fallback.mmio_read(addr, size)
             return self._unclaimed("mmio", addr, size, None)
         device, base = target
         try:
@@ -212,6 +227,9 @@ class Bus:
     def mmio_write(self, addr: int, size: int, value: int) -> None:
         target = self._mmio.find(addr)
         if target is None:
+            if self.fallback is not None:
+                self.fallback.mmio_write(addr, size, value)
+                return
             self._unclaimed("mmio", addr, size, value)
             return
         device, base = target

@@ -19,15 +19,16 @@ def build_platform(memory, *, reset: Callable[[], None], poweroff: Callable[[], 
                    uuid: uuidlib.UUID | str | None = None, boot_menu: bool = False,
                    boot_paths: Sequence[str] = (), on_pam_change: Callable[[bytes], None] | None = None,
                    clock: Callable[[], float] = time.time, utc: bool = True,
-                   exit_port: int | None = None) -> Bus:
+                   exit_port: int | None = None, fallback=None) -> Bus:
     """The platform of one VM over `memory` (a GuestMemory).
 
     `reset` and `poweroff` are called from inside a guest port write (on the vCPU thread): they
     should ask the engine to stop (StopReason.RESET / POWEROFF), not tear anything down.
     `exit_port` adds the test-exit device (tests/guests programs). Devices are found again with
     bus.device(name): debugcon, cmos, fw_cfg, pci (its .root holds the PCI functions), port92,
-    reset-control, debug-exit."""
-    bus = Bus()
+    reset-control, debug-exit. `fallback` (an IoBus, normally the io channel to the device
+    process) receives every access no platform device claims."""
+    bus = Bus(fallback)
 
     console = debugcon.DebugConsole(debug_sink)
     bus.register(console, "pio", debugcon.SEABIOS_PORT, 1, name="debugcon")

@@ -57,7 +57,9 @@ class Machine:
     """RAM (a named shared-memory region), firmware, platform devices and the engine of one VM."""
 
     def __init__(self, config: MachineConfig, *, debug_sink=None, ram: SharedRegion | None = None,
-                 firmware: bytes | None = None):
+                 firmware: bytes | None = None, device_bus=None):
+        """`device_bus` (an IoBus: the io channel to the device process) gets every port and MMIO
+        access that the platform devices hosted here do not claim."""
         self.config = config
         self.accel, self.accel_reason = choose_accelerator(config.accel)
         log.info("accelerator: %s (%s)", self.accel, self.accel_reason)
@@ -79,7 +81,7 @@ class Machine:
             self.engine = None
             self.bus = build_platform(
                 self.memory, cpus=config.cpus, boot_order=config.boot_order, debug_sink=debug_sink,
-                uuid=None, exit_port=config.exit_port,
+                uuid=None, exit_port=config.exit_port, fallback=device_bus,
                 reset=lambda: self.engine.request_stop(StopReason.RESET),
                 poweroff=lambda: self.engine.request_stop(StopReason.POWEROFF))
             self.engine = create_engine(self.accel, self.memory, self.bus, config.cpus, **config.engine_options)

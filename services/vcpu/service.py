@@ -13,6 +13,7 @@ import threading
 
 import zmq
 
+from services.ipc.io import IrqReceiver, RemoteBus
 from services.ipc.messages import CONTROL_VERSION, Control, pack, unpack
 from services.ipc.naming import endpoint, restrict_socket
 from services.vcpu.engine import EngineError, StopReason
@@ -164,6 +165,8 @@ def parse_args(argv):
     parser.add_argument("--firmware", default=DEFAULT_FIRMWARE)
     parser.add_argument("--boot", default="dvd,disk", help="boot order: floppy, dvd, disk, net")
     parser.add_argument("--debug-log", help="file for the firmware's debug-port output")
+    parser.add_argument("--devices", action="store_true",
+                        help="send unclaimed port/MMIO accesses to the device process (io channel)")
     parser.add_argument("--exit-port", type=lambda s: int(s, 0), help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -175,8 +178,9 @@ def main(argv=None) -> int:
     config = MachineConfig(vm_id=args.vm_id, ram_mib=args.memory, cpus=args.cpus, accel=args.accel,
                            firmware=args.firmware, boot_order=tuple(filter(None, args.boot.split(","))),
                            exit_port=args.exit_port)
+    device_bus = RemoteBus(endpoint(args.vm_id, "io")) if args.devices else None
     try:
-        machine = Machine(config, debug_sink=sink)
+        machine = Machine(config, debug_sink=sink, device_bus=device_bus)
     except (EngineError, ValueError, FileExistsError) as error:
         message = str(error)
         if isinstance(error, FileExistsError):
@@ -184,10 +188,15 @@ def main(argv=None) -> int:
         print(f"headbox-vcpu: error: {message}", file=sys.stderr)
         return 2
     service = VcpuService(machine, endpoint(args.vm_id, "control-vcpu"))
+    irq = IrqReceiver(endpoint(args.vm_id, "irq"), machine.engine.set_irq) if args.devices else None
     try:
         reason = service.run()
     finally:
         service.close()
+        if irq:
+            irq.close()
+        if device_bus:
+            device_bus.close()
         machine.close()
         if sink:
             sink.close()

@@ -153,3 +153,37 @@ def test_registering_later_invalidates_the_port_cache():
     assert bus.pio_read(0x60, 1) == 0xFF
     bus.register(Recorder(0x1C), "pio", 0x60, 1, name="kbd")
     assert bus.pio_read(0x60, 1) == 0x1C
+
+
+def test_unclaimed_accesses_go_to_the_fallback():
+    class Far:
+        def __init__(self):
+            self.seen = []
+
+        def pio_read(self, port, size):
+            return 0x42
+
+        def pio_write(self, port, size, value):
+            self.seen.append(("w", port, value))
+
+        def pio_read_string(self, port, size, count):
+            return b"ab" * count
+
+        def pio_write_string(self, port, size, data):
+            self.seen.append(("ws", port, data))
+
+        def mmio_read(self, addr, size):
+            return 7
+
+        def mmio_write(self, addr, size, value):
+            self.seen.append(("mw", addr, value))
+
+    far = Far()
+    bus = Bus(far)
+    assert bus.pio_read(0x3F8, 1) == 0x42
+    bus.pio_write(0x3F8, 1, 0x41)
+    assert bus.pio_read_string(0x1F0, 2, 2) == b"abab"
+    bus.pio_write_string(0x1F0, 2, b"xy")
+    assert bus.mmio_read(0xFEBF0000, 4) == 7
+    bus.mmio_write(0xFEBF0000, 4, 9)
+    assert far.seen == [("w", 0x3F8, 0x41), ("ws", 0x1F0, b"xy"), ("mw", 0xFEBF0000, 9)]

@@ -1,0 +1,131 @@
+"""The device process: the VM's device bus behind the io channel, interrupts out on the irq channel.
+
+`python -m services.devices --vm-id ID ...`: one thread serves the io channel (accesses the vCPU
+process forwards) and the control socket, in arrival order, so device state needs no locks."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+import zmq
+
+from services.devices.bus import Bus
+from services.devices.serial import COM_PORTS, Uart16550
+from services.ipc.io import IoServer, IrqSender
+from services.ipc.messages import CONTROL_VERSION, ProtocolError, pack, unpack
+from services.ipc.naming import endpoint, restrict_socket
+
+log = logging.getLogger("headbox.devices")
+
+
+class FileSink:
+    """Guest output (a serial port) appended to a file, written through at once."""
+
+    def __init__(self, path: str):
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+
+    def __call__(self, data: bytes) -> None:
+        os.write(self.fd, data)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+class DeviceService:
+    def __init__(self, vm_id: str, bus: Bus, irq: IrqSender):
+        self.bus = bus
+        self.irq = irq
+        self.context = zmq.Context.instance()
+        self.io = IoServer(endpoint(vm_id, "io"), bus, self.context)
+        self.control = self.context.socket(zmq.REP)
+        self.control.setsockopt(zmq.LINGER, 0)
+        control_endpoint = endpoint(vm_id, "control-devices")
+        self.control.bind(control_endpoint)
+        restrict_socket(control_endpoint)
+        self.running = True
+
+    def run(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self.io.socket, zmq.POLLIN)
+        poller.register(self.control, zmq.POLLIN)
+        while self.running:
+            for sock, _ in poller.poll(500):
+                if sock is self.io.socket:
+                    try:
+                        self.io.handle_one()
+                    except ProtocolError as error:
+                        log.error("io channel: %s", error)
+                else:
+                    try:
+                        reply = self._handle(unpack(self.control.recv()))
+                    except Exception as error:
+                        log.exception("control request failed")
+                        reply = {"ok": False, "error": str(error) or type(error).__name__}
+                    self.control.send(pack(reply))
+
+    def _handle(self, request) -> dict:
+        if not isinstance(request, dict) or request.get("v") != CONTROL_VERSION:
+            return {"ok": False, "error": f"expected a control request of version {CONTROL_VERSION}"}
+        op = request.get("op")
+        if op == "status":
+            return {"ok": True, "state": "running", "devices": sorted(self.bus.devices()), "pid": os.getpid()}
+        if op == "snapshot":
+            return {"ok": True, "state": self.bus.snapshot()}
+        if op == "restore":
+            self.bus.restore(request["state"])
+            return {"ok": True}
+        if op == "reset":
+            self.bus.reset()
+            return {"ok": True}
+        if op == "serial-input":
+            self.bus.device(request.get("device", "serial")).receive(bytes(request["data"]))
+            return {"ok": True}
+        if op == "stop":
+            self.running = False
+            return {"ok": True}
+        return {"ok": False, "error": f"unknown control operation {op!r}"}
+
+    def close(self) -> None:
+        self.io.close()
+        self.control.close()
+        self.irq.close()
+
+
+def build_devices(args, irq: IrqSender) -> tuple[Bus, list]:
+    bus, sinks = Bus(), []
+    if args.serial1 and args.serial1 != "disconnected":
+        port, line = COM_PORTS[1]
+        if args.serial1_port:
+            port, line = args.serial1_port, args.serial1_irq or line
+        sink = FileSink(args.serial1)
+        sinks.append(sink)
+        uart = Uart16550(irq=lambda level, line=line: irq.set_irq(line, level), output=sink)
+        bus.register(uart, "pio", port, 8, name="serial")
+    return bus, sinks
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="headbox-devices", description="Run one VM's device bus.")
+    parser.add_argument("--vm-id", required=True)
+    parser.add_argument("--serial1", help="file that receives COM1's output, or 'disconnected'")
+    parser.add_argument("--serial1-port", type=lambda s: int(s, 0))
+    parser.add_argument("--serial1-irq", type=int)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s devices %(levelname)s %(message)s")
+    irq = IrqSender(endpoint(args.vm_id, "irq"))
+    bus, sinks = build_devices(args, irq)
+    service = DeviceService(args.vm_id, bus, irq)
+    try:
+        service.run()
+    finally:
+        service.close()
+        for sink in sinks:
+            sink.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,44 @@
+"""The vCPU process and the device process together: SeaBIOS finds the serial port that lives in
+the other process (its probe crosses the io channel), and the port's interrupt comes back on the
+irq channel."""
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+
+from services.ipc.naming import endpoint
+from services.vcpu.service import ControlClient
+
+
+def test_seabios_probes_a_serial_port_in_the_device_process(tmp_path, monkeypatch):
+    env = {**os.environ, "XDG_RUNTIME_DIR": str(tmp_path)}
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    vm_id = "d" + uuid.uuid4().hex[:8]
+    debug, serial = tmp_path / "debug.log", tmp_path / "serial.log"
+    devices = subprocess.Popen([sys.executable, "-m", "services.devices", "--vm-id", vm_id,
+                                "--serial1", str(serial)], env=env)
+    vcpu = subprocess.Popen([sys.executable, "-m", "services.vcpu", "--vm-id", vm_id, "--accel", "tcg",
+                             "--memory", "64", "--devices", "--debug-log", str(debug)], env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (debug.exists() and b"No bootable device" in debug.read_bytes()):
+            time.sleep(0.05)
+        text = debug.read_text(errors="replace")
+        assert "Found 1 serial ports" in text, text
+        control = ControlClient(endpoint(vm_id, "control-devices"))
+        status = control.request("status")
+        assert status["ok"] and status["devices"] == ["serial"]
+        control.request("stop")
+        control.close()
+        vcpu_control = ControlClient(endpoint(vm_id, "control-vcpu"))
+        vcpu_control.request("poweroff")
+        vcpu_control.close()
+        assert vcpu.wait(30) == 0
+        assert devices.wait(30) == 0
+    finally:
+        for proc in (vcpu, devices):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
