@@ -11,7 +11,7 @@ Measured, OPS operations per round, ROUNDS rounds (median of the per-round p50 a
   peer    in-process Bus      services.devices.bus.Bus.pio_read / pio_write with the same device,
                               in this process: what the vCPU process pays for its platform devices
 
-    cd /work/main && python bench/io_channel.py [--ops 20000] [--rounds 3]
+    cd /work/main && python bench/io_channel.py [--ops 20000] [--rounds 5]
 """
 
 from __future__ import annotations
@@ -110,7 +110,7 @@ def stats(rounds):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ops", type=int, default=20000)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5)
     args = ap.parse_args()
     h.header("io_channel: RemoteBus/IoServer against raw zmq REQ/REP and an in-process Bus")
     import zmq
@@ -122,29 +122,7 @@ def main():
     procs = [spawn(io_server_main, ours_ep), spawn(rep_server_main, peer_ep)]
     results = {}
     try:
-        # -- ours: RemoteBus -> IoServer --------------------------------------------------------
         remote = RemoteBus(ours_ep)
-        timed(lambda: remote.pio_read(PORT, 2), 1000)          # warm up
-        reads, writes, tput = [], [], []
-        for r in range(args.rounds):
-            reads.append(timed(lambda: remote.pio_read(PORT, 2), args.ops))
-            before = remote.pio_read(PORT, 4)
-            t0 = time.perf_counter()
-            writes.append(timed(lambda: remote.pio_write(PORT, 1, 0x55), args.ops))
-            after = remote.pio_read(PORT, 4)        # flushes the batch and waits: all writes arrived
-            elapsed = time.perf_counter() - t0
-            if after - before != args.ops:
-                raise RuntimeError(f"device saw {after - before} writes, expected {args.ops}")
-            tput.append(args.ops / elapsed)
-            print(f"# round {r}: read p50 {h.percentile(reads[-1], 50):.1f} µs, "
-                  f"posted write p50 {h.percentile(writes[-1], 50):.2f} µs, {tput[-1]:,.0f} writes/s delivered "
-                  f"({remote.frames} frames so far)")
-        results["read"] = stats(reads)
-        results["write"] = stats(writes)
-        results["tput"] = h.median(tput)
-        remote.close()
-
-        # -- peer: raw REQ/REP + msgpack --------------------------------------------------------
         sock = zmq.Context.instance().socket(zmq.REQ)
         sock.connect(peer_ep)
         seq = [0]
@@ -153,12 +131,32 @@ def main():
             seq[0] += 1
             sock.send(pack([IO_VERSION, [[Io.PIO_READ, seq[0], PORT, 2]]]))
             return unpack(sock.recv())
+
+        timed(lambda: remote.pio_read(PORT, 2), 1000)          # warm up
         timed(req_rep, 1000)
-        raw = []
+        reads, writes, tput, raw = [], [], [], []
+        # Rounds alternate ours and the raw peer: on 2 cores the scheduler's placement of the
+        # threads moves round trips between ~40 and ~65 µs from one second to the next.
         for r in range(args.rounds):
+            reads.append(timed(lambda: remote.pio_read(PORT, 2), args.ops))
             raw.append(timed(req_rep, args.ops))
-            print(f"# round {r}: raw REQ/REP p50 {h.percentile(raw[-1], 50):.1f} µs")
+            before = remote.pio_read(PORT, 4)
+            t0 = time.perf_counter()
+            writes.append(timed(lambda: remote.pio_write(PORT, 1, 0x55), args.ops))
+            after = remote.pio_read(PORT, 4)        # flushes the batch and waits: all writes arrived
+            elapsed = time.perf_counter() - t0
+            if after - before != args.ops:
+                raise RuntimeError(f"device saw {after - before} writes, expected {args.ops}")
+            tput.append(args.ops / elapsed)
+            print(f"# round {r}: RemoteBus read p50 {h.percentile(reads[-1], 50):.1f} µs, "
+                  f"raw REQ/REP p50 {h.percentile(raw[-1], 50):.1f} µs, "
+                  f"posted write p50 {h.percentile(writes[-1], 50):.2f} µs, {tput[-1]:,.0f} writes/s delivered")
+        print(f"# RemoteBus: {remote.reads} reads, {remote.writes} writes in {remote.frames} frames")
+        results["read"] = stats(reads)
+        results["write"] = stats(writes)
+        results["tput"] = h.median(tput)
         results["raw"] = stats(raw)
+        remote.close()
         sock.close()
     finally:
         for p in procs:
