@@ -112,9 +112,9 @@ def main():
         if engine not in iters:   # calibrate: 4 x 2 loops of ~target/4 s (timer at the base rate)
             m = None
             while m is None:
-                m, r = timer_run(engine, 20_000_000, 1_000_000_000 // args.timer_hz, args.watchdog)
+                m, r = timer_run(engine, 40_000_000, 1_000_000_000 // args.timer_hz, args.watchdog)
                 hung, attempts = hung + (m is None), attempts + 1
-            iters[engine] = int(20_000_000 * args.target / m[1])
+            iters[engine] = int(40_000_000 * args.target / m[1])
         for _ in range(runs):
             m, r = timer_run(engine, iters[engine], apic_count, args.watchdog)
             attempts += 1
