@@ -149,7 +149,7 @@ int80_ret:
         CHECK   qword [v_80_frame + 8], SEL_CODE64_U | 3, "LM int 0x80: frame CS"
         mov     rax, [v_80_frame + 16]
         and     eax, 0x3202
-        CHECK   rax, 0x3202, "LM int 0x80: frame RFLAGS (IOPL 3, IF)"
+        CHECK   rax, USER_EFLAGS, "LM int 0x80: frame RFLAGS (IOPL 0, IF)"
         mov     rax, [v_user_rsp]
         CHECK   qword [v_80_frame + 24], rax, "LM int 0x80: frame RSP"
         CHECK   qword [v_80_frame + 32], SEL_DATA_U2 | 3, "LM int 0x80: frame SS"

@@ -1,7 +1,7 @@
 ; lm_syscall.asm -- syscall/sysretq round trips in long mode.
 ;
 ; EFER.SCE, STAR = user base 0x38 / kernel base 0x28, LSTAR = the handler, SFMASK = 0x4700
-; (TF, IF, DF, NT). Ring 3 sets RFLAGS = 0x3603 (IOPL 3, DF, IF, CF) and executes `syscall`.
+; (TF, IF, DF, NT). Ring 3 sets RFLAGS = 0x0603 (DF, IF, CF) and executes `syscall`.
 ; The ring-0 handler checks: RCX = the return RIP, R11 = the ring-3 RFLAGS, RFLAGS = R11 & ~SFMASK,
 ; CS = 0x28, SS = 0x30, RSP unchanged (the ring-3 one), CPL 0, other registers intact; it returns
 ; RAX + 0x1000 with `sysretq`. Back in ring 3: CS = 0x38 + 16 | 3 = 0x4B, SS = 0x38 + 8 | 3 = 0x43,
@@ -14,7 +14,7 @@
 %endif
 
 SFMASK          equ 0x4700
-USER_FLAGS      equ 0x3603              ; IOPL 3, DF, IF, CF, bit 1
+USER_FLAGS      equ 0x0603              ; DF, IF, CF, bit 1
 ARITH_FLAGS     equ 0x8D5               ; OF SF ZF AF PF CF
 v_r0_cont       equ VARS + 0x00
 v_count         equ VARS + 0x08

@@ -7,7 +7,7 @@
 ;    loading a code selector into SS (error = selector)
 ;  - paging on: #PF on a not-present page for a read (error 0) and a write (error 2), with CR2;
 ;    the handler maps the page and iretd retries the access, which then succeeds
-;  - ring 3 (iretd with IOPL 3): `int 0x80` through a DPL-3 interrupt gate: ring-0 handler at
+;  - ring 3 (iretd, IOPL 0, the TSS I/O bitmap allows the debug port): `int 0x80` through a DPL-3 interrupt gate: ring-0 handler at
 ;    CPL 0 on the TSS stack (ESP = ESP0 - 20, SS = SS0) with the frame SS/ESP/EFLAGS/CS/EIP of
 ;    ring 3; iretd back to ring 3 with the handler's EAX
 ;  - ring 3: `int 0x41` through a DPL-0 gate: #GP with error code 0x41*8+2 (IDT bit)
@@ -177,7 +177,7 @@ int80_ret:
         CHECK   dword [v_80_frame + 4], SEL_CODE32_U | 3, "PM int 0x80: frame CS"
         mov     eax, [v_80_frame + 8]
         and     eax, 0x3202
-        CHECK   eax, 0x3202, "PM int 0x80: frame EFLAGS (IOPL 3, IF)"
+        CHECK   eax, USER_EFLAGS, "PM int 0x80: frame EFLAGS (IOPL 0, IF)"
         mov     eax, [v_user_esp]
         CHECK   dword [v_80_frame + 12], eax, "PM int 0x80: frame ESP"
         CHECK   dword [v_80_frame + 16], SEL_DATA_U | 3, "PM int 0x80: frame SS"
