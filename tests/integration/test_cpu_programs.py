@@ -1,0 +1,179 @@
+"""The CPU test programs of tests/guests/programs on QEMU (the oracle) and on our two accelerators.
+
+Every program is self-checking: it prints progress lines, then "PASS" and exits with code 0, or
+"FAIL <what>" and a non-zero code. "qemu" runs QEMU's TCG (run_program_qemu) and proves that the
+programs are right; "tcg" and "kvm" run our engines (run_program). The kvm variants need /dev/kvm
+and fail loudly without it; they use smaller iteration counts (nasm -D...) because the /dev/kvm of
+the development hosts is a slow software nested hypervisor."""
+
+from __future__ import annotations
+
+import os
+import re
+
+import pytest
+
+from tests.guests.build import build_program, counter_expected_lines, program_names
+from tests.guests.runner import ProgramResult, run_program, run_program_qemu
+
+ACCELS = ["qemu", "tcg", pytest.param("kvm", marks=pytest.mark.kvm)]
+
+# Smaller iteration counts for the kvm accelerator (build defines, see each program's header).
+KVM_DEFINES: dict[str, dict[str, int]] = {
+    "rm_int": {"IRQ_COUNT": 10},
+    "pm_sysenter": {"ITER": 2},
+    "lm_syscall": {"ITER": 2},
+    "timer_pit": {"TICKS_PER_CHAR": 25, "CHARS": 11},
+    "timer_apic": {"TICKS_PER_CHAR": 25, "CHARS": 11},
+}
+
+
+def run(accel: str, name: str, defines: dict | None = None, *, timeout: float = 30.0) -> ProgramResult:
+    merged = dict(KVM_DEFINES.get(name, {})) if accel == "kvm" else {}
+    merged.update(defines or {})
+    image = build_program(name, merged)
+    if accel == "qemu":
+        return run_program_qemu(image, timeout=timeout)
+    if accel == "kvm" and not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        pytest.fail("/dev/kvm is missing or not accessible: the kvm accelerator cannot be tested")
+    return run_program(accel, image, timeout=timeout)
+
+
+def defines_for(accel: str, name: str, defaults: dict[str, int]) -> dict[str, int]:
+    values = dict(defaults)
+    if accel == "kvm":
+        values.update(KVM_DEFINES.get(name, {}))
+    return values
+
+
+def assert_passed(result: ProgramResult, expected: list[str]) -> list[str]:
+    """The program printed every expected line, in order, then exactly "PASS", and exited with 0."""
+    text = result.text
+    lines = text.splitlines()
+    failures = [line for line in lines if line.startswith("FAIL")]
+    assert not failures, f"the program failed: {failures[0]!r}\n--- output ---\n{text}"
+    assert result.stop == "poweroff", f"the program did not exit (stop={result.stop!r})\n--- output ---\n{text}"
+    assert lines and lines[-1] == "PASS", f"no final PASS line\n--- output ---\n{text}"
+    assert lines.count("PASS") == 1, f"more than one PASS line\n--- output ---\n{text}"
+    assert result.exit_code == 0, f"exit code {result.exit_code}\n--- output ---\n{text}"
+    pos = 0
+    for want in expected:
+        assert want in lines[pos:], f"missing progress line {want!r} (in order)\n--- output ---\n{text}"
+        pos = lines.index(want, pos) + 1
+    return lines
+
+
+def test_every_program_builds():
+    names = program_names()
+    assert {"rm_int", "pm_int", "pm_sysenter", "lm_int", "lm_syscall", "timer_pit", "timer_apic",
+            "nested_faults", "counter"} <= set(names)
+    for name in names:
+        image = build_program(name)
+        assert len(image) == 0x10000
+        assert image[0xFFF0] == 0xEA, f"{name}: no far jump at the reset vector"
+        assert image[0xFFF3:0xFFF5] == b"\x00\xF0", f"{name}: the reset jump does not go to F000:"
+
+
+# ---- (a) real mode ----------------------------------------------------------------------------
+@pytest.mark.parametrize("accel", ACCELS)
+def test_real_mode_interrupts(accel):
+    count = defines_for(accel, "rm_int", {"IRQ_COUNT": 20})["IRQ_COUNT"]
+    result = run(accel, "rm_int")
+    assert_passed(result, ["RM start", "RM PIC ok", "RM int 0x42 ok", "RM int3 ok", "RM #DE ok",
+                           f"RM IRQ0 x{count} ok"])
+
+
+# ---- (b) 32-bit protected mode ----------------------------------------------------------------
+@pytest.mark.parametrize("accel", ACCELS)
+def test_protected_mode_interrupts(accel):
+    result = run(accel, "pm_int")
+    assert_passed(result, ["PM start", "PM GDT/IDT/TSS ok",
+                           "PM interrupt gate clears IF, trap gate keeps it: ok",
+                           "PM #DE ok", "PM #UD ok", "PM int3 ok", "PM #GP error code ok",
+                           "PM paging on", "PM #PF ok", "PM ring3 ok", "PM int80 ok",
+                           "PM ring3 #GP (DPL-0 gate) ok", "PM ring3 #PF ok"])
+
+
+# ---- (c) long mode ----------------------------------------------------------------------------
+@pytest.mark.parametrize("accel", ACCELS)
+def test_long_mode_interrupts(accel):
+    result = run(accel, "lm_int")
+    assert_passed(result, ["LM start", "LM64 mode ok", "LM IST frame ok", "LM frame alignment ok",
+                           "LM #PF ok", "LM #GP error code ok", "LM int3 ok", "LM ring3 ok",
+                           "LM int80 ok", "LM ring3 #PF ok"])
+
+
+# ---- (d) fast system calls --------------------------------------------------------------------
+@pytest.mark.parametrize("accel", ACCELS)
+def test_syscall_sysret(accel):
+    n = defines_for(accel, "lm_syscall", {"ITER": 3})["ITER"]
+    result = run(accel, "lm_syscall")
+    assert_passed(result, ["LM start", "LM syscall MSRs ok", "LM ring3 ok", f"LM syscall/sysret x{n} ok"])
+
+
+@pytest.mark.parametrize("accel", ACCELS)
+def test_sysenter_sysexit(accel):
+    n = defines_for(accel, "pm_sysenter", {"ITER": 3})["ITER"]
+    result = run(accel, "pm_sysenter")
+    assert_passed(result, ["PM start", "PM sysenter MSRs ok", "PM ring3 ok", f"PM sysenter/sysexit x{n} ok"])
+
+
+# ---- (e) timers -------------------------------------------------------------------------------
+TIMERS = {
+    # name: (tick character, defaults, interrupt rate in Hz as a function of the defines)
+    "timer_pit": ("t", {"PIT_DIVISOR": 1193, "TICKS_PER_CHAR": 50, "CHARS": 21},
+                  lambda d: 1193182 / d["PIT_DIVISOR"]),
+    "timer_apic": ("a", {"APIC_DIVIDE": 3, "APIC_COUNT": 62500, "TICKS_PER_CHAR": 50, "CHARS": 21},
+                   lambda d: 1e9 / 16 / d["APIC_COUNT"]),   # divide configuration 3 = divide by 16
+}
+
+
+@pytest.mark.parametrize("accel", ACCELS)
+@pytest.mark.parametrize("name", sorted(TIMERS))
+def test_timer_rate(accel, name):
+    char, defaults, rate_of = TIMERS[name]
+    d = defines_for(accel, name, defaults)
+    hz = rate_of(d)
+    result = run(accel, name)
+    prefix = "PIT" if name == "timer_pit" else "APIC"
+    lines = assert_passed(result, [char * d["CHARS"]])
+    ticks = [int(line.split("=")[1]) for line in lines if line.startswith(f"{prefix} ticks=")]
+    assert ticks and d["CHARS"] * d["TICKS_PER_CHAR"] <= ticks[0] <= (d["CHARS"] + 1) * d["TICKS_PER_CHAR"]
+
+    m = re.search(rb"\n(" + char.encode() + rb"+)\n", result.output)
+    assert m and len(m.group(1)) == d["CHARS"]
+    duration = (d["CHARS"] - 1) * d["TICKS_PER_CHAR"] / hz     # first to last tick character
+    if accel == "qemu":
+        # The QEMU runner only knows when QEMU ended: the run cannot have been shorter.
+        assert result.times[-1] >= 0.8 * duration, f"{name}: the whole run took {result.times[-1]:.3f}s"
+        return
+    first, last = result.times[m.start(1)], result.times[m.end(1) - 1]
+    measured = (d["CHARS"] - 1) * d["TICKS_PER_CHAR"] / (last - first) if last > first else float("inf")
+    assert 0.8 * hz <= measured <= 1.2 * hz, (
+        f"{name}: {measured:.1f} interrupts/s, programmed {hz:.1f} (±20%); "
+        f"tick characters at {[round(t, 4) for t in result.times[m.start(1):m.end(1)]]}")
+
+
+# ---- (f) nested faults ------------------------------------------------------------------------
+@pytest.mark.parametrize("accel", ACCELS)
+def test_nested_faults(accel):
+    result = run(accel, "nested_faults")
+    lines = assert_passed(result, ["LM start", "NF sequence ok", "NF #GP inside #PF handler ok",
+                                   "NF #PF inside #PF handler ok", "NF #UD inside int 0x30 handler ok"])
+    logs = {line.split(":")[0]: line.split(":")[1].split() for line in lines if line.startswith("NF ") and ": " in line}
+    assert logs["NF sequence"] == ["00", "30", "0D", "0E", "0E", "0E", "06"]
+    assert logs["NF #GP in #PF"] == ["0E", "0D"]
+    assert logs["NF #PF in #PF"] == ["0E", "0E"]
+    assert logs["NF #UD in int 0x30"] == ["30", "06"]
+
+
+# ---- (g) counter (the workload of the snapshot/restore tests) -----------------------------------
+@pytest.mark.parametrize("accel", ACCELS)
+def test_counter_is_deterministic(accel):
+    result = run(accel, "counter", timeout=2.0)
+    assert result.stop == "timeout", f"counter.asm stopped on its own ({result.stop})\n{result.text[-500:]}"
+    lines = result.text.split("\n")[:-1]                     # the last line may be cut short
+    assert lines and lines[0] == "counter start", result.text[:200]
+    body = lines[1:]
+    assert len(body) >= 10, f"only {len(body)} counter lines in 2 s"
+    assert body == counter_expected_lines(len(body))
