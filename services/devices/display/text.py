@@ -45,7 +45,7 @@ class GlyphCache:
         tables = []
         for font in self._fonts:
             rows = font.reshape(FONT_GLYPHS, GLYPH_STRIDE)[:, :min(cell_height, GLYPH_STRIDE)]
-            bits = np.unpackbits(rows, axis=-1)                       # (256, h, 8), MSB = leftmost
+            bits = np.unpackbits(rows[..., None], axis=-1)              # (256, h, 8), MSB = leftmost
             if cell_height > GLYPH_STRIDE:
                 bits = np.pad(bits, ((0, 0), (0, cell_height - GLYPH_STRIDE), (0, 0)))
             if cell_width == 9:
