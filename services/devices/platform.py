@@ -1,5 +1,5 @@
-"""Builds the bus of a PC's register-only platform devices, the part the vCPU process hosts itself:
-debug console, RTC/CMOS, fw_cfg, PCI configuration with the i440FX host bridge, reset lines."""
+"""Builds the bus of a PC's platform devices, the part the vCPU process hosts itself: debug console,
+RTC/CMOS, fw_cfg, PCI configuration with the i440FX/PIIX functions, reset lines, 8042, ACPI PM."""
 
 from __future__ import annotations
 
@@ -8,9 +8,67 @@ import uuid as uuidlib
 from typing import Callable, Sequence
 
 from services.devices.bus import Bus
-from services.devices.chipset import cmos, debug_exit, debugcon, fw_cfg, pci, reset as reset_lines
+from services.devices.chipset import cmos, debug_exit, debugcon, fw_cfg, pci, piix, reset as reset_lines
+from services.devices.input import i8042 as kbc
+from services.devices.input.ps2 import Ps2Keyboard
 
 HOST_BRIDGE_SLOT = 0
+_ALL_ONES = {1: 0xFF, 2: 0xFFFF, 4: 0xFFFFFFFF}
+
+
+class PioWindows:
+    """An IoBus layer behind the bus for port ranges that move at run time (the PIIX4 PM block
+    follows PMBA): the bus cannot unmap, so moving ranges are served here, from the accesses no
+    registered device claims, and everything else goes on to `inner` (the io channel, or nothing)."""
+
+    def __init__(self, inner=None):
+        self.inner = inner
+        self.windows: dict[str, tuple[int, int, object, object]] = {}
+
+    def move(self, name: str, base: int | None, length: int, read, write) -> None:
+        """Serve [base, base+length) with read(offset, size)/write(offset, size, value); None unmaps."""
+        if base is None:
+            self.windows.pop(name, None)
+        else:
+            self.windows[name] = (base, base + length, read, write)
+
+    def _find(self, port: int):
+        for start, end, read, write in self.windows.values():
+            if start <= port < end:
+                return start, read, write
+        return None
+
+    def pio_read(self, port: int, size: int) -> int:
+        hit = self._find(port)
+        if hit is not None:
+            return hit[1](port - hit[0], size) & _ALL_ONES.get(size, (1 << (8 * size)) - 1)
+        return self.inner.pio_read(port, size) if self.inner is not None else _ALL_ONES.get(size, 0xFF)
+
+    def pio_write(self, port: int, size: int, value: int) -> None:
+        hit = self._find(port)
+        if hit is not None:
+            hit[2](port - hit[0], size, value)
+        elif self.inner is not None:
+            self.inner.pio_write(port, size, value)
+
+    def pio_read_string(self, port: int, size: int, count: int) -> bytes:
+        if self._find(port) is None and self.inner is not None:
+            return self.inner.pio_read_string(port, size, count)
+        return b"".join(self.pio_read(port, size).to_bytes(size, "little") for _ in range(count))
+
+    def pio_write_string(self, port: int, size: int, data: bytes) -> None:
+        if self._find(port) is None and self.inner is not None:
+            self.inner.pio_write_string(port, size, data)
+            return
+        for i in range(0, len(data) - size + 1, size):
+            self.pio_write(port, size, int.from_bytes(data[i:i + size], "little"))
+
+    def mmio_read(self, addr: int, size: int) -> int:
+        return self.inner.mmio_read(addr, size) if self.inner is not None else (1 << (8 * size)) - 1
+
+    def mmio_write(self, addr: int, size: int, value: int) -> None:
+        if self.inner is not None:
+            self.inner.mmio_write(addr, size, value)
 
 
 def build_platform(memory, *, reset: Callable[[], None], poweroff: Callable[[], None], cpus: int = 1,
@@ -19,7 +77,10 @@ def build_platform(memory, *, reset: Callable[[], None], poweroff: Callable[[], 
                    uuid: uuidlib.UUID | str | None = None, boot_menu: bool = False,
                    boot_paths: Sequence[str] = (), on_pam_change: Callable[[bytes], None] | None = None,
                    clock: Callable[[], float] = time.time, utc: bool = True,
-                   exit_port: int | None = None, fallback=None) -> Bus:
+                   exit_port: int | None = None, fallback=None,
+                   set_irq: Callable[[int, bool], None] | None = None, acpi: bool = False,
+                   mouse: bool = True, on_keyboard_leds: Callable[[int], None] | None = None,
+                   clock_ns: Callable[[], int] = time.monotonic_ns) -> Bus:
     """The platform of one VM over `memory` (a GuestMemory).
 
     `reset` and `poweroff` are called from inside a guest port write (on the vCPU thread): they
@@ -27,8 +88,19 @@ def build_platform(memory, *, reset: Callable[[], None], poweroff: Callable[[], 
     `exit_port` adds the test-exit device (tests/guests programs). Devices are found again with
     bus.device(name): debugcon, cmos, fw_cfg, pci (its .root holds the PCI functions), port92,
     reset-control, debug-exit. `fallback` (an IoBus, normally the io channel to the device
-    process) receives every access no platform device claims."""
-    bus = Bus(fallback)
+    process) receives every access no platform device claims.
+
+    `set_irq(line, level)` (the engine's) receives the 8042's IRQ1/IRQ12 and the SCI; without it
+    the devices work by polling. The 8042 ("i8042" at 0x60, "i8042-command" at 0x64) always has a
+    PS/2 keyboard (`on_keyboard_leds` hears its LEDs) and, if `mouse`, a PS/2 mouse; host input
+    goes to bus.device("i8042").keyboard.key(...) / .mouse.mouse(...). The PIIX3 ISA bridge is
+    at 00:01.0 (its pci_irq(slot, pin) gives a PCI function's ISA IRQ). `acpi` adds the PIIX4 PM
+    function at 00:01.3, which makes SeaBIOS build ACPI tables: "apm" (0xB2-0xB3, its .pm is the
+    function: power_button()), "gpe0" (0xAFE0), and the PM1 block wherever the guest puts PMBA,
+    served behind the bus by a PioWindows layer; `poweroff` runs when the guest enters S5 and
+    `clock_ns` paces the PM timer."""
+    windows = PioWindows(fallback) if acpi else None
+    bus = Bus(windows if acpi else fallback)
 
     console = debugcon.DebugConsole(debug_sink)
     bus.register(console, "pio", debugcon.SEABIOS_PORT, 1, name="debugcon")
@@ -43,9 +115,22 @@ def build_platform(memory, *, reset: Callable[[], None], poweroff: Callable[[], 
 
     root = pci.PciRoot()
     root.add(pci.I440fxHostBridge(on_pam_change), HOST_BRIDGE_SLOT)
+    root.add(piix.Piix3IsaBridge(), piix.ISA_BRIDGE_SLOT, piix.ISA_BRIDGE_FUNCTION)
+    if acpi:
+        def move_pm(old: int | None, new: int | None) -> None:
+            windows.move("piix4-pm", new, piix.PM_IO_SIZE, pm.pm_read, pm.pm_write)
+
+        pm = piix.Piix4Pm(irq=set_irq, poweroff=poweroff, clock_ns=clock_ns, on_io_move=move_pm)
+        root.add(pm, piix.ISA_BRIDGE_SLOT, piix.PM_FUNCTION)
+        bus.register(piix.ApmControl(pm), "pio", piix.APM_PORT, 2)
+        bus.register(pm.gpe0, "pio", piix.GPE0_PORT, piix.GPE0_LENGTH)
     bus.register(pci.PciConfigIo(root), "pio", pci.CONFIG_ADDRESS_PORT, 8)
     bus.register(reset_lines.ResetControl(reset), "pio", reset_lines.RESET_CONTROL_PORT, 1, overlay=True)
     bus.register(reset_lines.SystemControlPortA(reset), "pio", reset_lines.PORT_A, 1)
+
+    controller = kbc.I8042(irq=set_irq, reset=reset, keyboard=Ps2Keyboard(on_keyboard_leds), mouse=mouse)
+    bus.register(controller, "pio", kbc.DATA_PORT, 1)
+    bus.register(controller.command_port, "pio", kbc.COMMAND_PORT, 1)
 
     if exit_port is not None:
         bus.register(debug_exit.DebugExit(poweroff), "pio", exit_port, 1)
