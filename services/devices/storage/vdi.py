@@ -100,7 +100,7 @@ def create(path: str, size: int, variant: str = "Standard", block_size: int = DE
     else:
         bmap = np.full(blocks, BLOCK_FREE, dtype="<u4")
     with NewImageFile(path) as new:
-        if progress:
+        if progress and kind == TYPE_DYNAMIC:
             progress(0)
         # The gap between the map and the data area stays a hole: it costs no disk space.
         try:
