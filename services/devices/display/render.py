@@ -116,8 +116,14 @@ class Renderer:
         elif bpp == 32:
             frame.reshape(h, w * 4)[:] = self._rows(mode.start, mode.stride, h, w * 4)
         elif bpp == 24:
-            frame[..., :3] = self._rows(mode.start, mode.stride, h, w * 3).reshape(h, w, 3)
-            frame[..., 3] = 0
+            # Each pixel read as an unaligned 32-bit word whose top byte belongs to the next pixel:
+            # one strided load instead of three byte-plane copies.
+            source, offset, stride = self.vram, mode.start, mode.stride
+            if offset + (h - 1) * stride + w * 3 + 1 > source.size:
+                source = np.ascontiguousarray(self._rows(offset, stride, h, w * 3 + 1))
+                offset, stride = 0, w * 3 + 1
+            words = np.ndarray((h, w), dtype="<u4", buffer=source, offset=offset, strides=(stride, 3))
+            np.bitwise_and(words, 0xFFFFFF, out=out32)
         elif bpp in (15, 16):
             if bpp == 16:
                 lut = self._lut16 = _lut_565() if self._lut16 is None else self._lut16
