@@ -161,8 +161,8 @@ def create(path: str, size: int, variant: str = "Fixed", progress=None) -> None:
     """Create a raw image of size bytes with every block allocated. Like VirtualBox's RAW backend
     there is no dynamic variant: a sparse raw file would silently run the host disk full later."""
     if variant.lower() != "fixed":
-        raise ImageError("Medium format 'RAW' does not support dynamic storage creation "
-                         f"(variant '{variant}'); use --variant Fixed")
+        raise ImageError(f"Could not create the medium '{path}': format 'RAW' does not support "
+                         f"dynamic storage (variant '{variant}'); use --variant Fixed")
     if size <= 0 or size % SECTOR:
         raise ImageError(f"Could not create the medium '{path}': size {size} is not a positive "
                          f"multiple of {SECTOR} bytes")
