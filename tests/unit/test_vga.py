@@ -1,14 +1,13 @@
 """The std VGA's registers as guests use them: the DISPI handshake and GETCAPS, VGA ports, the legacy
 window's memory modes (chain-4, odd/even, planar write/read modes with latches), PCI BARs, state."""
 
-import io
-
 import pytest
 
 from services.devices.bus import Bus
 from services.devices.chipset.fw_cfg import FwCfg
 from services.devices.chipset.pci import COMMAND, PciConfigIo, PciRoot
 from services.devices.display import dispi, pci as vga_pci, vgabios
+from services.devices.display.edid import build_edid
 from services.devices.display.vga import StdVga
 from services.ipc.shm import PrivateRegion
 
@@ -340,6 +339,17 @@ def test_mmio_bar_reaches_dispi_and_vga_ports():
     assert mmio.read(0x500 + 2 * dispi.VIDEO_MEMORY_64K, 2) == VRAM >> 16
     mmio.write(0x404, 2, 0x0F02)                    # port 0x3C4: sequencer map mask
     assert vga.sr[2] == 0x0F
+
+
+def test_mmio_bar_serves_an_edid_with_the_preferred_mode():
+    mmio = StdVga(PrivateRegion(VRAM)).pci_function(edid=build_edid(1280, 800)).mmio
+    edid = bytes(mmio.read(i, 1) for i in range(128))
+    assert edid[:8] == b"\x00\xff\xff\xff\xff\xff\xff\x00" and sum(edid) % 256 == 0
+    assert edid[18:20] == b"\x01\x04"                # EDID 1.4
+    timing = edid[54:72]
+    assert (timing[2] | (timing[4] >> 4) << 8, timing[5] | (timing[7] >> 4) << 8) == (1280, 800)
+    assert b"Headbox\n" in edid[54:126]
+    assert mmio.read(0x80, 4) == 0                   # past the block
 
 
 def test_vgabios_is_debians_seavgabios_and_goes_into_fw_cfg():

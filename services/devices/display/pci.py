@@ -7,6 +7,7 @@ from typing import Callable
 
 from services.devices.chipset.pci import BAR_MEM32, COMMAND_MEMORY, PciFunction
 from services.devices.display import dispi as dispi_regs
+from services.devices.display.edid import build_edid
 
 VENDOR_ID, DEVICE_ID = 0x1234, 0x1111
 CLASS_VGA = 0x030000
@@ -32,15 +33,17 @@ class StdVgaPci(PciFunction):
 
     A BAR decodes while the command register's memory bit is set and the BAR holds an address; BAR
     sizing (all-ones writes) normally happens with decoding off, so the callbacks see only real
-    placements. They also fire after reset() and restore(), so a restored VM gets its LFB mapped."""
+    placements. They also fire after reset() and restore(), so a restored VM gets its LFB mapped.
+    `edid` (128 bytes) describes the monitor in BAR2; the default prefers 1024x768."""
 
     def __init__(self, vga, *, on_lfb_change: BarCallback | None = None,
-                 on_mmio_change: BarCallback | None = None, mmio_bar: bool = True):
+                 on_mmio_change: BarCallback | None = None, mmio_bar: bool = True,
+                 edid: bytes | None = None):
         super().__init__(VENDOR_ID, DEVICE_ID, CLASS_VGA, revision=REVISION,
                          subsystem_vendor_id=0x1AF4, subsystem_id=0x1100)
         self.vga = vga
         self.add_bar(LFB_BAR, vga.vram_size, BAR_MEM32, prefetchable=True)
-        self.mmio = StdVgaMmio(vga) if mmio_bar else None
+        self.mmio = StdVgaMmio(vga, build_edid() if edid is None else edid) if mmio_bar else None
         if mmio_bar:
             self.add_bar(MMIO_BAR, MMIO_SIZE, BAR_MEM32)
         self.on_lfb_change = on_lfb_change

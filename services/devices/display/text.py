@@ -80,7 +80,8 @@ def render_text(vga, mode, out32: np.ndarray, vram: np.ndarray, palette16: np.nd
     blocks = font_blocks(vga.sr[0x03])
     glyphs = glyph_cache.get(vram, blocks, ch, cw, bool(ar_mode & 0x04))
     if blocks[0] != blocks[1]:
-        index = chars.astype(np.intp) + ((attrs.astype(np.intp) & 0x08) << 5)      # second table: attribute bit 3 set
+        # Attribute bit 3 picks the second glyph table (font A) when the two fonts differ.
+        index = chars.astype(np.intp) + ((attrs.astype(np.intp) & 0x08) << 5)
     else:
         index = chars
 
