@@ -134,7 +134,7 @@ def test_timer_rate(accel, name):
     char, defaults, rate_of = TIMERS[name]
     d = defines_for(accel, name, defaults)
     hz = rate_of(d)
-    result = run(accel, name)
+    result = run(accel, name, timeout=10.0 + 2 * d["CHARS"] * d["TICKS_PER_CHAR"] / hz)
     prefix = "PIT" if name == "timer_pit" else "APIC"
     lines = assert_passed(result, [char * d["CHARS"]])
     ticks = [int(line.split("=")[1]) for line in lines if line.startswith(f"{prefix} ticks=")]
