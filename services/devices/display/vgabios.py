@@ -1,11 +1,11 @@
-"""SeaVGABIOS for the std VGA, as Debian ships it, and the fw_cfg names SeaBIOS looks it up by.
-
-SeaBIOS runs `pci1234,1111.rom` as the option ROM *of our PCI function*, so the VGA BIOS reads the
-LFB address from BAR0 (and EDID from BAR2); a `vgaroms/` file runs unbound and assumes 0xE0000000."""
+"""SeaVGABIOS for the std VGA, as Debian ships it, and the fw_cfg names SeaBIOS looks it up by
+(prefer the PCI-bound name: only then does the VGA BIOS find the LFB in BAR0 and EDID in BAR2)."""
 
 from __future__ import annotations
 
 VGABIOS_PATH = "/usr/share/seabios/vgabios-stdvga.bin"
+# SeaBIOS runs `pci1234,1111.rom` as the option ROM of our PCI function, handing it the function's
+# address; a `vgaroms/` file runs unbound, and SeaVGABIOS then assumes the LFB sits at 0xE0000000.
 FW_CFG_PCI_ROM = "pci1234,1111.rom"
 FW_CFG_VGAROM = "vgaroms/vgabios-stdvga.bin"
 

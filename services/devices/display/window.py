@@ -1,8 +1,5 @@
 """The legacy VGA memory window 0xA0000-0xBFFFF: CPU accesses translated into VRAM accesses by the
-sequencer and graphics controller (chain-4, odd/even, planar with latches and the four write modes).
-
-VRAM keeps the four planes interleaved: byte 4*a + p is plane p at planar address a (QEMU's layout), so
-chain-4 and the Bochs banked window are plain byte accesses and a planar access is one 32-bit word."""
+sequencer and graphics controller (chain-4, odd/even, planar with latches and the four write modes)."""
 
 from __future__ import annotations
 
@@ -25,6 +22,10 @@ def _spread(nibble: int) -> int:
 
 
 _SPREAD = [_spread(n) for n in range(16)]
+
+
+# VRAM keeps the four planes interleaved: byte 4*a + p is plane p at planar address a (QEMU's layout),
+# so chain-4 and the Bochs banked window are plain byte accesses and a planar access is one 32-bit word.
 
 
 class LegacyWindow:
