@@ -8,6 +8,7 @@ import pytest
 from services.devices.bus import Bus
 from services.devices.chipset.pci import COMMAND, PciConfigIo, PciRoot
 from services.devices.storage.atapi import CdromDrive
+from services.devices.storage.backend import ImageError
 from services.devices.storage.ide import (HardDisk, IdeController, PiixIdeFunction, boot_path,
                                           cmos_disk_bytes)
 
@@ -32,10 +33,10 @@ class MemoryDisk:
     def read(self, offset, length):
         assert offset % self.sector_size == 0 and length % self.sector_size == 0
         if offset + length > self.size:
-            from services.devices.storage.backend import ImageError
             raise ImageError("read past the end")
         first = offset // self.sector_size
-        return b"".join(self.blocks.get(i) or self.fill(i) for i in range(first, first + length // self.sector_size))
+        count = length // self.sector_size
+        return b"".join(self.blocks.get(i) or self.fill(i) for i in range(first, first + count))
 
     def write(self, offset, data):
         assert not self.readonly

@@ -7,9 +7,12 @@ import struct
 from typing import Callable
 
 from services.devices.chipset.pci import BAR_IO, COMMAND_IO, STATUS, PciFunction
-from services.devices.storage.atapi import (CheckCondition, CdromDrive, DataOut, PACKET_SIZE,
+from services.devices.storage.atapi import (MEDIUM_ERROR, PACKET_SIZE, CdromDrive, CheckCondition, DataOut,
                                             SectorRead, ata_string, identify_page)
 from services.devices.storage.backend import ImageError
+
+__all__ = ["HardDisk", "CdromDrive", "IdeController", "IdeChannel", "BusMasterPorts", "PiixIdeFunction",
+           "boot_path", "cmos_disk_bytes", "CHANNELS", "IDE_SLOT", "IDE_FUNCTION"]
 
 SECTOR = 512
 CHANNELS = ((0x1F0, 0x3F6, 14), (0x170, 0x376, 15))    # command block, control port, ISA IRQ
@@ -94,7 +97,6 @@ class HardDisk:
 # PIO phases a unit can be in (what happens when the current DRQ block is done)
 OP_NONE, OP_DATA_IN, OP_READ, OP_WRITE, OP_CDB, OP_ATAPI_IN, OP_ATAPI_OUT = (
     "", "data-in", "read", "write", "cdb", "atapi-in", "atapi-out")
-_READING_OPS = (OP_DATA_IN, OP_READ, OP_ATAPI_IN)
 # DMA commands a unit can have waiting for the bus master
 DMA_NONE, DMA_READ, DMA_WRITE, DMA_ATAPI_IN, DMA_ATAPI_OUT = "", "read", "write", "atapi-in", "atapi-out"
 
@@ -359,7 +361,7 @@ class IdeChannel:
         if offset == 6:
             for unit in self.units:
                 unit.select = value | 0xA0
-            self.current = (value >> 4) & 1
+            self.current = 1 if value & DEV_BIT else 0
             return
         name = ("feature", "nsector", "sector", "lcyl", "hcyl")[offset - 1]
         hob_name = "hob_" + name
@@ -750,7 +752,7 @@ class IdeChannel:
         if not left:
             self._atapi_done(unit)
             return
-        size = left if left <= unit.byte_limit else unit.byte_limit & ~1
+        size = left if left <= unit.byte_limit else max(unit.byte_limit & ~1, 2)
         try:
             data = self._atapi_take(unit, size)
         except CheckCondition as condition:
@@ -763,7 +765,7 @@ class IdeChannel:
 
     def _atapi_data_out(self, unit: _Unit) -> None:
         left = unit.out_length - len(unit.out_data)
-        size = left if left <= unit.byte_limit else unit.byte_limit & ~1
+        size = left if left <= unit.byte_limit else max(unit.byte_limit & ~1, 2)
         unit.lcyl, unit.hcyl = size & 0xFF, size >> 8
         unit.nsector = unit.nsector & 0xF8
         self._start_pio(unit, OP_ATAPI_OUT, bytearray(size), False)
@@ -837,7 +839,7 @@ class IdeChannel:
         except (ImageError, OSError):
             self.bm_status &= ~BM_ACTIVE
             if unit.drive.kind == "cdrom":
-                self._atapi_error(unit, 0x3)            # medium error
+                self._atapi_error(unit, MEDIUM_ERROR)
             else:
                 self._abort(unit, ER_UNC)
             return
