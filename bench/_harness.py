@@ -204,7 +204,8 @@ def machine() -> str:
 
 def header(title: str) -> None:
     print(f"# {title}")
-    print(f"# {time.strftime('%Y-%m-%d %H:%M:%S')}  {machine()}")
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"# {time.strftime('%Y-%m-%d %H:%M:%S')}  {machine()}; load average {load}")
 
 
 def table(rows: list[list[str]], head: list[str]) -> None:
