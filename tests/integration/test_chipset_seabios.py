@@ -1,6 +1,5 @@
-"""Debian's SeaBIOS on the tcg engine with the 8042, the PIIX3 ISA bridge and (with acpi) the
-PIIX4 PM function: it finds the keyboard, takes a key through IRQ1 into the BIOS keyboard buffer,
-and builds ACPI tables."""
+"""Debian's SeaBIOS on tcg with the 8042, PIIX3 ISA bridge and (acpi) PIIX4 PM: it finds the
+keyboard, takes a key typed through IRQ1 into its keyboard buffer, and builds ACPI tables."""
 
 import threading
 import time
@@ -17,7 +16,8 @@ KEY_A = 0x1E
 BDA_KBD_HEAD, BDA_KBD_TAIL = 0x41A, 0x41C       # offsets into the BIOS data area's key ring (0x400)
 
 
-def boot(*, acpi: bool = False, type_key: int | None = None, timeout: float = 60.0) -> tuple[str, GuestMemory]:
+def boot(*, acpi: bool = False, type_key: int | None = None,
+         timeout: float = 60.0) -> tuple[str, GuestMemory]:
     with open(SEABIOS, "rb") as f:
         memory = GuestMemory(PrivateRegion(128 * MiB), f.read())
     memory.load_firmware_shadow()

@@ -270,7 +270,7 @@ class I8042:
     def restore(self, state: dict) -> None:
         with self.lock:
             if (state["mouse"] is None) != (self.mouse is None):
-                raise ValueError("the saved keyboard controller state differs from this VM's in having a mouse")
+                raise ValueError("the saved keyboard controller state and this VM differ in having a mouse")
             ram = bytes(state["ram"])
             if len(ram) != RAM_SIZE:
                 raise ValueError(f"8042 state has {len(ram)} bytes of RAM, expected {RAM_SIZE}")

@@ -177,7 +177,8 @@ class Ps2Keyboard(Ps2Port):
             self._reply(RESEND)          # set 3 is not offered; Linux then stays with set 2
 
     # -- host input ------------------------------------------------------------------------------
-    def key(self, code: int, extended: bool = False, pressed: bool = True, *, extended1: bool = False) -> None:
+    def key(self, code: int, extended: bool = False, pressed: bool = True, *,
+            extended1: bool = False) -> None:
         """A key event in set-1 numbering, as RDP sends it (code 0x01-0x7F, E0 prefix = extended)."""
         code &= 0x7F
         if extended1:
