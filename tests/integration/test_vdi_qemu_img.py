@@ -197,32 +197,34 @@ def write_then_crash(path, monkeypatch, allowed, offset, data):
     return done[0]
 
 
-def test_every_crash_point_inside_the_header_page_is_clean(tmp_path, monkeypatch):
-    # Writes of an allocation: modification UUID, data, count+map entry (one write in page 0).
+@pytest.mark.parametrize("disk_mib", [800, 3000])
+def test_every_crash_point_of_a_near_allocation_is_clean(tmp_path, monkeypatch, disk_mib):
+    # Writes of an allocation: modification UUID, data, count+map entries as one write (within
+    # the header's page for 800 MiB, spanning into the map's second page for 3000 MiB).
     for step in range(4):
         path = tmp_path / f"p{step}.vdi"
-        vdi.create(str(path), 800 * MiB)
+        vdi.create(str(path), disk_mib * MiB)
         with vdi.open(str(path)) as img:
             img.write(0, b"\x01" * MiB)
-        write_then_crash(path, monkeypatch, step, 700 * MiB, b"\x02" * (3 * MiB))
+        write_then_crash(path, monkeypatch, step, (disk_mib - 100) * MiB, b"\x02" * (3 * MiB))
         assert_clean(path)
 
 
 def test_crash_between_count_and_far_map_entry(tmp_path, monkeypatch):
-    # Block 2000's map entry is in the map's second page, so count and entry are two writes. A
-    # crash between them is the one state qemu-img check flags: a count one ahead, which leaks a
-    # block but loses no data. Our next writable open repairs it.
+    # Block 90000's map entry lies past SPAN, so count and entry are two writes. A crash between
+    # them is the one state qemu-img check flags: a count one ahead, which leaks a block but loses
+    # no data. Our next writable open repairs it.
     path = tmp_path / "big.vdi"
-    vdi.create(str(path), 4000 * MiB)
+    vdi.create(str(path), 100000 * MiB)
     with vdi.open(str(path)) as img:
         img.write(0, b"\x01" * MiB)
     for step in (0, 1, 2):
-        write_then_crash(path, monkeypatch, step, 2000 * MiB, b"\x02" * 512)
+        write_then_crash(path, monkeypatch, step, 90000 * MiB, b"\x02" * 512)
         assert_clean(path)
-    write_then_crash(path, monkeypatch, 3, 2000 * MiB, b"\x02" * 512)
+    write_then_crash(path, monkeypatch, 3, 90000 * MiB, b"\x02" * 512)
     code, out = check(path)
     assert code == 2 and "allocated blocks mismatch, is 1, should be 2" in out, out
-    qemu_io(path, "read -P 0 2000M 1M", "read -P 1 0 1M")
+    qemu_io(path, f"read -P 0 {90000 * MiB} 1M", "read -P 1 0 1M")
     vdi.open(str(path)).close()
     assert_clean(path)
 
@@ -287,15 +289,14 @@ def test_sigkill_at_random_points_leaves_a_clean_image(tmp_path):
         assert ours == theirs, f"iteration {iteration}: our reading differs from qemu-img's"
 
         # Every completed write is there; the one in flight is there per sector or not at all.
-        model = bytearray(before)
+        want = np.frombuffer(before, dtype=np.uint8).copy()
         in_flight = None
         for i, (offset, length, fill) in enumerate(ops(seed, size, done + 1)):
             if i < done:
-                model[offset:offset + length] = bytes([fill]) * length
+                want[offset:offset + length] = fill
             else:
                 in_flight = (offset, length, fill)
         got = np.frombuffer(ours, dtype=np.uint8)
-        want = np.frombuffer(bytes(model), dtype=np.uint8)
         differs = np.flatnonzero(got != want)
         if differs.size:
             offset, length, fill = in_flight

@@ -337,18 +337,30 @@ def test_crash_at_every_step_inside_the_header_page(tmp_path, monkeypatch, torn)
             assert img.read(0, 512) == b"\x01" * 512
 
 
-def test_crash_between_count_and_map_is_repaired_on_open(tmp_path, monkeypatch):
-    # Block 2000's entry lies in the map's second page: the count goes first, then the entry.
-    path = tmp_path / "big.vdi"
+def test_count_and_far_entries_are_still_one_write(tmp_path, monkeypatch):
+    # Block 2000's entry is in the map's second page; the count and the entry still go out as one
+    # pwrite starting at the count, so the only crash points are before or after it.
+    path = tmp_path / "mid.vdi"
     vdi.create(str(path), 3000 * MiB)
+    for step in range(3):
+        assert crashed_write(path, monkeypatch, step, 2000 * MiB, b"\x02" * 512) is False
+        assert count_matches_map(path)
+    assert crashed_write(path, monkeypatch, 3, 2000 * MiB, b"\x02" * 512) is True
+    assert count_matches_map(path) and block_map(path)[2000] == 0
+
+
+def test_crash_between_count_and_map_is_repaired_on_open(tmp_path, monkeypatch):
+    # Block 90000's entry lies past SPAN: the count goes first, then the entry.
+    path = tmp_path / "big.vdi"
+    vdi.create(str(path), 100000 * MiB)
     with vdi.open(str(path)) as img:
         img.write(0, b"\x01" * 512)
     # writes: modification UUID, data, count | entry
-    assert not crashed_write(path, monkeypatch, 3, 2000 * MiB, b"\x02" * 512)
+    assert not crashed_write(path, monkeypatch, 3, 90000 * MiB, b"\x02" * 512)
     f = header_fields(path)
     assert f["allocated"] == 2 and int((block_map(path) < 0xFFFFFFFE).sum()) == 1
     with vdi.open(str(path), readonly=True) as img:          # readable as is, untouched
-        assert img.read(2000 * MiB, 512) == bytes(512)
+        assert img.read(90000 * MiB, 512) == bytes(512)
     assert header_fields(path)["allocated"] == 2
     with vdi.open(str(path)) as img:                         # a writer repairs the count
         assert count_matches_map(path)
