@@ -226,6 +226,7 @@ def test_bad_version(disk):
     (380, 512, ["extra data"]),
     (384, 8, ["8 blocks", "do not fit"]),
     (388, 17, ["17 allocated"]),
+    (368, 100, ["less than one sector"]),
     (340, 100, ["block map at offset 100"]),
     (344, 512, ["overlaps the block map"]),
     (340, 1 << 30, ["overlaps the block map"]),

@@ -114,6 +114,7 @@ class RawImage:
         self.path = path
         self.readonly = readonly
         self._fd = fd
+        self._modified = False
         try:
             self.size = file_size(fd, path)
             if self.size == 0:
@@ -137,14 +138,20 @@ class RawImage:
         data = memoryview(data).cast("B")
         check_range(self.path, offset, len(data), self.size, SECTOR)
         pwrite_all(self._fd, self.path, [data], offset)
+        self._modified = True
 
     def flush(self) -> None:
         fsync(self._fd, self.path)
 
     def close(self) -> None:
+        """Flush what this open wrote, then drop the file and its lock."""
         if self._fd >= 0:
-            os.close(self._fd)   # also drops the flock
-            self._fd = -1
+            fd, self._fd = self._fd, -1
+            try:
+                if self._modified:
+                    fsync(fd, self.path)
+            finally:
+                os.close(fd)
 
     def __enter__(self):
         return self

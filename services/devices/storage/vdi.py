@@ -183,6 +183,8 @@ class VdiImage:
         if header_size < HEADER1_SIZE or PRE_HEADER_SIZE + header_size > SECTOR:
             raise self._bad(f"has a header size of {header_size} bytes (expected {HEADER1_SIZE} "
                             f"or {HEADER1PLUS_SIZE})")
+        if PRE_HEADER_SIZE + header_size > path_size:
+            raise self._bad(f"is too short for its {header_size}-byte header ({path_size} bytes)")
         if kind not in (TYPE_DYNAMIC, TYPE_FIXED):
             what = {3: "an undo image", 4: "a differencing image"}.get(kind, f"of unknown type {kind}")
             raise self._bad(f"is {what}; only normal (dynamic) and fixed images are supported")
@@ -198,8 +200,8 @@ class VdiImage:
             raise self._bad(f"has a block size of {block_size} (must be a power of two, at least {SECTOR})")
         if block_extra:
             raise self._bad(f"has {block_extra} bytes of extra data per block, which is not supported")
-        if disk_size == 0:
-            raise self._bad("has a disk size of 0")
+        if disk_size < SECTOR:
+            raise self._bad(f"has a disk size of {disk_size} bytes, less than one sector")
         if blocks == 0 or blocks > MAX_BLOCKS or blocks * block_size < disk_size:
             raise self._bad(f"has {blocks} blocks of {block_size} bytes, which do not fit a disk "
                             f"of {disk_size} bytes")
@@ -441,9 +443,14 @@ class VdiImage:
         fsync(self._fd, self.path)
 
     def close(self) -> None:
+        """Flush what this open wrote (VirtualBox and QEMU do too), then drop the file and lock."""
         if self._fd >= 0:
-            os.close(self._fd)   # also drops the flock
-            self._fd = -1
+            fd, self._fd = self._fd, -1
+            try:
+                if self._modified:
+                    fsync(fd, self.path)
+            finally:
+                os.close(fd)
 
     def __enter__(self):
         return self
