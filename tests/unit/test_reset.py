@@ -65,7 +65,7 @@ def test_platform_builder_wires_everything():
     bus = build_platform(memory, cpus=2, boot_order=("disk",), debug_sink=log.append,
                          reset=lambda: resets.append(1), poweroff=lambda: offs.append(1), exit_port=0xF4)
     assert set(bus.devices()) == {"debugcon", "cmos", "fw_cfg", "pci", "reset-control", "port92",
-                                  "debug-exit"}
+                                  "debug-exit", "i8042", "i8042-command"}
     assert bus.pio_read(0x402, 1) == 0xE9
     bus.pio_write(0xE9, 1, ord("x"))
     assert log == [b"x"]

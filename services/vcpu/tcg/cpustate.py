@@ -14,6 +14,10 @@ from unicorn import x86_const as X
 
 EXPECTED_UNICORN = "2.1.4"
 UC_CPU_POINTER = 0x1B8      # offsetof(struct uc_struct, cpu)
+UC_CONTEXT_SIZE = 0x7E0     # offsetof(struct uc_struct, cpu_context_size): an anchor we can check
+UC_NO_EXIT_REQUEST = 0x7F2  # offsetof(struct uc_struct, no_exit_request)
+UC_INIT_DONE = 0x7F3        # offsetof(struct uc_struct, init_done)
+ENV_RESET_SIZE = 5568       # offsetof(CPUX86State, end_reset_fields)
 ENV_IN_X86CPU = 0x8A50      # offsetof(X86CPU, env)
 
 R_ES, R_CS, R_SS, R_DS, R_FS, R_GS = range(6)
@@ -119,6 +123,23 @@ def locate_env(uc: unicorn.Uc) -> CPUX86State:
     env = CPUX86State.from_address(cpu + ENV_IN_X86CPU)
     _prove_layout(uc, env)
     return env
+
+
+def stop_only_between_blocks(uc: unicorn.Uc) -> None:
+    """Make asynchronous stops (uc_emu_stop) take effect only where a translation block starts.
+
+    Unicorn checks for a stop request after every guest load and store and, when one is pending,
+    exits with the state rolled back to the start of that instruction, so the instruction runs
+    again: a read-modify-write such as `incl %gs:preempt_count` or `xchg` is applied twice. Its
+    `no_exit_request` flag (kept for ARM IT blocks) drops those checks at translation time; the
+    check at the start of every block stays, and that is a clean instruction boundary. It also
+    removes the helper call behind Unicorn's slow memory accesses (unicorn-spike.md §2)."""
+    handle = uc._uch.value
+    if ctypes.c_int32.from_address(handle + UC_CONTEXT_SIZE).value != ENV_RESET_SIZE or \
+            ctypes.c_uint8.from_address(handle + UC_INIT_DONE).value != 1:
+        raise UnicornLayoutError("unicorn's engine state is not where this build keeps it")
+    ctypes.c_uint8.from_address(handle + UC_NO_EXIT_REQUEST).value = 1
+    uc.ctl_flush_tb()
 
 
 def _prove_layout(uc: unicorn.Uc, env: CPUX86State) -> None:

@@ -27,7 +27,7 @@ from services.vcpu.tcg.irqchip import InterruptChip
 
 log = logging.getLogger("headbox.vcpu.tcg")
 
-ENV_RESET_SIZE = 5568          # offsetof(CPUX86State, end_reset_fields) in unicorn 2.1.4
+ENV_RESET_SIZE = cs.ENV_RESET_SIZE
 
 # Unicorn has no RDMSR/WRMSR/HLT hooks, but it keeps QEMU's SVM intercept checks: with the CPU
 # marked as an SVM guest, an intercepted instruction raises EXCP_VMEXIT + exit code, which reaches
@@ -56,6 +56,7 @@ class TcgEngine(Engine):
         super().__init__(memory, bus, cpus)
         self.uc = unicorn.Uc(unicorn.UC_ARCH_X86, unicorn.UC_MODE_64)
         self.env = cs.locate_env(self.uc)
+        cs.stop_only_between_blocks(self.uc)
         self.env_address = ctypes.addressof(self.env)
         self.chip = InterruptChip(cpus=1)
         self.chip_lock = threading.RLock()
