@@ -380,3 +380,34 @@ def test_holes_in_the_data_area_are_reused_first(disk):
         img.write(9 * MiB, b"\x09" * 512)
         assert img.read(9 * MiB, 1024) == b"\x09" * 512 + bytes(512)   # stale bytes overwritten
     assert block_map(disk)[9] == 1 and os.path.getsize(disk) == header_fields(disk)["off_data"] + 3 * MiB
+
+
+def test_random_damage_gives_image_errors_only(tmp_path):
+    # Whatever a damaged header or map holds, opening gives a usable image or one ImageError line.
+    pristine = tmp_path / "pristine.vdi"
+    vdi.create(str(pristine), 40 * MiB)
+    with vdi.open(str(pristine)) as img:
+        for block in (0, 3, 39):
+            img.write(block * MiB, b"\x11" * 4096)
+    original = pristine.read_bytes()
+    rng = random.Random(99)
+    path = tmp_path / "damaged.vdi"
+    outcomes = {"opened": 0, "refused": 0}
+    for _ in range(400):
+        data = bytearray(original)
+        for _ in range(rng.choice([1, 1, 2, 4])):
+            where = rng.choice([rng.randrange(64, 472), rng.randrange(512, 512 + 4 * 40)])
+            data[where] = rng.randrange(256)
+        if rng.random() < 0.1:
+            data = data[:rng.randrange(len(data))]
+        path.write_bytes(bytes(data))
+        try:
+            with vdi.open(str(path)) as img:
+                img.read(0, min(img.size, 4 * MiB))
+                img.read(img.size - 512, 512)
+                img.write(img.size - 512, b"\x22" * 512)
+            outcomes["opened"] += 1
+        except ImageError as exc:
+            assert "\n" not in str(exc) and str(path) in str(exc)
+            outcomes["refused"] += 1
+    assert outcomes["opened"] and outcomes["refused"]
