@@ -259,7 +259,7 @@ class VdiImage:
         self._offset_data = offset_data
         self._map = bmap
         self._allocated = int(used.size)
-        # Bytes from the count field up to the map, rewritten together with page-0 map entries.
+        # The header up to the map, rewritten unchanged around the count with near map entries.
         self._head = bytes(head[:offset_bmap]) if offset_bmap <= PAGE else None
         # Data block indices not referenced below the highest referenced one (left by a crash or
         # by another tool) are reused first, so the map stays dense and QEMU's and VirtualBox's
