@@ -202,10 +202,24 @@ def machine() -> str:
             f"Python {platform.python_version()}; Unicorn {unicorn.__version__}; QEMU {qemu_version()}")
 
 
+def revision() -> str:
+    """HEAD of the repository, and whether the engine sources differ from it (a shared tree)."""
+    try:
+        head = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--", "services"],
+                               capture_output=True, text=True).stdout.split("\n")
+        dirty = [line[3:] for line in dirty if line.strip()]
+    except OSError:
+        return "?"
+    return head + (f" + uncommitted changes in {', '.join(dirty)}" if dirty else "")
+
+
 def header(title: str) -> None:
     print(f"# {title}")
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"# {time.strftime('%Y-%m-%d %H:%M:%S')}  {machine()}; load average {load}")
+    print(f"# revision {revision()}")
 
 
 def table(rows: list[list[str]], head: list[str]) -> None:

@@ -4,6 +4,8 @@ Workloads (64-bit long mode, bench/programs/):
   alu   ips_alu.asm: add/xor/rol/add/dec/jnz on registers, 6 instructions per iteration
   mem   ips_mem.asm: load/load/store/store/add/add/dec/jnz over a 64 KiB buffer
   rep   ips_mem.asm: `rep movsq` of the same 64 KiB buffer (reported in bytes per second)
+  mem/rep "TLB-aliased": the same with the destination 1 MiB after the source, so that source and
+        destination pages collide in the direct-mapped softmmu TLB of both engines
 Timing: the program writes a debug-port byte before and after the loop; the host timestamps both
 (our runner's ProgramResult.times; QEMU's isa-debugcon through a unix socket, bench/_harness.py).
 Each engine gets its own iteration count (the only difference between the images, an assembler
@@ -24,6 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _harness as h  # noqa: E402
 
 BUF = 65536
+ALIAS_DST = 0x500000      # source page n and destination page n + 256 share a TLB slot
 
 
 def alu_insns(d):
@@ -51,14 +54,14 @@ def measure_alu(engine, iters):
     return alu_insns(d), h.span(r, "S", "E")
 
 
-def measure_mem(engine, passes, rep_passes):
-    d = {"PASSES": passes, "REP_PASSES": rep_passes, "BUF": BUF}
+def measure_mem(engine, passes, rep_passes, dst=0x423000):
+    d = {"PASSES": passes, "REP_PASSES": rep_passes, "BUF": BUF, "DST": dst}
     r = runner(engine)(h.build("ips_mem", d))
     h.check(r, f"ips_mem on {engine}")
     return (mem_insns(d), h.span(r, "S", "E")), (rep_bytes(d), h.span(r, "R", "Q"))
 
 
-def calibrate(engine, target, start, kvm=False):
+def calibrate(engine, target, start, kvm=False, dst=0x423000):
     """Counts (alu iters, mem passes, rep passes) that make each timed loop last ~target s."""
     floor = 0.02 if kvm else 0.15
     it, p, rp = start
@@ -69,7 +72,7 @@ def calibrate(engine, target, start, kvm=False):
         it *= 8
     it = max(1, int(it * target / t))
     while True:
-        (n, t), (nb, tb) = measure_mem(engine, p, rp)
+        (n, t), (nb, tb) = measure_mem(engine, p, rp, dst)
         if (t >= floor and tb >= floor) or p >= 1 << 30:
             break
         if t < floor:
@@ -94,32 +97,42 @@ def main():
         target = 0.3 if kvm else args.target
         counts = calibrate(engine, target, (10_000, 2, 2) if kvm else (1_000_000, 20, 20), kvm)
         it, p, rp = counts
-        rates = {"alu": [], "mem": [], "rep": []}
+        rates = {"alu": [], "mem": [], "rep": [], "mem_alias": [], "rep_alias": []}
+        if not kvm:
+            _, pa, rpa = calibrate(engine, target, (1, 20, 20), kvm, dst=ALIAS_DST)
         for _ in range(args.runs):
             n, t = measure_alu(engine, it)
             rates["alu"].append(n / t)
             (n, t), (nb, tb) = measure_mem(engine, p, rp)
             rates["mem"].append(n / t)
             rates["rep"].append(nb / tb)
+            if not kvm:
+                (n, t), (nb, tb) = measure_mem(engine, pa, rpa, ALIAS_DST)
+                rates["mem_alias"].append(n / t)
+                rates["rep_alias"].append(nb / tb)
         results[engine] = rates
-        print(f"# {engine}: ITERS={it} PASSES={p} REP_PASSES={rp} (BUF={BUF}); "
-              + ", ".join(f"{k}: " + " ".join(f"{x / 1e6:.1f}" for x in v) for k, v in rates.items())
+        print(f"# {engine}: ITERS={it} PASSES={p} REP_PASSES={rp} (BUF={BUF})"
+              + ("" if kvm else f", aliased PASSES={pa} REP_PASSES={rpa}") + "; "
+              + ", ".join(f"{k}: " + " ".join(f"{x / 1e6:.1f}" for x in v) for k, v in rates.items() if v)
               + " (M/s, each run)")
 
     print()
     rows = []
-    units = {"alu": ("M guest insn/s", 1e6), "mem": ("M guest insn/s", 1e6), "rep": ("MB/s copied", 1e6)}
+    units = {"alu": ("M guest insn/s", 1e6), "mem": ("M guest insn/s", 1e6), "rep": ("MB/s copied", 1e6),
+             "mem_alias": ("M guest insn/s", 1e6), "rep_alias": ("MB/s copied", 1e6)}
     names = {"alu": "ALU loop (add/xor/rol/add/dec/jnz)",
              "mem": "copy loop (2 ld + 2 st of 8 B, 8 insn)",
-             "rep": "rep movsq 64 KiB"}
-    for w in ("alu", "mem", "rep"):
+             "rep": "rep movsq 64 KiB",
+             "mem_alias": "copy loop, TLB-aliased buffers",
+             "rep_alias": "rep movsq, TLB-aliased buffers"}
+    for w in ("alu", "mem", "rep", "mem_alias", "rep_alias"):
         unit, scale = units[w]
         ours = h.median(results["tcg"][w])
         peer = h.median(results["qemu"][w])
         row = [names[w], unit, f"{ours / scale:,.1f}", f"{peer / scale:,.1f}", f"{ours / peer:.3f}",
                f"{peer / ours:.1f}x"]
         if args.kvm:
-            row.append(f"{h.median(results['kvm'][w]) / scale:,.2f}")
+            row.append(f"{h.median(results['kvm'][w]) / scale:,.2f}" if results["kvm"][w] else "")
         rows.append(row)
     head = ["workload", "unit", "ours (tcg)", "peer (QEMU TCG)", "ours/peer", "peer faster by"]
     if args.kvm:

@@ -1,6 +1,6 @@
 ; ips_mem.asm -- guest instructions per second, memory-copy loop, 64-bit long mode.
 ;
-; Copies a BUF-byte buffer at 0x400000 to 0x500000 (2 MiB pages, RAM), PASSES times:
+; Copies a BUF-byte buffer at 0x400000 to DST (default 0x423000; 2 MiB pages, RAM), PASSES times:
 ;   inner loop (8 instructions, 2 loads + 2 stores of 8 bytes):
 ;       mov rax,[rsi] / mov rdx,[rsi+8] / mov [rdi],rax / mov [rdi+8],rdx / add rsi,16 /
 ;       add rdi,16 / dec ecx / jnz
@@ -8,6 +8,8 @@
 ; Between MARK 'S' and MARK 'E': PASSES * (8 * BUF/16 + 5) instructions.
 ; Then, if REP=1 (default), MARK 'R', PASSES times `rep movsq` of the same buffer, MARK 'Q'
 ; (one rep movsq = BUF/8 iterations; reported as bytes per second).
+; DST = 0x500000 makes every source page and its destination page share a slot of the softmmu TLB
+; (page number mod 256): both QEMU and Unicorn then refill the TLB on nearly every access.
 
 %include "common.inc"
 %include "bench.inc"
@@ -22,7 +24,9 @@
 %define BUF 65536
 %endif
 SRC     equ 0x400000
-DST     equ 0x500000
+%ifndef DST
+%define DST 0x423000
+%endif
 
         START_LM64
         mov     edi, SRC                        ; fill the source with something
