@@ -40,7 +40,8 @@ SVM_EXIT_INTR, SVM_EXIT_HLT, SVM_EXIT_MSR = 0x60, 0x78, 0x7C
 INTERCEPTS = (1 << (SVM_EXIT_HLT - SVM_EXIT_INTR)) | (1 << (SVM_EXIT_MSR - SVM_EXIT_INTR))
 MSR_APIC_BASE = 0x1B
 EMULATED_MSRS = (MSR_APIC_BASE,)
-NEVER = 1 << 63                # an `until` address no guest reaches
+NO_UNTIL = 0                   # `until` is ignored: the exits mechanism is on, with no exits
+FOREVER = 1 << 63              # a deadline that never comes
 UC_RWX = unicorn.UC_PROT_ALL
 POLL_MIN_NS, POLL_MAX_NS = 100_000, 1_000_000   # re-check a masked pending interrupt this often
 
@@ -57,6 +58,12 @@ class TcgEngine(Engine):
         self.uc = unicorn.Uc(unicorn.UC_ARCH_X86, unicorn.UC_MODE_64)
         self.env = cs.locate_env(self.uc)
         cs.stop_only_between_blocks(self.uc)
+        # No `until` address: when emu_start returns, Unicorn invalidates the code at the exit
+        # address by translating it through the guest's page tables, which raises a #GP or #PF
+        # outside the guest's execution (stale nested-fault state, clobbered CR2, a longjmp into
+        # a finished frame). With the exits mechanism on and no exits, nothing is looked up.
+        self.uc.ctl_exits_enabled(True)
+        self.uc.ctl_set_exits([])
         self.env_address = ctypes.addressof(self.env)
         self.chip = InterruptChip(cpus=1)
         self.chip_lock = threading.RLock()
@@ -255,6 +262,9 @@ class TcgEngine(Engine):
             self._deliver(intno, SOFTWARE, 0, self._int_length(intno))
         else:
             self._deliver(intno, EXCEPTION, env.error_code if intno in WITH_ERROR_CODE else 0)
+        # Unicorn moves EIP to exception_next_eip before this hook whenever exception_is_int is
+        # set, and an intercept (which never sets it) would inherit the last INT n's flag.
+        env.exception_is_int = 0
 
     def _on_intercept(self, code: int) -> None:
         """An intercepted instruction; EIP points at it."""
@@ -378,7 +388,7 @@ class TcgEngine(Engine):
                 self._in_guest = False
                 continue
             try:
-                uc.emu_start(env.eip, NEVER)
+                uc.emu_start(env.eip, NO_UNTIL)
             except unicorn.UcError as error:
                 self._in_guest = False
                 log.error("guest stopped by the JIT at RIP %#x: %s", env.eip, error)
@@ -412,7 +422,7 @@ class TcgEngine(Engine):
                 deadline = self.chip.next_deadline()
             now = time.monotonic_ns()
             if self._poll_ns:
-                deadline = min(deadline or NEVER, now + self._poll_ns)
+                deadline = min(deadline or FOREVER, now + self._poll_ns)
             if deadline is not None and deadline <= now:
                 if self._in_guest:
                     self._kicked = True
