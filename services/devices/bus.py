@@ -122,6 +122,17 @@ class Bus:
             self._names[id(device)] = name
         self._pio_cache.clear()
 
+    def unregister(self, device: Device, space: str | None = None) -> None:
+        """Remove every range of `device` (in one space, or both): a BAR moved or was disabled."""
+        for addresses in (self._pio, self._mmio):
+            if space is not None and addresses.name != space:
+                continue
+            keep = [i for i, target in enumerate(addresses.targets) if target[0] is not device]
+            addresses.starts = [addresses.starts[i] for i in keep]
+            addresses.ends = [addresses.ends[i] for i in keep]
+            addresses.targets = [addresses.targets[i] for i in keep]
+        self._pio_cache.clear()
+
     def device(self, name: str) -> Device:
         try:
             return self._devices[name]

@@ -14,7 +14,11 @@ import zmq
 
 from services.devices.bus import Bus
 from services.devices.serial import COM_PORTS, Uart16550
-from services.ipc.io import IoServer, IrqSender
+from services.devices.storage.backend import ImageError
+from services.devices.storage.controller import DiskController, DriveSpec
+from services.ipc.io import DmaLog, IoServer, IrqSender
+from services.ipc.shm import SharedRegion
+from services.vcpu.memory import GuestRam
 from services.ipc.messages import CONTROL_VERSION, ProtocolError, pack, unpack
 from services.ipc.naming import endpoint, restrict_socket
 
@@ -35,11 +39,12 @@ class FileSink:
 
 
 class DeviceService:
-    def __init__(self, vm_id: str, bus: Bus, irq: IrqSender):
-        self.bus = bus
+    def __init__(self, vm_id: str, devices: "Devices", irq: IrqSender, dma_log: DmaLog):
+        self.bus = devices.bus
         self.irq = irq
         self.context = zmq.Context.instance()
-        self.io = IoServer(endpoint(vm_id, "io"), bus, self.context)
+        self.io = IoServer(endpoint(vm_id, "io"), devices.bus, self.context, dma_log=dma_log,
+                           pci=devices.pci_config_write, reset=devices.reset)
         self.control = self.context.socket(zmq.REP)
         self.control.setsockopt(zmq.LINGER, 0)
         control_endpoint = endpoint(vm_id, "control-devices")
@@ -78,7 +83,7 @@ class DeviceService:
             self.bus.restore(request["state"])
             return {"ok": True}
         if op == "reset":
-            self.bus.reset()
+            self.io.reset()
             return {"ok": True}
         if op == "serial-input":
             self.bus.device(request.get("device", "serial")).receive(bytes(request["data"]))
@@ -94,8 +99,36 @@ class DeviceService:
         self.irq.close()
 
 
-def build_devices(args, irq: IrqSender) -> tuple[Bus, list]:
-    bus, sinks = Bus(), []
+class Devices:
+    """Everything the device process hosts for one VM, and what must be closed at the end."""
+
+    def __init__(self):
+        self.bus = Bus()
+        self.sinks: list = []
+        self.disks: DiskController | None = None
+        self.pci_functions: dict[tuple[int, int], object] = {}
+
+    def pci_config_write(self, device: int, function: int, offset: int, size: int, value: int) -> None:
+        target = self.pci_functions.get((device, function))
+        if target is not None:
+            target.config_write(offset, size, value)
+
+    def reset(self) -> None:
+        """Platform reset: every device and the PCI functions they own."""
+        self.bus.reset()
+        for function in self.pci_functions.values():
+            function.reset()
+
+    def close(self) -> None:
+        if self.disks:
+            self.disks.close()
+        for sink in self.sinks:
+            sink.close()
+
+
+def build_devices(args, irq: IrqSender, dma_log: DmaLog) -> Devices:
+    devices = Devices()
+    bus, sinks = devices.bus, devices.sinks
     if args.serial1 and args.serial1 != "disconnected":
         port, line = COM_PORTS[1]
         if args.serial1_port:
@@ -104,7 +137,12 @@ def build_devices(args, irq: IrqSender) -> tuple[Bus, list]:
         sinks.append(sink)
         uart = Uart16550(irq=lambda level, line=line: irq.set_irq(line, level), output=sink)
         bus.register(uart, "pio", port, 8, name="serial")
-    return bus, sinks
+    if args.drive or args.ram_region:
+        ram = GuestRam(SharedRegion.open(args.ram_region)) if args.ram_region else None
+        devices.disks = DiskController(bus, ram, [DriveSpec.parse(d) for d in args.drive],
+                                       model=args.ide_controller, set_irq=irq.set_irq, on_dma_write=dma_log)
+        devices.pci_functions[(1, 1)] = devices.disks.pci
+    return devices
 
 
 def main(argv=None) -> int:
@@ -113,17 +151,28 @@ def main(argv=None) -> int:
     parser.add_argument("--serial1", help="file that receives COM1's output, or 'disconnected'")
     parser.add_argument("--serial1-port", type=lambda s: int(s, 0))
     parser.add_argument("--serial1-irq", type=int)
+    parser.add_argument("--ram-region", help="name of the guest RAM region (for DMA)")
+    parser.add_argument("--drive", action="append", default=[],
+                        help="CHANNEL:UNIT:hdd|dvd[:PATH] on the IDE controller (repeatable)")
+    parser.add_argument("--ide-controller", default="piix3", choices=("piix3", "piix4"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s devices %(levelname)s %(message)s")
-    irq = IrqSender(endpoint(args.vm_id, "irq"))
-    bus, sinks = build_devices(args, irq)
-    service = DeviceService(args.vm_id, bus, irq)
+    dma_log = DmaLog()
+    irq = IrqSender(endpoint(args.vm_id, "irq"), dma_log=dma_log)
+    try:
+        devices = build_devices(args, irq, dma_log)
+    except (ImageError, ValueError, FileNotFoundError) as error:
+        print(f"headbox-devices: error: {error}", file=sys.stderr)
+        irq.close()
+        return 2
+    service = DeviceService(args.vm_id, devices, irq, dma_log)
     try:
         service.run()
     finally:
+        if devices.disks:
+            devices.disks.flush()
         service.close()
-        for sink in sinks:
-            sink.close()
+        devices.close()
     return 0
 
 

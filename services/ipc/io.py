@@ -12,7 +12,8 @@ import time
 
 import zmq
 
-from services.ipc.messages import IO_VERSION, Io, ProtocolError, pack, unpack
+from services.ipc.messages import (INPUT_VERSION, IO_VERSION, IRQ_VERSION, Input, Io, Irq, ProtocolError,
+                                   pack, unpack)
 from services.ipc.naming import restrict_socket
 
 log = logging.getLogger("headbox.ipc.io")
@@ -25,7 +26,8 @@ REPLY_TIMEOUT_MS = 5000
 class RemoteBus:
     """The vCPU side: an IoBus whose devices live in another process."""
 
-    def __init__(self, endpoint: str, context: zmq.Context | None = None):
+    def __init__(self, endpoint: str, context: zmq.Context | None = None, on_dma=None):
+        self.on_dma = on_dma            # ([(gpa, length), ...]) -> None, from the reading thread
         self.context = context or zmq.Context.instance()
         self.socket = self.context.socket(zmq.DEALER)
         self.socket.setsockopt(zmq.LINGER, 0)
@@ -54,6 +56,14 @@ class RemoteBus:
 
     def pio_write_string(self, port: int, size: int, data: bytes) -> None:
         self._post([Io.PIO_WRITE_STRING, port, size, bytes(data)])
+
+    def pci_config_write(self, device: int, function: int, offset: int, size: int, value: int) -> None:
+        self._post([Io.PCI_CONFIG_WRITE, device, function, offset, size, value])
+
+    def reset(self) -> None:
+        """Platform reset of the remote devices, in order with the accesses before it."""
+        self._post([Io.RESET])
+        self.flush()
 
     def mmio_write(self, addr: int, size: int, value: int) -> None:
         self._post([Io.MMIO_WRITE, addr, size, value])
@@ -86,7 +96,9 @@ class RemoteBus:
                 if not self.socket.poll(REPLY_TIMEOUT_MS):
                     log.error("device bus did not answer a read in %d ms", REPLY_TIMEOUT_MS)
                     return default
-                reply_seq, value = unpack(self.socket.recv())
+                reply_seq, value, dma = unpack(self.socket.recv())
+                if dma and self.on_dma is not None:
+                    self.on_dma(dma)
                 if reply_seq == seq:
                     return value
 
@@ -105,11 +117,33 @@ class RemoteBus:
         self.socket.close()
 
 
+class DmaLog:
+    """Guest RAM ranges devices wrote, until the vCPU side has been told (reply or interrupt)."""
+
+    def __init__(self):
+        self.ranges: list[tuple[int, int]] = []
+
+    def __call__(self, gpa: int, length: int) -> None:
+        ranges = self.ranges
+        if ranges and ranges[-1][0] + ranges[-1][1] == gpa:
+            ranges[-1] = (ranges[-1][0], ranges[-1][1] + length)
+        else:
+            ranges.append((gpa, length))
+
+    def take(self) -> list:
+        ranges, self.ranges = self.ranges, []
+        return ranges
+
+
 class IoServer:
     """The device-bus side: applies a batch to a bus and answers its read, in order."""
 
-    def __init__(self, endpoint: str, bus, context: zmq.Context | None = None):
+    def __init__(self, endpoint: str, bus, context: zmq.Context | None = None,
+                 dma_log: DmaLog | None = None, pci=None, reset=None):
         self.bus = bus
+        self.reset = reset or getattr(bus, "reset", lambda: None)   # platform reset of this process
+        self.dma_log = dma_log or DmaLog()
+        self.pci = pci      # (device, function, offset, size, value) -> None: config writes
         self.context = context or zmq.Context.instance()
         self.socket = self.context.socket(zmq.ROUTER)
         self.socket.setsockopt(zmq.LINGER, 0)
@@ -130,6 +164,7 @@ class IoServer:
         if version != IO_VERSION:
             raise ProtocolError(f"io channel version {version}, expected {IO_VERSION}")
         bus, replies = self.bus, []
+        dma = self.dma_log
         for message in batch:
             code = message[0]
             if code == Io.PIO_WRITE:
@@ -139,11 +174,19 @@ class IoServer:
             elif code == Io.PIO_WRITE_STRING:
                 bus.pio_write_string(message[1], message[2], message[3])
             elif code == Io.PIO_READ:
-                replies.append([message[1], bus.pio_read(message[2], message[3])])
+                value = bus.pio_read(message[2], message[3])
+                replies.append([message[1], value, dma.take()])
             elif code == Io.MMIO_READ:
-                replies.append([message[1], bus.mmio_read(message[2], message[3])])
+                value = bus.mmio_read(message[2], message[3])
+                replies.append([message[1], value, dma.take()])
             elif code == Io.PIO_READ_STRING:
-                replies.append([message[1], bytes(bus.pio_read_string(message[2], message[3], message[4]))])
+                value = bytes(bus.pio_read_string(message[2], message[3], message[4]))
+                replies.append([message[1], value, dma.take()])
+            elif code == Io.PCI_CONFIG_WRITE:
+                if self.pci is not None:
+                    self.pci(*message[1:6])
+            elif code == Io.RESET:
+                self.reset()
             else:
                 raise ProtocolError(f"unknown io message {code}")
         return replies
@@ -155,15 +198,18 @@ class IoServer:
 class IrqSender:
     """Devices side of the irq channel: interrupt line levels, pushed."""
 
-    def __init__(self, endpoint: str, context: zmq.Context | None = None):
+    def __init__(self, endpoint: str, context: zmq.Context | None = None, dma_log: DmaLog | None = None):
         self.socket = (context or zmq.Context.instance()).socket(zmq.PUSH)
         self.socket.setsockopt(zmq.LINGER, 1000)
         self.socket.connect(endpoint)
         self.lock = threading.Lock()
+        self.dma_log = dma_log
 
     def set_irq(self, gsi: int, level: bool) -> None:
         with self.lock:
-            self.socket.send(pack([1, gsi, bool(level)]))
+            if self.dma_log is not None and self.dma_log.ranges:
+                self.socket.send(pack([IRQ_VERSION, Irq.DMA, self.dma_log.take()]))
+            self.socket.send(pack([IRQ_VERSION, Irq.LINE, gsi, bool(level)]))
 
     def close(self) -> None:
         self.socket.close()
@@ -172,7 +218,8 @@ class IrqSender:
 class IrqReceiver:
     """vCPU side of the irq channel: a thread that drives the engine's interrupt lines."""
 
-    def __init__(self, endpoint: str, set_irq, context: zmq.Context | None = None):
+    def __init__(self, endpoint: str, set_irq, context: zmq.Context | None = None, on_dma=None):
+        self.on_dma = on_dma
         self.context = context or zmq.Context.instance()
         self.socket = self.context.socket(zmq.PULL)
         self.socket.setsockopt(zmq.LINGER, 0)
@@ -188,11 +235,67 @@ class IrqReceiver:
             if not self.socket.poll(200):
                 continue
             try:
-                version, gsi, level = unpack(self.socket.recv())
-                if version == 1 and 0 <= gsi < 24:
-                    self.set_irq(gsi, level)
+                message = unpack(self.socket.recv())
+                if message[0] != IRQ_VERSION:
+                    raise ProtocolError(f"irq channel version {message[0]}, expected {IRQ_VERSION}")
+                if message[1] == Irq.LINE and 0 <= message[2] < 24:
+                    self.set_irq(message[2], message[3])
+                elif message[1] == Irq.DMA and self.on_dma is not None:
+                    self.on_dma(message[2])
             except Exception:
                 log.exception("bad irq message")
+
+    def close(self) -> None:
+        self.closed = True
+        self.thread.join(timeout=1)
+        self.socket.close()
+
+
+class InputSender:
+    """Keyboard and mouse events into a VM (the RDP server's side of the input channel)."""
+
+    def __init__(self, endpoint: str, context: zmq.Context | None = None):
+        self.socket = (context or zmq.Context.instance()).socket(zmq.PUSH)
+        self.socket.setsockopt(zmq.LINGER, 1000)
+        self.socket.connect(endpoint)
+
+    def key(self, scancode: int, extended: bool = False, pressed: bool = True) -> None:
+        self.socket.send(pack([INPUT_VERSION, Input.KEY, scancode, bool(extended), bool(pressed)]))
+
+    def mouse(self, dx: int, dy: int, dz: int = 0, buttons: int = 0) -> None:
+        self.socket.send(pack([INPUT_VERSION, Input.MOUSE, dx, dy, dz, buttons]))
+
+    def close(self) -> None:
+        self.socket.close()
+
+
+class InputReceiver:
+    """The vCPU process's side: a thread that feeds the keyboard and mouse."""
+
+    def __init__(self, endpoint: str, key, mouse, context: zmq.Context | None = None):
+        self.socket = (context or zmq.Context.instance()).socket(zmq.PULL)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        self.socket.bind(endpoint)
+        restrict_socket(endpoint)
+        self.key, self.mouse = key, mouse
+        self.closed = False
+        self.thread = threading.Thread(target=self._loop, name="input-receiver", daemon=True)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        while not self.closed:
+            if not self.socket.poll(200):
+                continue
+            try:
+                message = unpack(self.socket.recv())
+                if message[0] != INPUT_VERSION:
+                    raise ProtocolError(f"input channel version {message[0]}, expected {INPUT_VERSION}")
+                if message[1] == Input.KEY:
+                    self.key(int(message[2]) & 0xFF, bool(message[3]), bool(message[4]))
+                elif message[1] == Input.MOUSE:
+                    self.mouse(int(message[2]), int(message[3]), int(message[4]), int(message[5]))
+            except Exception:
+                log.exception("bad input message")
 
     def close(self) -> None:
         self.closed = True

@@ -8,24 +8,35 @@ from __future__ import annotations
 
 import msgpack
 
-IO_VERSION = 1
-IRQ_VERSION = 1
+IO_VERSION = 2
+IRQ_VERSION = 2
 
 
 class Io:
-    """io channel, vcpu -> devices. A frame is a batch: [IO_VERSION, [message, ...]]."""
+    """io channel, vcpu -> devices. A frame is a batch: [IO_VERSION, [message, ...]].
+
+    A reply is [seq, value, dma] where dma lists the (gpa, length) ranges of guest RAM that
+    devices wrote since the last reply or interrupt: the vCPU side must forget code it translated
+    from them before the guest reads the result."""
 
     PIO_WRITE = 1          # [code, port, size, value]                 posted
-    PIO_READ = 2           # [code, seq, port, size]                   -> [seq, value]
+    PIO_READ = 2           # [code, seq, port, size]                   -> [seq, value, dma]
     PIO_WRITE_STRING = 3   # [code, port, size, data]                  posted
-    PIO_READ_STRING = 4    # [code, seq, port, size, count]            -> [seq, data]
+    PIO_READ_STRING = 4    # [code, seq, port, size, count]            -> [seq, data, dma]
     MMIO_WRITE = 5         # [code, addr, size, value]                 posted
-    MMIO_READ = 6          # [code, seq, addr, size]                   -> [seq, value]
+    MMIO_READ = 6          # [code, seq, addr, size]                   -> [seq, value, dma]
+    PCI_CONFIG_WRITE = 7   # [code, device, function, offset, size, value]   posted
+    RESET = 8              # [code]: platform reset                          posted
     READS = (PIO_READ, PIO_READ_STRING, MMIO_READ)
 
 
 class Irq:
-    """irq channel, devices -> vcpu: [IRQ_VERSION, gsi, level]."""
+    """irq channel, devices -> vcpu: [IRQ_VERSION, LINE, gsi, level] or [IRQ_VERSION, DMA, ranges].
+
+    DMA ranges always travel before the interrupt that announces the transfer."""
+
+    LINE = 1
+    DMA = 2
 
 
 def pack(obj) -> bytes:
@@ -56,3 +67,18 @@ class Control:
     SNAPSHOT = "snapshot"    # paused only -> {"state": machine state}
     RESTORE = "restore"      # paused only, {"state": ...}
     DIRTY = "dirty"          # -> {"bitmap": bytes}: RAM pages written since the last call
+    SCREENSHOT = "screenshot"      # {"path"}: the screen as PNG
+    POWER_BUTTON = "power-button"  # ACPI power button -> {"handled": guest listens}
+    KEYS = "keys"                  # {"scancodes": [[code, extended, pressed], ...]}
+
+
+INPUT_VERSION = 1
+
+
+class Input:
+    """input channel, vrdp (or tests) -> vcpu process, pushed:
+    [INPUT_VERSION, KEY, set-1 scancode, extended, pressed] or
+    [INPUT_VERSION, MOUSE, dx, dy, dz, buttons]  (buttons: bit 0 left, 1 right, 2 middle)."""
+
+    KEY = 1
+    MOUSE = 2

@@ -95,6 +95,12 @@ class Engine(ABC):
     def set_irq(self, gsi: int, level: bool) -> None:
         """Drive an interrupt line (ISA IRQs 0-15 reach PIC and IO-APIC, 16-23 the IO-APIC)."""
 
+    def note_dma(self, ranges) -> None:
+        """A device wrote guest RAM behind the processor's back: [(gpa, length), ...].
+
+        Called from any thread, before the device's completion interrupt or reply; a JIT must not
+        run code translated from the old bytes."""
+
     # -- state -------------------------------------------------------------------------------
     @abstractmethod
     def snapshot(self) -> dict:

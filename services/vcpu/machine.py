@@ -7,9 +7,15 @@ import logging
 import os
 from dataclasses import dataclass, field
 
+from services.devices.display.lfb import LinearFramebuffer
+from services.devices.display.surface import REGION_SIZE, DisplaySurface
+from services.devices.display.vga import StdVga
+from services.devices.display.vgabios import install_vgabios
 from services.devices.platform import build_platform
+from services.devices.storage.ide import IDE_FUNCTION, IDE_SLOT, PiixIdeFunction
 from services.ipc.naming import shm_name
-from services.ipc.shm import SharedRegion
+from services.ipc.shm import PrivateRegion, SharedRegion
+from services.vcpu.remote_pci import RemotePciFunction
 from services.vcpu.engine import EngineError, StopReason, choose_accelerator, create_engine
 from services.vcpu.memory import MiB, GuestMemory
 
@@ -28,7 +34,13 @@ class MachineConfig:
     firmware: str = DEFAULT_FIRMWARE
     boot_order: tuple[str, ...] = ("dvd", "disk")
     exit_port: int | None = None            # the test-exit device, for test programs only
+    acpi: bool = True
+    ide_controller: str | None = "piix3"    # PIIX3/PIIX4 IDE function at 00:01.1, or none
+    vga: bool = True
+    vram_mib: int = 16
     engine_options: dict = field(default_factory=dict)
+
+VGA_SLOT = 2
 
 
 def host_ram_available() -> int:
@@ -75,19 +87,91 @@ class Machine:
         else:
             self._owns_ram = False
         self.ram = ram
+        self.device_bus = device_bus
+        self.vga = self.surface = None
+        self._regions: list = []
         try:
             self.memory = GuestMemory(ram, image)
             self.memory.load_firmware_shadow()
             self.engine = None
             self.bus = build_platform(
                 self.memory, cpus=config.cpus, boot_order=config.boot_order, debug_sink=debug_sink,
-                uuid=None, exit_port=config.exit_port, fallback=device_bus,
+                uuid=None, exit_port=config.exit_port, fallback=device_bus, acpi=config.acpi,
+                set_irq=lambda line, level: self.engine.set_irq(line, level),
                 reset=lambda: self.engine.request_stop(StopReason.RESET),
                 poweroff=lambda: self.engine.request_stop(StopReason.POWEROFF))
+            self._add_disk_controller()
+            if config.vga:
+                self._add_vga()
             self.engine = create_engine(self.accel, self.memory, self.bus, config.cpus, **config.engine_options)
+            if device_bus is not None:
+                device_bus.on_dma = self.engine.note_dma
         except BaseException:
             self._release_ram()
             raise
+
+    def _region(self, name: str, size: int, shared: bool):
+        region = SharedRegion.create(shm_name(self.config.vm_id, name), size) if shared else PrivateRegion(size)
+        self._regions.append(region)
+        return region
+
+    def _add_disk_controller(self) -> None:
+        """The IDE function's configuration space lives here; its device in the device process."""
+        model = self.config.ide_controller
+        if model is None:
+            return
+        function = PiixIdeFunction(model)
+        if self.device_bus is not None:
+            function = RemotePciFunction(function, IDE_SLOT, IDE_FUNCTION, self.device_bus)
+        self.bus.device("pci").root.add(function, IDE_SLOT, IDE_FUNCTION)
+
+    def _add_vga(self) -> None:
+        """Standard VGA beside the vCPUs: its register traffic is too dense for a round trip each
+        (SeaVGABIOS's mode set alone is ~20k port accesses, research/vmm.md §0.2)."""
+        shared = self._owns_ram
+        vram = self._region("vram", self.config.vram_mib * MiB, shared)
+        self.vga = StdVga(vram)
+        self.vga.attach(self.bus)
+        self._lfb = LinearFramebuffer(vram)
+        function = self.vga.pci_function(on_lfb_change=self._move_lfb, on_mmio_change=self._move_vga_mmio)
+        self.bus.device("pci").root.add(function, VGA_SLOT)
+        self._vga_mmio = function.mmio
+        install_vgabios(self.bus.device("fw_cfg"))
+        self.surface = DisplaySurface(self.vga, self._region("surface", REGION_SIZE, shared))
+
+    def _move_lfb(self, address: int | None) -> None:
+        self.bus.unregister(self._lfb)
+        if address is not None:
+            self.bus.register(self._lfb, "mmio", address, self._lfb.size, name="vga-lfb")
+
+    def _move_vga_mmio(self, address: int | None) -> None:
+        self.bus.unregister(self._vga_mmio)
+        if address is not None:
+            self.bus.register(self._vga_mmio, "mmio", address, 4096, name="vga-mmio")
+
+    def screenshot_png(self, dest) -> None:
+        if self.surface is None:
+            raise EngineError("this VM has no display")
+        self.surface.refresh()
+        self.surface.screenshot_png(dest)
+
+    def keyboard(self, scancodes: list[tuple[int, bool, bool]]) -> None:
+        """(set-1 code, extended, pressed) events, as RDP delivers them."""
+        keyboard = self.bus.device("i8042").keyboard
+        for code, extended, pressed in scancodes:
+            keyboard.key(code, extended, pressed)
+
+    def mouse(self, dx: int, dy: int, dz: int = 0, buttons: int | None = None) -> None:
+        mouse = self.bus.device("i8042").mouse
+        if mouse is not None:
+            mouse.mouse(dx, dy, dz, buttons)
+
+    def power_button(self) -> bool:
+        """ACPI power button: True if the guest has ACPI on and listens to it."""
+        try:
+            return self.bus.device("apm").pm.power_button()
+        except KeyError:
+            return False
 
     def run(self) -> StopReason:
         """Run until paused, powered off or failed; resets (guest-initiated or triple fault) are
@@ -102,6 +186,8 @@ class Machine:
 
     def reset(self) -> None:
         self.bus.reset()
+        if self.device_bus is not None:
+            self.device_bus.reset()
         self.engine.reset()
 
     def snapshot(self) -> dict:
@@ -120,6 +206,10 @@ class Machine:
         self._release_ram()
 
     def _release_ram(self) -> None:
+        for region in self._regions:
+            region.close()
+            region.unlink()
+        self._regions = []
         if self._owns_ram:
             self.ram.close()
             self.ram.unlink()

@@ -39,20 +39,55 @@ class MemorySlot:
         return self.gpa + self.size
 
 
-class GuestMemory:
-    """The RAM region plus the firmware image, laid out as QEMU's `pc` machine lays them out."""
+class GuestRam:
+    """Guest RAM as every process sees it: one region, laid out as QEMU's `pc` machine lays it
+    out (the part above LOWMEM_LIMIT appears above 4 GiB)."""
 
-    def __init__(self, ram: SharedRegion | PrivateRegion, bios: bytes):
-        if len(bios) % (64 * KiB) or not bios:
-            raise ValueError("the firmware image must be a non-empty multiple of 64 KiB")
+    def __init__(self, ram: SharedRegion | PrivateRegion):
         if ram.size < 2 * MiB or ram.size % MiB:
             raise ValueError("guest RAM must be a whole number of MiB, at least 2")
         self.ram = ram
         self.ram_size = ram.size
-        self.bios = bytes(bios)
-        self.bios_rom = PrivateRegion(len(bios), bios)
         self.lowmem_end = min(self.ram_size, LOWMEM_LIMIT)
         self.highmem_size = self.ram_size - self.lowmem_end
+
+    def ram_offset(self, gpa: int) -> int | None:
+        """Offset into the RAM region of a guest-physical address, or None for a hole."""
+        if gpa < VGA_WINDOW[0] or SHADOW_START <= gpa < self.lowmem_end:
+            return gpa
+        if FOUR_GIB <= gpa < FOUR_GIB + self.highmem_size:
+            return gpa - FOUR_GIB + self.lowmem_end
+        return None
+
+    def read(self, gpa: int, size: int) -> bytes:
+        off = self.ram_offset(gpa)
+        if off is None or self.ram_offset(gpa + size - 1) != off + size - 1:
+            raise ValueError(f"guest-physical range {gpa:#x}+{size:#x} is not plain RAM")
+        return bytes(self.ram.buf[off:off + size])
+
+    def write(self, gpa: int, data: bytes) -> None:
+        off = self.ram_offset(gpa)
+        if off is None or self.ram_offset(gpa + len(data) - 1) != off + len(data) - 1:
+            raise ValueError(f"guest-physical range {gpa:#x}+{len(data):#x} is not plain RAM")
+        self.ram.buf[off:off + len(data)] = data
+
+    def e820(self) -> list[tuple[int, int, int]]:
+        """(address, length, type) with 1 = RAM, 2 = reserved, as the firmware hands it to the OS."""
+        table = [(0, 0x9FC00, 1), (0x9FC00, 0x400, 2), (SHADOW_END, self.lowmem_end - SHADOW_END, 1)]
+        if self.highmem_size:
+            table.append((FOUR_GIB, self.highmem_size, 1))
+        return table
+
+
+class GuestMemory(GuestRam):
+    """The RAM region plus the firmware image: what the vCPU process maps."""
+
+    def __init__(self, ram: SharedRegion | PrivateRegion, bios: bytes):
+        if len(bios) % (64 * KiB) or not bios:
+            raise ValueError("the firmware image must be a non-empty multiple of 64 KiB")
+        super().__init__(ram)
+        self.bios = bytes(bios)
+        self.bios_rom = PrivateRegion(len(bios), bios)
 
     def slots(self) -> list[MemorySlot]:
         slots = [
@@ -70,30 +105,3 @@ class GuestMemory:
         tail = self.bios[-ISA_BIOS_SIZE:]
         start = SHADOW_END - len(tail)
         self.ram.buf[start:SHADOW_END] = tail
-
-    def ram_offset(self, gpa: int) -> int | None:
-        """Offset into the RAM region of a guest-physical address, or None for a hole."""
-        if gpa < VGA_WINDOW[0] or SHADOW_START <= gpa < self.lowmem_end:
-            return gpa
-        if FOUR_GIB <= gpa < FOUR_GIB + self.highmem_size:
-            return gpa - FOUR_GIB + self.lowmem_end
-        return None
-
-    def e820(self) -> list[tuple[int, int, int]]:
-        """(address, length, type) with 1 = RAM, 2 = reserved, as the firmware hands it to the OS."""
-        table = [(0, 0x9FC00, 1), (0x9FC00, 0x400, 2), (SHADOW_END, self.lowmem_end - SHADOW_END, 1)]
-        if self.highmem_size:
-            table.append((FOUR_GIB, self.highmem_size, 1))
-        return table
-
-    def read(self, gpa: int, size: int) -> bytes:
-        off = self.ram_offset(gpa)
-        if off is None or self.ram_offset(gpa + size - 1) != off + size - 1:
-            raise ValueError(f"guest-physical range {gpa:#x}+{size:#x} is not plain RAM")
-        return bytes(self.ram.buf[off:off + size])
-
-    def write(self, gpa: int, data: bytes) -> None:
-        off = self.ram_offset(gpa)
-        if off is None or self.ram_offset(gpa + len(data) - 1) != off + len(data) - 1:
-            raise ValueError(f"guest-physical range {gpa:#x}+{len(data):#x} is not plain RAM")
-        self.ram.buf[off:off + len(data)] = data

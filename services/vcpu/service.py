@@ -13,7 +13,7 @@ import threading
 
 import zmq
 
-from services.ipc.io import IrqReceiver, RemoteBus
+from services.ipc.io import InputReceiver, IrqReceiver, RemoteBus
 from services.ipc.messages import CONTROL_VERSION, Control, pack, unpack
 from services.ipc.naming import endpoint, restrict_socket
 from services.vcpu.engine import EngineError, StopReason
@@ -129,6 +129,14 @@ class VcpuService:
             return {"ok": True}
         if op == Control.DIRTY:
             return {"ok": True, "bitmap": machine.engine.dirty_pages()}
+        if op == Control.SCREENSHOT:
+            machine.screenshot_png(request["path"])
+            return {"ok": True}
+        if op == Control.POWER_BUTTON:
+            return {"ok": True, "handled": machine.power_button()}
+        if op == Control.KEYS:
+            machine.keyboard([(int(c), bool(e), bool(p)) for c, e, p in request["scancodes"]])
+            return {"ok": True}
         return {"ok": False, "error": f"unknown control operation {op!r}"}
 
     def close(self) -> None:
@@ -165,6 +173,8 @@ def parse_args(argv):
     parser.add_argument("--firmware", default=DEFAULT_FIRMWARE)
     parser.add_argument("--boot", default="dvd,disk", help="boot order: floppy, dvd, disk, net")
     parser.add_argument("--debug-log", help="file for the firmware's debug-port output")
+    parser.add_argument("--acpi", default="on", choices=("on", "off"))
+    parser.add_argument("--ide-controller", default="piix3", choices=("piix3", "piix4", "none"))
     parser.add_argument("--devices", action="store_true",
                         help="send unclaimed port/MMIO accesses to the device process (io channel)")
     parser.add_argument("--exit-port", type=lambda s: int(s, 0), help=argparse.SUPPRESS)
@@ -177,7 +187,8 @@ def main(argv=None) -> int:
     sink = LineSink(args.debug_log) if args.debug_log else None
     config = MachineConfig(vm_id=args.vm_id, ram_mib=args.memory, cpus=args.cpus, accel=args.accel,
                            firmware=args.firmware, boot_order=tuple(filter(None, args.boot.split(","))),
-                           exit_port=args.exit_port)
+                           exit_port=args.exit_port, acpi=args.acpi == "on",
+                           ide_controller=None if args.ide_controller == "none" else args.ide_controller)
     device_bus = RemoteBus(endpoint(args.vm_id, "io")) if args.devices else None
     try:
         machine = Machine(config, debug_sink=sink, device_bus=device_bus)
@@ -188,11 +199,17 @@ def main(argv=None) -> int:
         print(f"headbox-vcpu: error: {message}", file=sys.stderr)
         return 2
     service = VcpuService(machine, endpoint(args.vm_id, "control-vcpu"))
-    irq = IrqReceiver(endpoint(args.vm_id, "irq"), machine.engine.set_irq) if args.devices else None
+    irq = IrqReceiver(endpoint(args.vm_id, "irq"), machine.engine.set_irq,
+                      on_dma=machine.engine.note_dma) if args.devices else None
+    keyboard = machine.bus.device("i8042")
+    inputs = InputReceiver(endpoint(args.vm_id, "input"),
+                           key=lambda code, ext, pressed: keyboard.keyboard.key(code, ext, pressed),
+                           mouse=machine.mouse)
     try:
         reason = service.run()
     finally:
         service.close()
+        inputs.close()
         if irq:
             irq.close()
         if device_bus:

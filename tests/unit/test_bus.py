@@ -187,3 +187,29 @@ def test_unclaimed_accesses_go_to_the_fallback():
     assert bus.mmio_read(0xFEBF0000, 4) == 7
     bus.mmio_write(0xFEBF0000, 4, 9)
     assert far.seen == [("w", 0x3F8, 0x41), ("ws", 0x1F0, b"xy"), ("mw", 0xFEBF0000, 9)]
+
+
+def test_unregister_frees_the_ranges_for_a_move():
+    class Reg:
+        def __init__(self, value):
+            self.value = value
+
+        def read(self, offset, size):
+            return self.value
+
+        def write(self, offset, size, value):
+            pass
+
+        def snapshot(self):
+            return {}
+
+        def restore(self, state):
+            pass
+
+    bus, bm = Bus(), Reg(0x42)
+    bus.register(bm, "pio", 0xC000, 16, name="bus-master")
+    assert bus.pio_read(0xC004, 1) == 0x42
+    bus.unregister(bm)
+    assert bus.pio_read(0xC004, 1) == 0xFF
+    bus.register(bm, "pio", 0xD000, 16, name="bus-master")
+    assert bus.pio_read(0xD000, 1) == 0x42

@@ -76,6 +76,8 @@ class TcgEngine(Engine):
         self._poll_ns = 0
         self._closing = False
         self._string_in: tuple | None = None      # read-ahead of a REP INS: (rip, port, size, data, pos)
+        self._dma_written: list[tuple[int, int]] = []   # device writes not yet purged from the JIT
+        self._dma_lock = threading.Lock()
         self._rep_ins_at: dict[int, bool] = {}
         self._callbacks = []                       # keep ctypes callbacks alive
         self._map_memory()
@@ -357,6 +359,8 @@ class TcgEngine(Engine):
             if self._triple_fault:
                 self._triple_fault = False
                 return StopReason.TRIPLE_FAULT
+            if self._dma_written:
+                self._purge_dma_writes()
             now = time.monotonic_ns()
             with self.chip_lock:
                 self.chip.advance(now)
@@ -433,6 +437,20 @@ class TcgEngine(Engine):
                 continue
             with self._wake:
                 self._wake.wait(None if deadline is None else min((deadline - now) / 1e9, 0.5))
+
+    def note_dma(self, ranges) -> None:
+        with self._dma_lock:
+            self._dma_written.extend(ranges)
+        if self._in_guest:
+            self.uc.emu_stop()     # purge at the next block boundary, from the vCPU thread
+
+    def _purge_dma_writes(self) -> None:
+        """Drop translations of code that a device overwrote (the JIT only sees its own stores)."""
+        with self._dma_lock:
+            ranges, self._dma_written = self._dma_written, []
+        for gpa, length in ranges:
+            start = gpa & ~(PAGE - 1)
+            self.uc.ctl_remove_cache(start, (gpa + length + PAGE - 1) & ~(PAGE - 1))
 
     def set_irq(self, gsi: int, level: bool) -> None:
         with self.chip_lock:

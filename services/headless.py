@@ -1,0 +1,150 @@
+"""Runs one VM in the foreground as its processes: the vCPU process and the device process.
+
+This is the core of `VBoxHeadless --startvm`: it starts both, ties their lifetimes together and
+says in the VM log why the VM ended (the guest powered off, a process failed)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+from services.ipc.naming import endpoint, runtime_dir, shm_name
+from services.vcpu.machine import DEFAULT_FIRMWARE
+
+log = logging.getLogger("headbox.vm")
+
+
+@dataclass
+class VmSpec:
+    vm_id: str
+    memory_mib: int = 256
+    cpus: int = 1
+    accel: str = "auto"
+    boot: tuple[str, ...] = ("dvd", "disk")
+    drives: list[str] = field(default_factory=list)     # CHANNEL:UNIT:hdd|dvd[:PATH]
+    ide_controller: str = "piix3"
+    acpi: bool = True
+    serial_log: str | None = None
+    debug_log: str | None = None
+    firmware: str = DEFAULT_FIRMWARE
+
+
+class VmProcesses:
+    """The two processes of a running VM."""
+
+    def __init__(self, spec: VmSpec, env: dict | None = None):
+        self.spec = spec
+        self.env = env or dict(os.environ)
+        self.vcpu: subprocess.Popen | None = None
+        self.devices: subprocess.Popen | None = None
+
+    def start(self, ram_timeout: float = 20.0) -> None:
+        spec = self.spec
+        runtime_dir(spec.vm_id)
+        python = sys.executable
+        vcpu = [python, "-m", "services.vcpu", "--vm-id", spec.vm_id, "--memory", str(spec.memory_mib),
+                "--cpus", str(spec.cpus), "--accel", spec.accel, "--firmware", spec.firmware,
+                "--boot", ",".join(spec.boot), "--devices", "--acpi", "on" if spec.acpi else "off",
+                "--ide-controller", spec.ide_controller]
+        if spec.debug_log:
+            vcpu += ["--debug-log", spec.debug_log]
+        self.vcpu = subprocess.Popen(vcpu, env=self.env)
+        ram = f"/dev/shm/{shm_name(spec.vm_id, 'ram')}"
+        deadline = time.monotonic() + ram_timeout
+        while not os.path.exists(ram):
+            if self.vcpu.poll() is not None:
+                raise RuntimeError(f"the vCPU process of VM {spec.vm_id} exited with code {self.vcpu.returncode}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the vCPU process of VM {spec.vm_id} did not create its RAM in {ram_timeout} s")
+            time.sleep(0.01)
+        devices = [python, "-m", "services.devices", "--vm-id", spec.vm_id,
+                   "--ram-region", shm_name(spec.vm_id, "ram"), "--ide-controller", spec.ide_controller]
+        for drive in spec.drives:
+            devices += ["--drive", drive]
+        if spec.serial_log:
+            devices += ["--serial1", spec.serial_log]
+        self.devices = subprocess.Popen(devices, env=self.env)
+
+    def wait(self) -> int:
+        """Until the VM ends; then both processes are gone. Returns the vCPU process's exit code."""
+        while True:
+            code = self.vcpu.poll()
+            if code is not None:
+                log.info("VM %s: the vCPU process ended (%s)", self.spec.vm_id,
+                         "the guest powered off" if code == 0 else f"exit code {code}")
+                self._stop_devices()
+                return code
+            if self.devices.poll() is not None:
+                log.error("VM %s: the device process died (exit code %s); stopping the VM",
+                          self.spec.vm_id, self.devices.returncode)
+                self.vcpu.kill()
+                self.vcpu.wait()
+                return 1
+            time.sleep(0.1)
+
+    def _stop_devices(self) -> None:
+        if self.devices is None or self.devices.poll() is not None:
+            return
+        from services.vcpu.service import ControlClient
+        client = ControlClient(endpoint(self.spec.vm_id, "control-devices"), timeout_ms=3000)
+        try:
+            client.request("stop")
+        except Exception:
+            pass
+        finally:
+            client.close()
+        try:
+            self.devices.wait(5)
+        except subprocess.TimeoutExpired:
+            self.devices.kill()
+            self.devices.wait()
+
+    def kill(self) -> None:
+        for proc in (self.vcpu, self.devices):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="headbox-vm", description="Run one VM in the foreground.")
+    parser.add_argument("--name", default="demo", help="VM id (runtime folder and shared-memory names)")
+    parser.add_argument("--memory", type=int, default=256, metavar="MiB")
+    parser.add_argument("--accel", default="auto", choices=("auto", "kvm", "tcg"))
+    parser.add_argument("--iso", help="ISO image in the DVD drive (secondary master)")
+    parser.add_argument("--hdd", help="disk image (primary master): VDI or raw")
+    parser.add_argument("--demo", action="store_true", help="boot the built-in demo guest")
+    parser.add_argument("--serial-log", help="file for COM1's output")
+    parser.add_argument("--boot", default="dvd,disk")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    iso = args.iso
+    if args.demo:
+        from tests.guests.linux_iso import linux_iso   # built from Debian's packages, cached
+        iso = str(linux_iso())
+    drives = []
+    if args.hdd:
+        drives.append(f"0:0:hdd:{os.path.abspath(args.hdd)}")
+    drives.append(f"1:0:dvd:{os.path.abspath(iso)}" if iso else "1:0:dvd")
+    spec = VmSpec(vm_id=args.name, memory_mib=args.memory, accel=args.accel, drives=drives,
+                  boot=tuple(args.boot.split(",")), serial_log=args.serial_log)
+    vm = VmProcesses(spec)
+    try:
+        vm.start()
+        return vm.wait()
+    except KeyboardInterrupt:
+        vm.kill()
+        return 130
+    except RuntimeError as error:
+        print(f"headbox-vm: error: {error}", file=sys.stderr)
+        vm.kill()
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
