@@ -295,14 +295,19 @@ def classify_pyspy(path: str) -> tuple[collections.Counter, collections.Counter,
             names = [fr.split(" (")[0] for fr in frames]
             leaf = frames[-1] if frames else "?"
             leaves[re.sub(r":\d+\)", ")", leaf)] += n
-            if "_read" in names and any("io.py" in fr for fr in frames):
+            if "RemoteBus._read" in names:
                 kind = "io-channel round trip (RemoteBus._read)"
-            elif "_idle" in names:
+            elif "TcgEngine._idle" in names:
                 kind = "HLT idle"
-            elif names and names[-1] == "emu_start":
-                kind = "guest code in the JIT (emu_start, native)"
-            elif "emu_start" in names:
-                kind = "hook called from the JIT (Python)"
+            elif names and names[-1] == "Uc.emu_start":
+                kind = "native: JIT code, Unicorn helpers, callback entry (emu_start)"
+            elif "Uc.emu_start" in names:
+                if "sitecustomize" in leaf:
+                    kind = "bench probe wrappers (overhead of this profile)"
+                elif "unicorn_py3" in leaf or "ctypes" in leaf:
+                    kind = "Unicorn's Python callback wrappers"
+                else:
+                    kind = "our hook code (Python, services/)"
             else:
                 kind = "run loop outside the JIT"
             kinds[kind] += n

@@ -16,7 +16,7 @@ the host time between the DD2GO and DD3END lines arriving on serial (the guest's
 figures are printed too). Medians are compared. --profile (default on) reads once more with
 py-spy attached to our vCPU and device processes, and prints where their main threads were.
 
-`python bench/disk_read.py [--mib 128] [--runs 3] [--no-profile]`
+`python bench/disk_read.py [--mib 200] [--runs 3] [--no-profile]`
 """
 
 from __future__ import annotations
@@ -148,7 +148,7 @@ def profile_read(vm, mib: int, outdir: str) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--mib", type=int, default=128, help="MiB read per run (the disk has 256)")
+    parser.add_argument("--mib", type=int, default=200, help="MiB read per run (the disk has 256)")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--no-profile", dest="profile", action="store_false")
     args = parser.parse_args()
