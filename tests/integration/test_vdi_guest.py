@@ -1,0 +1,550 @@
+"""Acceptance (issue 3, item 3): a Linux guest partitions and formats a dynamic VDI on our VMM
+(software accelerator), writes a file, and reads it back in a second boot; qemu-img is the oracle
+for the images in between. The same for a VDI that `qemu-img create -f vdi` made.
+
+Two boots serve the whole module (a boot to GUEST-READY takes about a minute on tcg). Both disks
+are attached to both boots: our VDI as primary master (/dev/sda), QEMU's as primary slave
+(/dev/sdb), the test ISO in the secondary master.
+
+- first boot: on each disk, busybox fdisk writes an MBR with one Linux partition, mkfs.ext2
+  formats it and a few hundred KiB of numbered lines go into a file (large requests: the bus-master
+  DMA and multi-sector paths); the guest drops its caches, reads the file back and powers off with
+  `poweroff -f`, after which both VM processes end by themselves;
+- host: `qemu-img check` finds no errors; `qemu-img convert -O raw` holds the partition table,
+  an ext2 file system that e2fsck -fn accepts, and the file's exact bytes (read with a minimal
+  ext2 reader below);
+- second boot: the guest mounts both partitions, checks the file's SHA-256 and adds a second file;
+  qemu-img check and the raw bytes again afterwards.
+
+The whole module runs within MODULE_BUDGET seconds (every wait is clamped to what is left)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import struct
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from services.devices.storage.image import create_disk
+from services.headless import VmProcesses, VmSpec
+from services.ipc.naming import endpoint, shm_name
+from services.vcpu.service import ControlClient
+from tests.guests.linux_iso import linux_iso
+
+MODULE_BUDGET = 330.0       # seconds for the whole module: two boots of ~60 s plus the guest work
+BOOT_TIMEOUT = 150.0        # to GUEST-READY
+COMMAND_TIMEOUT = 60.0      # one shell command on the serial console
+POWEROFF_TIMEOUT = 30.0
+DISK_MIB = 64
+SECTOR = 512
+
+# /dev/sdX in the guest -> the image behind it. The first is made by our create_disk, the second
+# by qemu-img; both are dynamic VDIs of DISK_MIB MiB.
+DISKS = {"ours": "sda", "qemu": "sdb"}
+DATA_LINES = 9000           # 9000 lines of 52 bytes: 468000 bytes (457 KiB, not a block multiple)
+MORE_LINES = 3000
+
+
+def lines_awk(tag: str, count: int) -> str:
+    """The awk program the guest runs to make a file; expected_data() makes the same bytes."""
+    return (f"awk 'BEGIN {{ for (i = 0; i < {count}; i++) "
+            f"printf \"headbox-vdi %-6s line %08d of %08d ......\\n\", \"{tag}\", i, {count} }}'")
+
+
+def expected_data(tag: str, count: int) -> bytes:
+    return b"".join(b"headbox-vdi %-6s line %08d of %08d ......\n" % (tag.encode(), i, count)
+                    for i in range(count))
+
+
+def qemu_img() -> str:
+    path = shutil.which("qemu-img")
+    if not path:
+        pytest.fail("qemu-img is missing (apt-get install qemu-utils): the VDI acceptance test needs it "
+                    "as the oracle", pytrace=False)
+    return path
+
+
+class Budget:
+    """The module's time budget: every wait is clamped to what is left of it."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.deadline = time.monotonic() + seconds
+
+    def clamp(self, timeout: float) -> float:
+        return max(0.0, min(timeout, self.deadline - time.monotonic()))
+
+    def spent(self) -> bool:
+        return time.monotonic() >= self.deadline
+
+
+class VmError(AssertionError):
+    pass
+
+
+class SerialLog:
+    """COM1's output as the device process appends it to a file, read incrementally."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.data = bytearray()
+        self._file = None
+
+    def poll(self) -> bytearray:
+        if self._file is None:
+            if not self.path.exists():
+                return self.data
+            self._file = open(self.path, "rb")
+        while chunk := self._file.read(65536):
+            self.data += chunk
+        return self.data
+
+    def tail(self, size: int = 2500) -> str:
+        return bytes(self.poll()[-size:]).decode("latin-1").replace("\x1b[6n", "")
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+
+class GuestVm:
+    """One run of the VM: the two processes, the serial console and the vCPU control socket."""
+
+    def __init__(self, name: str, drives: list[str], workdir: Path, budget: Budget):
+        self.name, self.workdir, self.budget = name, workdir, budget
+        self.vm_id = f"vdi{name}-{uuid.uuid4().hex[:6]}"
+        self.serial = SerialLog(workdir / f"serial-{name}.log")
+        spec = VmSpec(vm_id=self.vm_id, memory_mib=256, accel="tcg", drives=drives,
+                      serial_log=str(self.serial.path))
+        self.processes = VmProcesses(spec, env=dict(os.environ))
+        self.commands = 0
+        self.started = 0.0
+        self.timings: dict[str, float] = {}
+
+    # -- life cycle ------------------------------------------------------------------------------
+    def start(self) -> None:
+        self.started = time.monotonic()
+        self.processes.start()
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def boot(self) -> None:
+        self.wait_for(b"GUEST-READY", BOOT_TIMEOUT, what="the guest's ready marker")
+        self.timings["ready"] = self.elapsed()
+        self.wait_for(b"guest# ", 30, after=self.serial.data.index(b"GUEST-READY"), what="the shell prompt")
+
+    def poweroff(self) -> tuple[int, int]:
+        """`poweroff -f`, then the vCPU process must end on its own (ACPI S5) and the VM runner
+        stops the device process, which flushes and closes the images. Returns both exit codes."""
+        self.type("poweroff -f")
+        deadline = time.monotonic() + self.budget.clamp(POWEROFF_TIMEOUT)
+        while self.processes.vcpu.poll() is None:
+            if self.processes.devices.poll() is not None:
+                raise VmError(f"the device process died (exit code {self.processes.devices.returncode}) "
+                              "while the guest powered off")
+            if time.monotonic() > deadline:
+                raise VmError(f"the vCPU process did not end within {POWEROFF_TIMEOUT} s of `poweroff -f`")
+            time.sleep(0.1)
+        code = self.processes.wait()
+        self.timings["poweroff"] = self.elapsed()
+        return code, self.processes.devices.returncode
+
+    def close(self) -> None:
+        self.processes.kill()
+        self.serial.close()
+        for region in ("ram", "vram"):   # left behind only if a process was killed
+            Path(f"/dev/shm/{shm_name(self.vm_id, region)}").unlink(missing_ok=True)
+
+    # -- serial console --------------------------------------------------------------------------
+    def wait_for(self, pattern: bytes | re.Pattern, timeout: float, after: int = 0, what: str = "") -> re.Match:
+        """Waits for `pattern` (bytes, or a compiled regex) in the serial output from `after`."""
+        regex = pattern if isinstance(pattern, re.Pattern) else re.compile(re.escape(pattern))
+        limit = self.budget.clamp(timeout)
+        deadline = time.monotonic() + limit
+        while True:
+            data = self.serial.poll()
+            match = regex.search(data, after)
+            if match:
+                return match
+            panic = data.find(b"Kernel panic", after)
+            if panic >= 0:    # the guest reboots at once (panic=-1): no point in waiting on
+                raise VmError(f"the guest kernel panicked while waiting for {what or pattern!r} "
+                              f"({self.elapsed():.1f} s into the {self.name} boot):\n"
+                              + bytes(data[max(after, panic - 3000):panic + 200]).decode("latin-1"))
+            if self.processes.vcpu.poll() is not None:
+                raise VmError(f"the vCPU process ended (exit code {self.processes.vcpu.returncode}) while "
+                              f"waiting for {what or pattern!r}")
+            if self.processes.devices.poll() is not None:
+                raise VmError(f"the device process ended (exit code {self.processes.devices.returncode}) "
+                              f"while waiting for {what or pattern!r}")
+            if time.monotonic() >= deadline:
+                why = "the module's time budget is spent" if self.budget.spent() else f"{limit:.0f} s"
+                raise VmError(f"no {what or pattern!r} on the serial console within {why} "
+                              f"({self.elapsed():.1f} s into the {self.name} boot)")
+            time.sleep(0.1)
+
+    def type(self, line: str) -> int:
+        """Types a line on COM1 through the device process; returns the serial offset before it."""
+        mark = len(self.serial.poll())
+        client = ControlClient(endpoint(self.vm_id, "control-devices"), timeout_ms=5000)
+        try:
+            reply = client.request("serial-input", data=line.encode() + b"\r")
+        finally:
+            client.close()
+        if not reply.get("ok"):
+            raise VmError(f"serial-input failed: {reply}")
+        return mark
+
+    def run(self, command: str, timeout: float = COMMAND_TIMEOUT, check: bool = True) -> str:
+        """Runs one shell command line; returns its output (everything after the typed line up to
+        its end marker). The end marker carries the exit status, computed by the guest so that
+        the echo of the typed line never matches."""
+        self.commands += 1
+        n = self.commands
+        end = f'echo "@@{n}:rc=$?@@"'
+        mark = self.type(f"{command}; {end}")
+        match = self.wait_for(re.compile(rb"@@%d:rc=(\d+)@@" % n), timeout, after=mark, what=f"the end of {command!r}")
+        self.wait_for(b"guest# ", 30, after=match.end(), what="the shell prompt")
+        text = bytes(self.serial.data[mark:match.start()]).decode("latin-1").replace("\x1b[6n", "")
+        # The output starts after the echo of the typed line (which the line editor may wrap).
+        echoed = text.find(end[-8:])
+        output = text[echoed + 8:].split("\n", 1)[-1] if echoed >= 0 else text
+        if check and match.group(1) != b"0":
+            raise VmError(f"guest command failed with status {match.group(1).decode()}: {command}\n{output}")
+        return output.replace("\r", "")
+
+    # -- diagnostics -----------------------------------------------------------------------------
+    def diagnostics(self) -> str:
+        lines = [f"{self.name} boot ({self.vm_id}), {self.elapsed():.1f} s in; timings {self.timings}"]
+        for label, proc in (("vCPU", self.processes.vcpu), ("devices", self.processes.devices)):
+            lines.append(f"{label} process: " + ("not started" if proc is None else
+                                                 "running" if proc.poll() is None else f"exit code {proc.returncode}"))
+        if self.processes.vcpu is not None and self.processes.vcpu.poll() is None:
+            shot = self.workdir / f"screen-{self.name}.png"
+            client = ControlClient(endpoint(self.vm_id, "control-vcpu"), timeout_ms=5000)
+            try:
+                reply = client.request("screenshot", path=str(shot))
+                lines.append(f"screenshot: {shot}" if reply.get("ok") else f"screenshot failed: {reply}")
+            except Exception as error:  # the diagnostics must not hide the failure
+                lines.append(f"screenshot failed: {error!r}")
+            finally:
+                client.close()
+        lines.append(f"serial log: {self.serial.path}; it ends with:\n{self.serial.tail()}")
+        return "\n".join(lines)
+
+
+# -- a minimal ext2 reader (what busybox mke2fs makes: no extents) --------------------------------
+
+
+class Ext2:
+    def __init__(self, fs: bytes):
+        self.fs = fs
+        sb = fs[1024:2048]
+        magic, = struct.unpack_from("<H", sb, 56)
+        if magic != 0xEF53:
+            raise AssertionError(f"no ext2 superblock (magic {magic:#06x})")
+        self.block_size = 1024 << struct.unpack_from("<I", sb, 24)[0]
+        self.inodes_per_group, = struct.unpack_from("<I", sb, 40)
+        revision, = struct.unpack_from("<I", sb, 76)
+        self.inode_size = struct.unpack_from("<H", sb, 88)[0] if revision >= 1 else 128
+        self.incompat = struct.unpack_from("<I", sb, 96)[0] if revision >= 1 else 0
+        if self.incompat & 0x40:
+            raise AssertionError("the file system uses extents; this reader knows ext2 block maps only")
+        self.label = sb[120:136].rstrip(b"\0").decode()
+        first_data_block, = struct.unpack_from("<I", sb, 20)
+        self.gdt = (first_data_block + 1) * self.block_size
+
+    def block(self, number: int) -> bytes:
+        if number == 0:
+            return bytes(self.block_size)   # a hole
+        return self.fs[number * self.block_size:(number + 1) * self.block_size]
+
+    def inode(self, number: int) -> tuple[int, int, tuple[int, ...]]:
+        group, index = divmod(number - 1, self.inodes_per_group)
+        table, = struct.unpack_from("<I", self.fs, self.gdt + group * 32 + 8)
+        raw = self.fs[table * self.block_size + index * self.inode_size:][:self.inode_size]
+        mode, size = struct.unpack_from("<H2xI", raw, 0)
+        if mode & 0xF000 == 0x8000:
+            size |= struct.unpack_from("<I", raw, 108)[0] << 32
+        return mode, size, struct.unpack_from("<15I", raw, 40)
+
+    def _blocks(self, number: int, depth: int):
+        if depth == 0:
+            yield number
+            return
+        for entry in struct.unpack(f"<{self.block_size // 4}I", self.block(number)):
+            yield from self._blocks(entry, depth - 1)
+
+    def read_inode(self, number: int) -> bytes:
+        mode, size, pointers = self.inode(number)
+        out = bytearray()
+        order = [(p, 0) for p in pointers[:12]] + [(pointers[12], 1), (pointers[13], 2), (pointers[14], 3)]
+        for pointer, depth in order:
+            if len(out) >= size:
+                break
+            if depth and pointer == 0:   # a hole as large as the whole tree under the pointer
+                span = self.block_size * (self.block_size // 4) ** depth
+                out += bytes(min(span, size - len(out)))
+                continue
+            for block in self._blocks(pointer, depth):
+                out += self.block(block)
+                if len(out) >= size:
+                    break
+        return bytes(out[:size])
+
+    def listdir(self, number: int = 2) -> dict[str, int]:
+        data, entries, pos = self.read_inode(number), {}, 0
+        while pos + 8 <= len(data):
+            inode, rec_len, name_len = struct.unpack_from("<IHH", data, pos)
+            if self.incompat & 0x2:     # filetype: the name length is one byte
+                name_len &= 0xFF
+            if rec_len < 8:
+                raise AssertionError(f"a broken directory entry at {pos}")
+            if inode:
+                entries[data[pos + 8:pos + 8 + name_len].decode()] = inode
+            pos += rec_len
+        return entries
+
+    def read(self, name: str) -> bytes:
+        entries = self.listdir()
+        if name not in entries:
+            raise AssertionError(f"no /{name} in the file system's root directory ({sorted(entries)})")
+        return self.read_inode(entries[name])
+
+
+# -- fixtures ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def budget():
+    return Budget(MODULE_BUDGET)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    """A private runtime folder (XDG_RUNTIME_DIR) for the VM's sockets, here and in the VM."""
+    tmp = tmp_path_factory.mktemp("vdi-guest")
+    old = os.environ.get("XDG_RUNTIME_DIR")
+    os.environ["XDG_RUNTIME_DIR"] = str(tmp)
+    yield tmp
+    if old is None:
+        os.environ.pop("XDG_RUNTIME_DIR", None)
+    else:
+        os.environ["XDG_RUNTIME_DIR"] = old
+
+
+@pytest.fixture(scope="module")
+def images(workdir) -> dict[str, Path]:
+    tool = qemu_img()
+    ours = workdir / "ours.vdi"
+    create_disk(str(ours), DISK_MIB)                 # dynamic ("Standard") is the default variant
+    theirs = workdir / "qemu.vdi"
+    made = subprocess.run([tool, "create", "-f", "vdi", str(theirs), f"{DISK_MIB}M"],
+                          capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    for path in (ours, theirs):
+        # A dynamic image holds its header and block map only (our data area starts at 1 MiB).
+        assert path.stat().st_size <= 1 << 20, f"{path.name} is not a dynamic image"
+    return {"ours": ours, "qemu": theirs}
+
+
+def vm_drives(images: dict[str, Path]) -> list[str]:
+    return [f"0:0:hdd:{images['ours']}", f"0:1:hdd:{images['qemu']}", f"1:0:dvd:{linux_iso()}"]
+
+
+class Session:
+    """Runs the guest steps of one boot; any failure becomes pytest.fail with the VM's diagnostics."""
+
+    def __init__(self, name: str, images, workdir, budget):
+        self.vm = GuestVm(name, vm_drives(images), workdir, budget)
+        self.budget = budget
+
+    def __enter__(self) -> GuestVm:
+        if self.budget.spent():
+            pytest.fail(f"the module's time budget ({MODULE_BUDGET:.0f} s) is spent before the "
+                        f"{self.vm.name} boot", pytrace=False)
+        try:
+            self.vm.start()
+        except Exception as error:
+            self.__exit__(type(error), error, None)
+        return self.vm
+
+    def __exit__(self, kind, error, _tb):
+        try:
+            if isinstance(error, Exception):
+                pytest.fail(f"{error}\n{self.vm.diagnostics()}", pytrace=False)
+        finally:
+            self.vm.close()
+        return False
+
+
+def sha256_of(output: str, path: str) -> str:
+    match = re.search(r"^([0-9a-f]{64})\s+" + re.escape(path) + r"\s*$", output, re.M)
+    assert match, f"no sha256sum line for {path} in:\n{output}"
+    return match.group(1)
+
+
+@pytest.fixture(scope="module")
+def first_boot(images, workdir, budget):
+    """Partitions, formats and fills both disks; returns what the guest said about each."""
+    report = {"disks": {}}
+    with Session("first", images, workdir, budget) as vm:
+        vm.boot()
+        report["info"] = vm.run("guest-info | grep -e '^block:' -e '^pci: .*:01.1'")
+        report["ata"] = vm.run("for d in /sys/class/ata_device/dev*; do "
+                               "echo ata: ${d##*/} $(cat $d/class) $(cat $d/xfer_mode); done")
+        for disk, dev in DISKS.items():
+            step = {}
+            start = time.monotonic()
+            step["fdisk"] = vm.run(rf"printf 'o\nn\np\n1\n\n\nw\n' | fdisk /dev/{dev}")
+            step["table"] = vm.run(f"fdisk -l /dev/{dev}; cat /sys/block/{dev}/{dev}1/start "
+                                   f"/sys/block/{dev}/{dev}1/size; ls -l /dev/{dev}1")
+            step["mkfs"] = vm.run(f"mkfs.ext2 -q -L hbx-{disk} /dev/{dev}1")
+            vm.run(f"mkdir -p /mnt/{disk} && mount -t ext2 /dev/{dev}1 /mnt/{disk}")
+            vm.run(f"{lines_awk(disk, DATA_LINES)} > /mnt/{disk}/data.txt && "
+                   f"echo hello-from-{disk} > /mnt/{disk}/hello.txt && sync")
+            step["written"] = vm.run(f"ls -l /mnt/{disk}; sha256sum /mnt/{disk}/data.txt")
+            vm.run(f"umount /mnt/{disk} && echo 3 > /proc/sys/vm/drop_caches && "
+                   f"mount -t ext2 -o ro /dev/{dev}1 /mnt/{disk}")
+            step["reread"] = vm.run(f"sha256sum /mnt/{disk}/data.txt; cat /mnt/{disk}/hello.txt; "
+                                    f"umount /mnt/{disk}")
+            step["seconds"] = time.monotonic() - start
+            report["disks"][disk] = step
+        vm.run("sync")
+        report["exit_codes"] = vm.poweroff()
+        report["timings"] = dict(vm.timings)
+    print(f"\nfirst boot: GUEST-READY after {report['timings']['ready']:.1f} s, powered off after "
+          f"{report['timings']['poweroff']:.1f} s; guest work per disk: "
+          + ", ".join(f"{d} {s['seconds']:.1f} s" for d, s in report["disks"].items()))
+    print(report["ata"].strip())
+    return report
+
+
+@pytest.fixture(scope="module")
+def second_boot(first_boot, images, workdir, budget):
+    """Mounts both partitions again, checks the file and adds a second one to each."""
+    report = {"disks": {}}
+    with Session("second", images, workdir, budget) as vm:
+        vm.boot()
+        for disk, dev in DISKS.items():
+            step = {}
+            vm.run(f"mkdir -p /mnt/{disk} && mount -t ext2 /dev/{dev}1 /mnt/{disk}")
+            step["read"] = vm.run(f"ls -l /mnt/{disk}; sha256sum /mnt/{disk}/data.txt; "
+                                  f"cat /mnt/{disk}/hello.txt")
+            vm.run(f"{lines_awk(disk + '+', MORE_LINES)} > /mnt/{disk}/more.txt && sync")
+            vm.run(f"umount /mnt/{disk} && echo 3 > /proc/sys/vm/drop_caches && "
+                   f"mount -t ext2 -o ro /dev/{dev}1 /mnt/{disk}")
+            step["more"] = vm.run(f"sha256sum /mnt/{disk}/more.txt /mnt/{disk}/data.txt; umount /mnt/{disk}")
+            report["disks"][disk] = step
+        report["exit_codes"] = vm.poweroff()
+        report["timings"] = dict(vm.timings)
+    print(f"\nsecond boot: GUEST-READY after {report['timings']['ready']:.1f} s, powered off after "
+          f"{report['timings']['poweroff']:.1f} s")
+    return report
+
+
+# -- host-side checks ----------------------------------------------------------------------------
+
+
+def check_image(path: Path, tmp: Path, files: dict[str, bytes], label: str) -> dict:
+    """qemu-img check is clean; the raw image holds an MBR with one Linux partition whose ext2 file
+    system (e2fsck -fn agrees) has `files` in its root directory. Returns the partition's place."""
+    tool = qemu_img()
+    checked = subprocess.run([tool, "check", "-f", "vdi", str(path)], capture_output=True, text=True)
+    verdict = (checked.stdout + checked.stderr).strip()
+    assert checked.returncode == 0 and "No errors were found" in verdict, f"qemu-img check {path.name}:\n{verdict}"
+    info = json.loads(subprocess.run([tool, "info", "--output=json", str(path)], capture_output=True,
+                                     text=True, check=True).stdout)
+    assert info["format"] == "vdi" and info["virtual-size"] == DISK_MIB << 20, info
+    raw_path = tmp / f"{path.stem}.raw"
+    converted = subprocess.run([tool, "convert", "-f", "vdi", "-O", "raw", str(path), str(raw_path)],
+                               capture_output=True, text=True)
+    assert converted.returncode == 0, converted.stderr
+    try:
+        raw = raw_path.read_bytes()
+        assert len(raw) == DISK_MIB << 20
+        assert raw[510:512] == b"\x55\xaa", f"{path.name}: no MBR signature"
+        status, kind, start, sectors = struct.unpack_from("<B3xB3xII", raw, 446)
+        assert kind == 0x83 and start > 0 and start + sectors <= len(raw) // SECTOR, \
+            f"{path.name}: partition 1 is type {kind:#x} at {start}+{sectors}"
+        assert raw[446 + 16:510] == bytes(48), f"{path.name}: more than one partition"
+        partition = raw[start * SECTOR:(start + sectors) * SECTOR]
+        fs = Ext2(partition)
+        assert fs.label == f"hbx-{label}"
+        for name, data in files.items():
+            assert fs.read(name) == data, f"{path.name}: /{name} differs from what the guest wrote"
+            assert data[:4096] in partition
+        fsck = shutil.which("e2fsck") or shutil.which("e2fsck", path="/sbin:/usr/sbin")
+        if fsck:
+            part_path = tmp / f"{path.stem}.part"
+            part_path.write_bytes(partition)
+            result = subprocess.run([fsck, "-fn", str(part_path)], capture_output=True, text=True)
+            part_path.unlink()
+            assert result.returncode == 0, f"e2fsck -fn on {path.name}'s partition:\n{result.stdout}{result.stderr}"
+        else:
+            print("e2fsck is not installed: the file system's consistency is not checked")
+    finally:
+        raw_path.unlink(missing_ok=True)
+    return {"start": start, "sectors": sectors, "file_size": path.stat().st_size}
+
+
+def test_first_boot_partitions_formats_and_writes_both_disks(first_boot):
+    info = first_boot["info"]
+    for dev in DISKS.values():
+        assert f"block: {dev} sectors={DISK_MIB * 2048} " in info, info
+    # libata drives both disks (primary master and slave) with bus-master DMA (multiword DMA 2 on
+    # the PIIX3, which has no Ultra DMA), not PIO.
+    for unit in ("dev1.0", "dev1.1"):
+        assert re.search(rf"^ata: {unit} ata XFER_\w*DMA", first_boot["ata"], re.M), first_boot["ata"]
+    for disk, dev in DISKS.items():
+        step = first_boot["disks"][disk]
+        assert "The partition table has been altered" in step["fdisk"] or "calling ioctl" in step["fdisk"].lower(), \
+            step["fdisk"]
+        assert f"/dev/{dev}1" in step["table"], step["table"]
+        want = hashlib.sha256(expected_data(disk, DATA_LINES)).hexdigest()
+        assert sha256_of(step["written"], f"/mnt/{disk}/data.txt") == want, step["written"]
+        assert sha256_of(step["reread"], f"/mnt/{disk}/data.txt") == want, step["reread"]
+        assert f"hello-from-{disk}" in step["reread"]
+    assert first_boot["exit_codes"] == (0, 0), \
+        f"vCPU and device process exit codes after poweroff -f: {first_boot['exit_codes']}"
+
+
+@pytest.mark.parametrize("disk", DISKS)
+def test_image_after_the_first_boot(first_boot, images, disk, tmp_path):
+    place = check_image(images[disk], tmp_path, {"data.txt": expected_data(disk, DATA_LINES),
+                                                 "hello.txt": f"hello-from-{disk}\n".encode()}, disk)
+    dev = DISKS[disk]
+    table = first_boot["disks"][disk]["table"].split()
+    # The guest's view of the partition (sysfs start and size) is what the host finds in the MBR.
+    assert f"{place['start']}" in table and f"{place['sectors']}" in table, (place, table)
+    assert place["file_size"] < (DISK_MIB << 20) // 2, \
+        f"{images[disk].name} grew to {place['file_size']} bytes: a dynamic image should stay sparse"
+    print(f"{disk} ({dev}): partition at {place['start']}+{place['sectors']}, image {place['file_size']} bytes")
+
+
+def test_second_boot_reads_the_files_back(second_boot):
+    for disk in DISKS:
+        step = second_boot["disks"][disk]
+        want = hashlib.sha256(expected_data(disk, DATA_LINES)).hexdigest()
+        assert sha256_of(step["read"], f"/mnt/{disk}/data.txt") == want, step["read"]
+        assert f"hello-from-{disk}" in step["read"]
+        more = hashlib.sha256(expected_data(disk + "+", MORE_LINES)).hexdigest()
+        assert sha256_of(step["more"], f"/mnt/{disk}/more.txt") == more, step["more"]
+        assert sha256_of(step["more"], f"/mnt/{disk}/data.txt") == want, step["more"]
+    assert second_boot["exit_codes"] == (0, 0), second_boot["exit_codes"]
+
+
+@pytest.mark.parametrize("disk", DISKS)
+def test_image_after_the_second_boot(second_boot, images, disk, tmp_path):
+    check_image(images[disk], tmp_path, {"data.txt": expected_data(disk, DATA_LINES),
+                                         "hello.txt": f"hello-from-{disk}\n".encode(),
+                                         "more.txt": expected_data(disk + "+", MORE_LINES)}, disk)
