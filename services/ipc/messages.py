@@ -68,6 +68,7 @@ class Control:
     RESTORE = "restore"      # paused only, {"state": ...}
     DIRTY = "dirty"          # -> {"bitmap": bytes}: RAM pages written since the last call
     SCREENSHOT = "screenshot"      # {"path"}: the screen as PNG
+    SCREEN_TEXT = "screen-text"    # -> {"rows": [str, ...] | None}: the text-mode console
     POWER_BUTTON = "power-button"  # ACPI power button -> {"handled": guest listens}
     KEYS = "keys"                  # {"scancodes": [[code, extended, pressed], ...]}
 

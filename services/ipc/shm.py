@@ -6,6 +6,7 @@ A region is a file under /dev/shm, created 0600 by its owner and found by name b
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import mmap
 import os
 
@@ -20,12 +21,13 @@ class SharedRegion:
             raise ValueError(f"shared-memory name must not contain '/': {name!r}")
         self.name = name
         self.path = os.path.join(SHM_DIR, name)
-        flags = os.O_RDWR | os.O_CLOEXEC
+        self._owner_fd = None
         if create:
             if size is None or size <= 0:
                 raise ValueError("a new shared-memory region needs a positive size")
-            flags |= os.O_CREAT | os.O_EXCL
-        fd = os.open(self.path, flags, 0o600)
+            fd = self._create_exclusive()
+        else:
+            fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
         try:
             if create:
                 os.fchmod(fd, 0o600)  # the umask cannot widen it, but be explicit
@@ -35,10 +37,32 @@ class SharedRegion:
             self.size = size
             self.buf = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         finally:
-            os.close(fd)
+            if create:
+                self._owner_fd = fd    # holds the owner's lock for as long as the region lives
+            else:
+                os.close(fd)
         self._anchor = ctypes.c_char.from_buffer(self.buf)
         self.address = ctypes.addressof(self._anchor)
         self.owner = create
+
+    def _create_exclusive(self) -> int:
+        """Create the file; a leftover of an owner that died (no lock on it) is replaced."""
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            except FileExistsError:
+                stale = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
+                try:
+                    fcntl.flock(stale, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    raise FileExistsError(f"shared-memory region {self.name} is in use") from None
+                finally:
+                    os.close(stale)
+                os.unlink(self.path)
+                continue
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        raise FileExistsError(f"shared-memory region {self.name} keeps reappearing")
 
     @classmethod
     def create(cls, name: str, size: int) -> "SharedRegion":
@@ -62,6 +86,9 @@ class SharedRegion:
             # A ctypes or numpy view still points into the mapping; the kernel frees it at exit.
             pass
         self.buf = None
+        if getattr(self, "_owner_fd", None) is not None:
+            os.close(self._owner_fd)
+            self._owner_fd = None
 
     def unlink(self) -> None:
         try:

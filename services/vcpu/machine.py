@@ -155,6 +155,11 @@ class Machine:
         self.surface.refresh()
         self.surface.screenshot_png(dest)
 
+    def screen_text(self) -> list[str] | None:
+        """The console's characters in a text mode (None in graphics modes or without a display)."""
+        from services.devices.display.text import screen_text
+        return screen_text(self.vga) if self.vga is not None else None
+
     def keyboard(self, scancodes: list[tuple[int, bool, bool]]) -> None:
         """(set-1 code, extended, pressed) events, as RDP delivers them."""
         keyboard = self.bus.device("i8042").keyboard

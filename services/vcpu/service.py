@@ -132,6 +132,8 @@ class VcpuService:
         if op == Control.SCREENSHOT:
             machine.screenshot_png(request["path"])
             return {"ok": True}
+        if op == Control.SCREEN_TEXT:
+            return {"ok": True, "rows": machine.screen_text()}
         if op == Control.POWER_BUTTON:
             return {"ok": True, "handled": machine.power_button()}
         if op == Control.KEYS:

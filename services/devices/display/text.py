@@ -110,3 +110,19 @@ def render_text(vga, mode, out32: np.ndarray, vram: np.ndarray, palette16: np.nd
             scale = 2 if mode.double_width else 1
             x = col * cw * scale
             out32[row * ch + first:row * ch + last + 1, x:x + cw * scale] = fg[row, col]
+
+
+def screen_text(vga) -> list[str] | None:
+    """The characters of the text-mode screen, one string per row (CP437), or None in a graphics
+    mode: what a person reads on the console, for logs and tests."""
+    mode = vga.mode()
+    if mode.kind != "text":
+        return None
+    vram = np.frombuffer(vga.vram.buf if hasattr(vga.vram, "buf") else vga.vram, dtype=np.uint8)
+    stride = mode.stride or mode.columns * 4
+    rows = []
+    for row in range(mode.rows):
+        start = mode.start + row * stride
+        chars = vram[start:start + mode.columns * 4:4]
+        rows.append(bytes(chars).decode("cp437").rstrip())
+    return rows
