@@ -10,13 +10,18 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
+
+import zmq
 
 from services.ipc.naming import endpoint, runtime_dir, shm_name
 from services.vcpu.machine import DEFAULT_FIRMWARE
 
 log = logging.getLogger("headbox.vm")
+
+VCPU_REGIONS = ("ram", "vram", "surface")    # the shared-memory regions a vCPU process creates
 
 
 @dataclass
@@ -42,8 +47,12 @@ class VmProcesses:
         self.env = env or dict(os.environ)
         self.vcpu: subprocess.Popen | None = None
         self.devices: subprocess.Popen | None = None
+        self._vcpu_ready = False
 
     def start(self, ram_timeout: float = 20.0) -> None:
+        """Start both processes and wait until each answers on its control socket. A process that
+        fails to start raises RuntimeError with its one-line error (a missing or corrupt image,
+        no firmware, too much RAM); the other process is stopped then."""
         spec = self.spec
         runtime_dir(spec.vm_id)
         python = sys.executable
@@ -53,22 +62,59 @@ class VmProcesses:
                 "--ide-controller", spec.ide_controller]
         if spec.debug_log:
             vcpu += ["--debug-log", spec.debug_log]
-        self.vcpu = subprocess.Popen(vcpu, env=self.env)
-        ram = f"/dev/shm/{shm_name(spec.vm_id, 'ram')}"
-        deadline = time.monotonic() + ram_timeout
-        while not os.path.exists(ram):
-            if self.vcpu.poll() is not None:
-                raise RuntimeError(f"the vCPU process of VM {spec.vm_id} exited with code {self.vcpu.returncode}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the vCPU process of VM {spec.vm_id} did not create its RAM in {ram_timeout} s")
-            time.sleep(0.01)
+        self.vcpu = self._spawn(vcpu, "headbox-vcpu")
+        self._await_ready(self.vcpu, "control-vcpu", "vCPU", ram_timeout)
+        self._vcpu_ready = True
         devices = [python, "-m", "services.devices", "--vm-id", spec.vm_id,
                    "--ram-region", shm_name(spec.vm_id, "ram"), "--ide-controller", spec.ide_controller]
         for drive in spec.drives:
             devices += ["--drive", drive]
         if spec.serial_log:
             devices += ["--serial1", spec.serial_log]
-        self.devices = subprocess.Popen(devices, env=self.env)
+        self.devices = self._spawn(devices, "headbox-devices")
+        self._await_ready(self.devices, "control-devices", "device", ram_timeout)
+
+    def _spawn(self, argv: list[str], prog: str) -> subprocess.Popen:
+        """Start a child whose stderr passes through to ours, except its "PROG: error: ..." line,
+        which is kept (proc.error_line) for the one error line this runner prints."""
+        proc = subprocess.Popen(argv, env=self.env, stderr=subprocess.PIPE)
+        proc.error_line = None
+        prefix = f"{prog}: error: ".encode()
+
+        def forward():
+            for line in proc.stderr:
+                if line.startswith(prefix) and proc.error_line is None:
+                    proc.error_line = line[len(prefix):].decode(errors="replace").strip()
+                    continue
+                try:
+                    os.write(2, line)
+                except OSError:
+                    pass
+            proc.stderr.close()
+
+        proc.forwarder = threading.Thread(target=forward, name=f"{prog}-stderr", daemon=True)
+        proc.forwarder.start()
+        return proc
+
+    def _await_ready(self, proc: subprocess.Popen, channel: str, what: str, timeout: float) -> None:
+        from services.vcpu.service import ControlClient
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                proc.forwarder.join(2)
+                raise RuntimeError(proc.error_line or f"the {what} process of VM {self.spec.vm_id} "
+                                   f"exited with code {proc.returncode}")
+            client = ControlClient(endpoint(self.spec.vm_id, channel), timeout_ms=200)
+            try:
+                # The pid tells our process from another VM of the same name.
+                if client.request("status").get("pid") == proc.pid:
+                    return
+            except zmq.ZMQError:
+                pass
+            finally:
+                client.close()
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the {what} process of VM {self.spec.vm_id} did not start in {timeout} s")
 
     def wait(self) -> int:
         """Until the VM ends; then both processes are gone. Returns the vCPU process's exit code."""
@@ -80,10 +126,11 @@ class VmProcesses:
                 self._stop_devices()
                 return code
             if self.devices.poll() is not None:
-                log.error("VM %s: the device process died (exit code %s); stopping the VM",
-                          self.spec.vm_id, self.devices.returncode)
-                self.vcpu.kill()
-                self.vcpu.wait()
+                self.devices.forwarder.join(2)
+                log.error("VM %s: the device process died (exit code %s%s); stopping the VM",
+                          self.spec.vm_id, self.devices.returncode,
+                          f": {self.devices.error_line}" if self.devices.error_line else "")
+                self.kill()
                 return 1
             time.sleep(0.1)
 
@@ -105,10 +152,19 @@ class VmProcesses:
             self.devices.wait()
 
     def kill(self) -> None:
+        vcpu_killed = self._vcpu_ready and self.vcpu.poll() is None
         for proc in (self.vcpu, self.devices):
             if proc is not None and proc.poll() is None:
                 proc.kill()
                 proc.wait()
+        if vcpu_killed:
+            # A killed vCPU process leaves the VM's shared memory behind, and the next start of
+            # this VM would take it for a running VM's.
+            for region in VCPU_REGIONS:
+                try:
+                    os.unlink(f"/dev/shm/{shm_name(self.spec.vm_id, region)}")
+                except FileNotFoundError:
+                    pass
 
 
 def main(argv=None) -> int:
@@ -141,8 +197,8 @@ def main(argv=None) -> int:
         vm.kill()
         return 130
     except RuntimeError as error:
-        print(f"headbox-vm: error: {error}", file=sys.stderr)
         vm.kill()
+        print(f"headbox-vm: error: {error}", file=sys.stderr)
         return 1
 
 
