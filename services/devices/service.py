@@ -138,7 +138,13 @@ def build_devices(args, irq: IrqSender, dma_log: DmaLog) -> Devices:
         uart = Uart16550(irq=lambda level, line=line: irq.set_irq(line, level), output=sink)
         bus.register(uart, "pio", port, 8, name="serial")
     if args.drive or args.ram_region:
-        ram = GuestRam(SharedRegion.open(args.ram_region)) if args.ram_region else None
+        ram = None
+        if args.ram_region:
+            try:
+                ram = GuestRam(SharedRegion.open(args.ram_region))
+            except FileNotFoundError:
+                raise ValueError(f"no guest RAM region '{args.ram_region}' (is the VM's vCPU process "
+                                 "running?)") from None
         devices.disks = DiskController(bus, ram, [DriveSpec.parse(d) for d in args.drive],
                                        model=args.ide_controller, set_irq=irq.set_irq, on_dma_write=dma_log)
         devices.pci_functions[(1, 1)] = devices.disks.pci
