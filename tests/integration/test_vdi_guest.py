@@ -161,8 +161,9 @@ class GuestVm:
     def close(self) -> None:
         self.processes.kill()
         self.serial.close()
-        for region in ("ram", "vram"):   # left behind only if a process was killed
-            Path(f"/dev/shm/{shm_name(self.vm_id, region)}").unlink(missing_ok=True)
+        # Shared-memory regions (RAM, display surface) are left behind only by a killed process.
+        for region in Path("/dev/shm").glob(shm_name(self.vm_id, "*")):
+            region.unlink(missing_ok=True)
 
     # -- serial console --------------------------------------------------------------------------
     def wait_for(self, pattern: bytes | re.Pattern, timeout: float, after: int = 0, what: str = "") -> re.Match:
