@@ -1,4 +1,5 @@
-"""Guest-initiated resets (port 0x92, 0xCF9, triple fault), pause/resume and power off of a Machine,
+"""Guest-initiated resets (port 0x92, 0xCF9, triple fault, keyboard controller), pause/resume and
+power off of a Machine,
 on both accelerators. The program counts its boots in battery-backed CMOS, which a reset keeps."""
 
 import subprocess
@@ -112,3 +113,52 @@ def test_guest_resets_pause_resume_poweroff(accel, tmp_path):
             machine.engine.request_stop(StopReason.POWEROFF)
             runner.join(10)
         machine.close()
+
+
+KEYBOARD_RESET = r"""
+bits 16
+org 0
+start:
+    mov al, 0x51            ; CMOS scratch byte: boots seen
+    out 0x70, al
+    in al, 0x71
+    inc al
+    mov bl, al
+    mov al, 0x51
+    out 0x70, al
+    mov al, bl
+    out 0x71, al
+    mov al, '0'
+    add al, bl
+    out 0xE9, al
+    cmp bl, 1
+    jne done
+    mov al, 0xFE            ; 8042 command: pulse the CPU reset line
+    out 0x64, al
+    jmp $
+done:
+    mov al, 0
+    out 0xF4, al
+    jmp $
+times 0xFFF0-($-$$) db 0
+    jmp 0xF000:start
+times 0x10000-($-$$) db 0
+"""
+
+
+@pytest.mark.parametrize("accel", ["tcg", "kvm"])
+def test_keyboard_controller_reset(accel, tmp_path):
+    if accel == "kvm":
+        require_kvm()
+    output = bytearray()
+    machine = Machine(MachineConfig(vm_id="test", ram_mib=16, accel=accel, exit_port=0xF4),
+                      debug_sink=output.extend, ram=PrivateRegion(16 * MiB),
+                      firmware=assemble(tmp_path, KEYBOARD_RESET))
+    timer = threading.Timer(60, machine.engine.request_stop, (StopReason.PAUSED,))
+    timer.start()
+    try:
+        assert machine.run() == StopReason.POWEROFF
+    finally:
+        timer.cancel()
+        machine.close()
+    assert bytes(output) == b"12", "the 8042's reset pulse restarts the firmware once"

@@ -85,3 +85,57 @@ def test_syscall_without_sce_is_undefined_and_sysenter_needs_a_selector():
     with pytest.raises(CpuFault) as fault:
         fastcall.sysenter(env, 0x2)
     assert fault.value.vector == GP
+
+
+CALLS_A_DEVICE_WRITTEN_FUNCTION = """
+bits 16
+org 0
+start:
+    xor ax, ax
+    mov ds, ax
+    mov ss, ax
+    mov sp, 0x7000
+again:
+    call 0x0000:0x5000          ; a function that a 'device' rewrites (DMA into RAM)
+    out 0xE9, al
+    mov ecx, 100000
+.delay:
+    dec ecx
+    jnz .delay
+    jmp again
+times 0xFFF0-($-$$) db 0
+    jmp 0xF000:start
+times 0x10000-($-$$) db 0
+"""
+
+
+def test_code_rewritten_by_dma_runs_once_the_engine_is_told(tmp_path):
+    import subprocess
+    import threading
+    import time
+
+    from services.vcpu.engine import StopReason
+    from tests.guests.runner import ProgramBus
+
+    (tmp_path / "p.asm").write_text(CALLS_A_DEVICE_WRITTEN_FUNCTION)
+    subprocess.run(["nasm", "-f", "bin", "-o", str(tmp_path / "p.bin"), str(tmp_path / "p.asm")], check=True)
+    bus = ProgramBus()
+    memory = GuestMemory(PrivateRegion(4 * MiB), (tmp_path / "p.bin").read_bytes())
+    memory.load_firmware_shadow()
+    memory.write(0x5000, bytes([0xB0, ord("A"), 0xCB]))          # mov al, 'A'; retf
+    engine = create_engine("tcg", memory, bus)
+    bus.engine = engine
+
+    def device():
+        time.sleep(0.2)
+        memory.write(0x5001, b"B")                                # the DMA: mov al, 'B'
+        engine.note_dma([(0x5000, 3)])
+        time.sleep(0.3)
+        engine.request_stop(StopReason.PAUSED)
+    threading.Thread(target=device).start()
+    try:
+        engine.run()
+    finally:
+        engine.close()
+    out = bus.result.output
+    assert out.startswith(b"A") and out.endswith(b"BB"), out

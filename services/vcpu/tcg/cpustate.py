@@ -227,3 +227,27 @@ def descriptor_limit(low: int, high: int) -> int:
 
 def pack_u64(value: int) -> bytes:
     return struct.pack("<Q", value)
+
+
+class CodeInvalidator:
+    """Forgets translated code for guest RAM that something other than the vCPU wrote (DMA).
+
+    Unicorn's own uc_ctl_remove_cache takes a guest-virtual address and walks the guest's page
+    tables, raising stray faults outside execution; QEMU's physical invalidation takes a RAM
+    address, which the host pointer of the page gives."""
+
+    def __init__(self, uc: unicorn.Uc):
+        from unicorn.unicorn_py3 import unicorn as binding
+        lib = binding.uclib
+        self._ram_addr = lib.qemu_ram_addr_from_host_x86_64
+        self._ram_addr.restype = ctypes.c_uint64
+        self._ram_addr.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+        self._invalidate = lib.tb_invalidate_phys_range_x86_64
+        self._invalidate.restype = None
+        self._invalidate.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint64]
+        self._handle = uc._uch.value
+
+    def host_range(self, host_address: int, length: int) -> None:
+        """Invalidate `length` bytes of one mapped RAM block starting at `host_address`."""
+        start = self._ram_addr(self._handle, host_address)
+        self._invalidate(self._handle, start, start + length)

@@ -112,6 +112,9 @@ class TcgEngine(Engine):
                 self._map_bus_window(pos, min(start, FOUR_GIB) - pos)
             pos = max(pos, end)
         self._slots = sorted((s.gpa, s.end, s.region.buf, s.offset) for s in self.memory.slots())
+        self._ram_slots = [(s.gpa, s.end, s.region.buf, s.offset, s.host_address)
+                           for s in self.memory.slots() if not s.readonly]
+        self._code = cs.CodeInvalidator(uc)
 
     def _map_bus_window(self, start: int, size: int) -> None:
         def read(uc, offset, size_, _ud, start=start):
@@ -449,8 +452,11 @@ class TcgEngine(Engine):
         with self._dma_lock:
             ranges, self._dma_written = self._dma_written, []
         for gpa, length in ranges:
-            start = gpa & ~(PAGE - 1)
-            self.uc.ctl_remove_cache(start, (gpa + length + PAGE - 1) & ~(PAGE - 1))
+            end = gpa + length
+            for start, stop, _buf, offset, address in self._ram_slots:
+                lo, hi = max(gpa, start), min(end, stop)
+                if lo < hi:      # within one mapped block: contiguous RAM addresses
+                    self._code.host_range(address + lo - start, hi - lo)
 
     def set_irq(self, gsi: int, level: bool) -> None:
         with self.chip_lock:
