@@ -139,3 +139,69 @@ def test_code_rewritten_by_dma_runs_once_the_engine_is_told(tmp_path):
         engine.close()
     out = bus.result.output
     assert out.startswith(b"A") and out.endswith(b"BB"), out
+
+
+REP_INSW = """
+bits 16
+org 0
+start:
+    xor ax, ax
+    mov ds, ax
+    mov ss, ax
+    mov sp, 0x7000
+    mov ax, 0x1000
+    mov es, ax
+    mov di, 0x0010
+    mov dx, 0x1F0
+    mov cx, 300
+    cld
+    rep insw                    ; 300 words from the 'disk' into 1000:0010
+    mov ax, di                  ; DI and CX must end as after 300 single steps
+    out 0xE9, al
+    mov al, ah
+    out 0xE9, al
+    mov al, cl
+    out 0xE9, al
+    mov al, 0
+    out 0xF4, al
+times 0xFFF0-($-$$) db 0
+    jmp 0xF000:start
+times 0x10000-($-$$) db 0
+"""
+
+
+def test_rep_insw_lands_whole_in_memory(tmp_path):
+    import subprocess
+
+    from tests.guests.runner import ProgramBus
+
+    class Disk(ProgramBus):
+        def __init__(self):
+            super().__init__()
+            self.words = iter(range(1, 10_000))
+            self.string_reads = 0
+
+        def pio_read(self, port, size):
+            return next(self.words) if port == 0x1F0 else super().pio_read(port, size)
+
+        def pio_read_string(self, port, size, count):
+            self.string_reads += 1
+            return b"".join(self.pio_read(port, size).to_bytes(size, "little") for _ in range(count))
+
+    (tmp_path / "p.asm").write_text(REP_INSW)
+    subprocess.run(["nasm", "-f", "bin", "-o", str(tmp_path / "p.bin"), str(tmp_path / "p.asm")], check=True)
+    bus = Disk()
+    memory = GuestMemory(PrivateRegion(4 * MiB), (tmp_path / "p.bin").read_bytes())
+    memory.load_firmware_shadow()
+    engine = create_engine("tcg", memory, bus)
+    bus.engine = engine
+    try:
+        engine.run()
+    finally:
+        engine.close()
+    assert bus.result.exit_code == 0
+    di = bus.result.output[0] | bus.result.output[1] << 8
+    assert di == 0x10 + 600 and bus.result.output[2] == 0, "DI and CX as after 300 elements"
+    words = memory.read(0x10010, 600)
+    assert [int.from_bytes(words[i:i + 2], "little") for i in range(0, 600, 2)] == list(range(1, 301))
+    assert bus.string_reads == 1, "one bus request for the whole string"

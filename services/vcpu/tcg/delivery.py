@@ -318,15 +318,21 @@ class Delivery:
             linear, size = linear + chunk, size - chunk
         return out
 
+    def translate_write(self, linear: int, length: int, user: bool) -> list[tuple[int, int]]:
+        """(guest-physical address, length) of each page piece of a write; #PF if one is missing."""
+        pieces, pos = [], 0
+        while pos < length:
+            chunk = min(length - pos, 0x1000 - ((linear + pos) & 0xFFF))
+            pieces.append((self.translate(linear + pos, True, user), chunk))
+            pos += chunk
+        return pieces
+
     def _write_linear_checked(self, linear: int, data: bytes, user: bool, stack_fault: bool) -> None:
         """Translate every page first (a fault must leave memory untouched), then write."""
-        pieces, pos = [], 0
-        while pos < len(data):
-            chunk = min(len(data) - pos, 0x1000 - ((linear + pos) & 0xFFF))
-            pieces.append((self.translate(linear + pos, True, user), data[pos:pos + chunk]))
-            pos += chunk
-        for gpa, piece in pieces:
-            self.mem.write(gpa, piece)
+        pos = 0
+        for gpa, length in self.translate_write(linear, len(data), user):
+            self.mem.write(gpa, data[pos:pos + length])
+            pos += length
 
     def translate(self, linear: int, write: bool, user: bool) -> int:
         """Walk the guest page tables like the MMU, setting accessed/dirty bits; #PF on failure."""

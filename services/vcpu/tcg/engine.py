@@ -20,7 +20,7 @@ from services.vcpu.engine import Engine, EngineError, StopReason
 from services.ipc.shm import PrivateRegion
 from services.vcpu.memory import FOUR_GIB, IOAPIC_BASE, LAPIC_BASE, PAGE
 from services.vcpu.tcg import cpustate as cs
-from services.vcpu.tcg import fastcall
+from services.vcpu.tcg import fastcall, string_io
 from services.vcpu.tcg.delivery import (
     EXCEPTION, EXTERNAL, GP, NMI, SOFTWARE, UD, WITH_ERROR_CODE, CpuFault, Delivery, PhysicalMemory, TripleFault)
 from services.vcpu.tcg.irqchip import InterruptChip
@@ -75,10 +75,9 @@ class TcgEngine(Engine):
         self._kicked = False
         self._poll_ns = 0
         self._closing = False
-        self._string_in: tuple | None = None      # read-ahead of a REP INS: (rip, port, size, data, pos)
         self._dma_written: list[tuple[int, int]] = []   # device writes not yet purged from the JIT
         self._dma_lock = threading.Lock()
-        self._rep_ins_at: dict[int, bool] = {}
+        self._rep_ins_at: dict[int, string_io.RepIns] = {}
         self._callbacks = []                       # keep ctypes callbacks alive
         self._map_memory()
         self._install_hooks()
@@ -174,49 +173,27 @@ class TcgEngine(Engine):
             value = self.chip.pio_read(port, size, time.monotonic_ns())
         if value is not None:
             return value
-        ahead = self._string_in
-        rip = self.env.segs[cs.R_CS].base + self.env.eip
-        if ahead is not None:
-            a_rip, a_port, a_size, data, pos = ahead
-            if a_rip == rip and a_port == port and a_size == size and pos < len(data):
-                self._string_in = (a_rip, a_port, a_size, data, pos + size) if pos + size < len(data) else None
-                return int.from_bytes(data[pos:pos + size], "little")
-            self._string_in = None
-        count = self._rep_ins_count(rip)
-        if count > 1:
-            # Unicorn calls us once per element of REP INS; fetch the whole string in one bus
-            # request (one round trip over the io channel instead of `count`).
-            data = self.bus.pio_read_string(port, size, count)
-            self._string_in = (rip, port, size, data, size)
-            return int.from_bytes(data[:size], "little")
+        env = self.env
+        rip = env.segs[cs.R_CS].base + env.eip
+        info = self._rep_ins_at.get(rip)
+        if info is None:
+            try:
+                code = self.delivery._read_linear(rip, 8, user=False)
+            except CpuFault:
+                code = b""
+            info = self._rep_ins_at[rip] = string_io.decode(code, env.hflags)
+        if info.rep:
+            value = string_io.complete(self, info, port, size)
+            if value is not None:
+                return value
         return self.bus.pio_read(port, size)
 
-    def _rep_ins_count(self, rip: int) -> int:
-        is_rep = self._rep_ins_at.get(rip)
-        if is_rep is None:
-            is_rep = self._decode_rep_ins(rip)
-            self._rep_ins_at[rip] = is_rep
-        if not is_rep:
-            return 0
-        env = self.env
-        if env.hflags & cs.HF_CS64:
-            return env.regs[1]
-        return env.regs[1] & (0xFFFFFFFF if env.hflags & cs.HF_CS32 else 0xFFFF)
-
-    def _decode_rep_ins(self, linear: int) -> bool:
-        try:
-            code = self.delivery._read_linear(linear, 4, user=False)
-        except CpuFault:
-            return False
-        rep = False
-        for byte in code:
-            if byte in (0xF3, 0xF2):
-                rep = True
-            elif byte in (0x66, 0x67, 0x26, 0x2E, 0x36, 0x3E, 0x64, 0x65) or 0x40 <= byte <= 0x4F:
-                continue
-            else:
-                return rep and byte in (0x6C, 0x6D)
-        return False
+    def forget_code(self, gpa: int, length: int) -> None:
+        """We wrote guest RAM behind the JIT's back (vCPU thread, inside a hook): purge right away
+        at the next block boundary."""
+        with self._dma_lock:
+            self._dma_written.append((gpa, length))
+        self.uc.emu_stop()
 
     def _on_out(self, uc, port, size, value, _ud):
         if self._stopping():
@@ -508,7 +485,6 @@ class TcgEngine(Engine):
         self.memory.load_firmware_shadow()
         uc.ctl_flush_tb()       # code pages were rewritten behind the JIT's back
         self._halted = self._triple_fault = False
-        self._string_in = None
         self._rep_ins_at.clear()
 
     def snapshot(self) -> dict:
@@ -522,9 +498,6 @@ class TcgEngine(Engine):
             "rip": env.eip, "rflags": self._eflags(), "cr0": env.cr[0], "cr3": env.cr[3],
             "cr4": env.cr[4], "efer": env.efer, "cs": env.segs[cs.R_CS].selector,
         }
-        if self._string_in is not None:
-            rip, port, size, data, pos = self._string_in
-            cpu["string_in"] = [rip, port, size, data, pos]
         return {"version": base.SNAPSHOT_VERSION, "accel": self.name, "unicorn": unicorn.__version__,
                 "cpus": [cpu], "irqchip": chip}
 
@@ -539,8 +512,6 @@ class TcgEngine(Engine):
             raise EngineError("snapshot processor state has the wrong size")
         ctypes.memmove(self.env_address, raw, ENV_RESET_SIZE)
         self._halted = bool(cpu.get("halted"))
-        ahead = cpu.get("string_in")
-        self._string_in = tuple(ahead) if ahead else None
         with self.chip_lock:
             self.chip.restore(state["irqchip"], time.monotonic_ns())
         self._rep_ins_at.clear()
