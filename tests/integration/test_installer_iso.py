@@ -24,12 +24,12 @@ from services.ipc.naming import endpoint, shm_name
 from services.vcpu.service import ControlClient
 from tests.guests.installer_iso import installer_iso
 
-# At 512 MiB the installer's first dialog is "Low memory mode" (~60 s after the kernel starts);
-# at 1 GiB it is "Select a language", but only after ~130 s.
+# At 512 MiB the installer's first dialog is "Low memory mode" (so it is under QEMU), ~70 s after
+# the kernel starts; at 1 GiB it is "Select a language", but only after ~130 s.
 MEMORY_MIB = 512
-MENU_TIMEOUT = 60.0        # from start; ~3 s on an idle 2-core host
-KERNEL_TIMEOUT = 150.0     # from Enter; isolinux reads linux + initrd.gz (48 MB) in 70-90 s
-INSTALLER_TIMEOUT = 120.0  # from the kernel's mode set; ~60 s
+MENU_TIMEOUT = 60.0        # from start; ~4 s on a 2-core host
+KERNEL_TIMEOUT = 120.0     # from Enter; isolinux reads linux + initrd.gz (48 MB): ~8 s
+INSTALLER_TIMEOUT = 150.0  # from the kernel's mode set; 60-80 s
 POLL = 0.25
 ENTER = 0x1C               # set-1 make code
 
