@@ -5,7 +5,6 @@ import os
 import threading
 
 import pytest
-import zmq
 
 from services.ipc.io import IoServer, IrqReceiver, IrqSender, RemoteBus
 from services.ipc.messages import IO_VERSION, ProtocolError, pack

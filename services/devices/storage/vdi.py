@@ -354,7 +354,6 @@ class VdiImage:
             self._allocate(new, src, offset)
 
     def _allocate(self, new, src: memoryview, offset: int) -> None:
-        bs = self.block_size
         indices = self._take_indices(len(new))
         try:
             # (1) the data of every new block; runs of consecutive indices go out as one write.

@@ -69,11 +69,12 @@ class Delivery:
         self.read_eflags = read_eflags   # () -> int: EFLAGS with the lazily kept condition codes
 
     # -- the double-fault rules ----------------------------------------------------------------
-    def deliver(self, vector: int, source: str, error_code: int = 0, insn_length: int = 0) -> None:
+    def deliver(self, vector: int, source: str, error_code: int = 0, insn_length=0) -> None:
         """Deliver one event, turning faults during delivery into #DF or a triple fault.
 
-        For a software interrupt EIP already points after the INT instruction; `insn_length` says
-        how far back it starts, because a fault while delivering it is reported on the INT itself."""
+        For a software interrupt EIP already points after the INT instruction; `insn_length` (an
+        int, or a callable asked only when needed) says how far back it starts, because a fault
+        while delivering it is reported on the INT itself."""
         env = self.env
         while True:
             try:
@@ -84,7 +85,8 @@ class Delivery:
                 if fault.cr2 is not None:
                     env.cr[2] = fault.cr2
                 if source == SOFTWARE:
-                    env.eip = (env.eip - insn_length) & 0xFFFFFFFFFFFFFFFF
+                    back = insn_length() if callable(insn_length) else insn_length
+                    env.eip = (env.eip - back) & 0xFFFFFFFFFFFFFFFF
                 if vector == DF and source == EXCEPTION:
                     raise TripleFault() from None
                 first_pf_or_contrib = source == EXCEPTION and (vector == PF or vector in CONTRIBUTORY)

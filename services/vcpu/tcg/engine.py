@@ -36,7 +36,7 @@ ENV_RESET_SIZE = cs.ENV_RESET_SIZE
 INTERCEPT_AREA = (1 << 46) - 0x10000
 VMCB_MSRPM_BASE = 0x48          # offsetof(struct vmcb, control.msrpm_base_pa)
 EXCP_VMEXIT = 0x100
-SVM_EXIT_INTR, SVM_EXIT_HLT, SVM_EXIT_MSR = 0x60, 0x78, 0x7C
+SVM_EXIT_INTR, SVM_EXIT_HLT, SVM_EXIT_MSR, SVM_EXIT_SHUTDOWN = 0x60, 0x78, 0x7C, 0x7F
 INTERCEPTS = (1 << (SVM_EXIT_HLT - SVM_EXIT_INTR)) | (1 << (SVM_EXIT_MSR - SVM_EXIT_INTR))
 MSR_APIC_BASE = 0x1B
 EMULATED_MSRS = (MSR_APIC_BASE,)
@@ -72,13 +72,11 @@ class TcgEngine(Engine):
         self._in_guest = False
         self._halted = False
         self._triple_fault = False
-        self._kicked = False
         self._poll_ns = 0
         self._closing = False
         self._dma_written: list[tuple[int, int]] = []   # device writes not yet purged from the JIT
         self._dma_lock = threading.Lock()
         self._rep_ins_at: dict[int, string_io.RepIns] = {}
-        self._callbacks = []                       # keep ctypes callbacks alive
         self._map_memory()
         self._install_hooks()
         self._shadow: np.ndarray | None = None     # RAM as of the last dirty_pages() call
@@ -238,12 +236,16 @@ class TcgEngine(Engine):
 
     def _on_interrupt(self, uc, intno, _ud):
         env = self.env
-        if intno >= EXCP_VMEXIT:
-            self._on_intercept(intno - EXCP_VMEXIT)
-        elif env.exception_is_int:
-            self._deliver(intno, SOFTWARE, 0, self._int_length(intno))
-        else:
-            self._deliver(intno, EXCEPTION, env.error_code if intno in WITH_ERROR_CODE else 0)
+        try:
+            if intno >= EXCP_VMEXIT:
+                self._on_intercept(intno - EXCP_VMEXIT)
+            elif env.exception_is_int:
+                self._deliver(intno, SOFTWARE, 0, lambda: self._int_length(intno))
+            else:
+                self._deliver(intno, EXCEPTION, env.error_code if intno in WITH_ERROR_CODE else 0)
+        except Exception:
+            log.exception("delivering vector %#x at RIP %#x failed", intno, env.eip)
+            self.request_stop(StopReason.ERROR)
         # Unicorn moves EIP to exception_next_eip before this hook whenever exception_is_int is
         # set, and an intercept (which never sets it) would inherit the last INT n's flag.
         env.exception_is_int = 0
@@ -258,6 +260,10 @@ class TcgEngine(Engine):
             self.uc.emu_stop()
         elif code == SVM_EXIT_MSR:
             self._msr_access(write=env.error_code == 1)
+        elif code == SVM_EXIT_SHUTDOWN:      # Unicorn's own nested-fault check saw a triple fault
+            log.warning("triple fault at RIP %#x: the processor shuts down", env.eip)
+            self._triple_fault = True
+            self.uc.emu_stop()
         else:
             log.error("unexpected intercept %#x at RIP %#x", code, env.eip)
             self.request_stop(StopReason.ERROR)
@@ -295,7 +301,11 @@ class TcgEngine(Engine):
         return 2 if before[0] == 0xCD and before[1] == vector else 1
 
     def _on_invalid(self, uc, _ud):
-        self._deliver(UD, EXCEPTION, 0)
+        try:
+            self._deliver(UD, EXCEPTION, 0)
+        except Exception:
+            log.exception("delivering #UD at RIP %#x failed", self.env.eip)
+            self.request_stop(StopReason.ERROR)
         return True
 
     def _on_syscall(self, uc, _ud):
@@ -307,9 +317,14 @@ class TcgEngine(Engine):
     def _fast_call(self, enter) -> None:
         env = self.env
         try:
-            target = enter(env, self._eflags())
-        except CpuFault as fault:
-            self._deliver(fault.vector, EXCEPTION, fault.error_code)
+            try:
+                target = enter(env, self._eflags())
+            except CpuFault as fault:
+                self._deliver(fault.vector, EXCEPTION, fault.error_code)
+                target = env.eip
+        except Exception:
+            log.exception("%s at RIP %#x failed", enter.__name__, env.eip)
+            self.request_stop(StopReason.ERROR)
             target = env.eip
         env.eip = (target - fastcall.INSTRUCTION_LENGTH) & 0xFFFFFFFFFFFFFFFF
 
@@ -318,7 +333,7 @@ class TcgEngine(Engine):
                   address, size, self.env.eip)
         return False
 
-    def _deliver(self, vector: int, source: str, error: int, insn_length: int = 0) -> None:
+    def _deliver(self, vector: int, source: str, error: int, insn_length=0) -> None:
         try:
             self.delivery.deliver(vector, source, error, insn_length)
         except TripleFault:
@@ -367,13 +382,13 @@ class TcgEngine(Engine):
                 continue
             if pending:
                 self._poll_ns = min(max(self._poll_ns * 2, POLL_MIN_NS), POLL_MAX_NS)
-            self._in_guest, self._kicked = True, False
+            self._in_guest = True
             if self._stop_pending():
                 self._in_guest = False
                 continue
             try:
                 uc.emu_start(env.eip, NO_UNTIL)
-            except unicorn.UcError as error:
+            except Exception as error:   # UcError, or a hook's exception the binding re-raises
                 self._in_guest = False
                 log.error("guest stopped by the JIT at RIP %#x: %s", env.eip, error)
                 return StopReason.ERROR
@@ -393,7 +408,6 @@ class TcgEngine(Engine):
             self._wake.wait(timeout if timeout is None else min(timeout, 1.0))
 
     def _kick(self) -> None:
-        self._kicked = True
         if self._in_guest:
             self.uc.emu_stop()
         with self._wake:
@@ -409,7 +423,6 @@ class TcgEngine(Engine):
                 deadline = min(deadline or FOREVER, now + self._poll_ns)
             if deadline is not None and deadline <= now:
                 if self._in_guest:
-                    self._kicked = True
                     self.uc.emu_stop()
                 with self._wake:
                     self._wake.notify_all()
