@@ -237,3 +237,17 @@ def test_raw_bitmap_rows_bottom_up():
     white = np.full((1, 1, 4), 0xFF, np.uint8)
     assert convert.raw_bitmap(white, 16) == b"\xff\xff"
     assert convert.raw_bitmap(white, 15) == b"\xff\x7f"
+
+
+def test_rle_decoder_inserts_foreground_between_background_runs(freerdp):
+    # Two background runs in a row: the second starts with the pixel below XOR the foreground
+    # (white until set), on the first row and above it; our decoder must agree with FreeRDP.
+    payload = (bytes([0x02, 0x02, 0x60 | 4]) + struct.pack("<H", 0x0841)
+               + bytes([0x03, 0x01]))
+    ours = rle.decompress_values(payload, 4, 3, 16)[::-1]
+    assert ours[0].tolist() == [0, 0, 0xFFFF, 0]
+    assert ours[1].tolist() == [0x0841] * 4
+    assert ours[2].tolist() == [0x0841] * 3 + [0x0841 ^ 0xFFFF]
+    theirs = freerdp.interleaved_decompress(payload, 4, 3, 16)
+    expected = _freerdp_view(convert.values_to_bgrx(ours[::-1], 16), 16)
+    np.testing.assert_array_equal(theirs[..., :3], expected)
