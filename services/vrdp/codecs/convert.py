@@ -26,7 +26,8 @@ def _build_palette() -> np.ndarray:
 PALETTE = _build_palette()                          # (256, 3) r, g, b
 _GREY_LEVELS = PALETTE[216:, 0].astype(np.int16)
 # Nearest grey entry for each luminance value: a 256-entry lookup instead of a search per pixel.
-_GREY_INDEX = (216 + np.abs(np.arange(256)[:, None] - _GREY_LEVELS[None, :]).argmin(1)).astype(np.uint8)
+_GREY_INDEX = (216 + np.abs(np.arange(256)[:, None] - _GREY_LEVELS[None, :]).argmin(1)
+               ).astype(np.uint8)
 
 
 def palette_update_data() -> bytes:
@@ -78,7 +79,8 @@ def values_to_bytes(values: np.ndarray, bpp: int) -> np.ndarray:
 
 
 def raw_bitmap(bgrx: np.ndarray, bpp: int) -> bytes:
-    """An uncompressed TS_BITMAP_DATA payload: rows bottom-up, width x Bpp bytes each, no padding."""
+    """An uncompressed TS_BITMAP_DATA payload: rows bottom-up, width x Bpp bytes each, no
+    padding (send flags 0)."""
     if bpp == 32:
         return np.ascontiguousarray(bgrx[::-1]).tobytes()
     if bpp == 24:
