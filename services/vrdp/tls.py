@@ -125,7 +125,7 @@ def _usable_self_signed(cert_file: Path, key_file: Path) -> x509.Certificate | N
         return None
     # Renew shortly before expiry rather than have clients start warning on a given morning.
     renew_at = cert.not_valid_after_utc - datetime.timedelta(days=7)
-    if renew_at <= datetime.datetime.now(datetime.timezone.utc):
+    if renew_at <= datetime.datetime.now(datetime.UTC):
         return None
     return cert
 
@@ -134,7 +134,7 @@ def generate_self_signed(hostname: str) -> tuple[bytes, bytes]:
     """(certificate PEM, private key PEM): RSA-2048/SHA-256, which OpenSSL 3 clients at level 2 accept."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     alt_names: list[x509.GeneralName] = [x509.DNSName(hostname)]
     if hostname != "localhost":
         alt_names.append(x509.DNSName("localhost"))

@@ -11,7 +11,6 @@ import pytest
 from services.vrdp import security as sec
 from services.vrdp.security import ProtocolError
 
-
 # --- a second implementation, written straight from the spec's formulas --------------------------
 
 def ref_rc4(key: bytes, data: bytes) -> bytes:

@@ -75,7 +75,7 @@ def test_expired_self_signed_is_renewed(tmp_path):
     creds = tls.ensure_self_signed(tmp_path, "h")
     key = serialization.load_pem_private_key(creds.key_file.read_bytes(), None)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "h")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     old = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
            .serial_number(1).not_valid_before(now - datetime.timedelta(days=30))
            .not_valid_after(now - datetime.timedelta(days=1)).sign(key, hashes.SHA256()))
@@ -108,7 +108,7 @@ def test_self_signed_key_loosened_is_refused(tmp_path):
 
 
 def make_ca_and_server(tmp_path):
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Test Root CA")])
     ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
