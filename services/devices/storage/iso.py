@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 
 from .backend import ImageError
-from .raw import check_range, file_size, open_image_file, pread_exact
+from .raw import ImageFile, check_range, file_size, open_image_file, pread_exact
 
 SECTOR = 2048
 DESCRIPTOR_OFFSET = 16 * SECTOR        # the first volume descriptor, in sector 16
@@ -18,7 +18,7 @@ def looks_like_iso(head: bytes) -> bool:
     return head[DESCRIPTOR_OFFSET + 1:DESCRIPTOR_OFFSET + 6] == MAGIC
 
 
-class IsoImage:
+class IsoImage(ImageFile):
     """An ISO image; always read-only, so several VMs may share one (readers share the lock)."""
 
     sector_size = SECTOR
@@ -55,19 +55,6 @@ class IsoImage:
     def write(self, offset: int, data: bytes) -> None:
         raise ImageError(f"The CD/DVD image '{self.path}' is read-only")
 
-    def flush(self) -> None:
-        pass   # nothing is ever written
-
-    def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)   # also drops the shared flock
-            self._fd = -1
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 def open(path: str, readonly: bool = True) -> IsoImage:  # noqa: A001 - the module's verb

@@ -103,7 +103,35 @@ def check_range(path: str, offset: int, length: int, size: int, sector_size: int
                          f"of the medium ({size} bytes)")
 
 
-class RawImage:
+class ImageFile:
+    """What every image format shares: an open, locked fd; flush; close (fsync if this open wrote,
+    then drop the file and its lock); use as a context manager."""
+
+    _fd: int = -1
+    _modified: bool = False
+    path: str
+
+    def flush(self) -> None:
+        if self._modified:
+            fsync(self._fd, self.path)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            fd, self._fd = self._fd, -1
+            try:
+                if self._modified:
+                    fsync(fd, self.path)
+            finally:
+                os.close(fd)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class RawImage(ImageFile):
     """A raw disk image: guest sector n is file bytes [512n, 512n+512)."""
 
     sector_size = SECTOR
@@ -139,25 +167,6 @@ class RawImage:
         check_range(self.path, offset, len(data), self.size, SECTOR)
         pwrite_all(self._fd, self.path, [data], offset)
         self._modified = True
-
-    def flush(self) -> None:
-        fsync(self._fd, self.path)
-
-    def close(self) -> None:
-        """Flush what this open wrote, then drop the file and its lock."""
-        if self._fd >= 0:
-            fd, self._fd = self._fd, -1
-            try:
-                if self._modified:
-                    fsync(fd, self.path)
-            finally:
-                os.close(fd)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 def open(path: str, readonly: bool = False) -> RawImage:  # noqa: A001 - the module's verb

@@ -10,7 +10,7 @@ import uuid as uuidlib
 import numpy as np
 
 from .backend import ImageError
-from .raw import (NewImageFile, check_range, file_size, fsync, open_image_file, preallocate,
+from .raw import (ImageFile, NewImageFile, check_range, file_size, open_image_file, preallocate,
                   pread_exact, pwrite_all)
 
 SECTOR = 512
@@ -138,7 +138,7 @@ def _pack_header(kind, offset_bmap, offset_data, size, block_size, blocks, alloc
     return bytes(head)
 
 
-class VdiImage:
+class VdiImage(ImageFile):
     """An open VDI image. The block map lives in memory (4 bytes per block) and always equals the
     map on disk; so does the allocated-block count."""
 
@@ -438,24 +438,6 @@ class VdiImage:
         self.modification_uuid = fresh
         self._modified = True
 
-    def flush(self) -> None:
-        fsync(self._fd, self.path)
-
-    def close(self) -> None:
-        """Flush what this open wrote (VirtualBox and QEMU do too), then drop the file and lock."""
-        if self._fd >= 0:
-            fd, self._fd = self._fd, -1
-            try:
-                if self._modified:
-                    fsync(fd, self.path)
-            finally:
-                os.close(fd)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 def _is_zero(chunk: memoryview) -> bool:
