@@ -215,19 +215,18 @@ class IrqSender:
         self.socket.close()
 
 
-class IrqReceiver:
-    """vCPU side of the irq channel: a thread that drives the engine's interrupt lines."""
+class PullReceiver:
+    """A bound PULL socket (0600) and a thread handing each decoded message to `handle`; a bad
+    message is logged and dropped, never fatal."""
 
-    def __init__(self, endpoint: str, set_irq, context: zmq.Context | None = None, on_dma=None):
-        self.on_dma = on_dma
-        self.context = context or zmq.Context.instance()
-        self.socket = self.context.socket(zmq.PULL)
+    def __init__(self, endpoint: str, channel: str, version: int, context: zmq.Context | None = None):
+        self.channel, self.version = channel, version
+        self.socket = (context or zmq.Context.instance()).socket(zmq.PULL)
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.bind(endpoint)
         restrict_socket(endpoint)
-        self.set_irq = set_irq
         self.closed = False
-        self.thread = threading.Thread(target=self._loop, name="irq-receiver", daemon=True)
+        self.thread = threading.Thread(target=self._loop, name=f"{channel}-receiver", daemon=True)
         self.thread.start()
 
     def _loop(self) -> None:
@@ -236,19 +235,33 @@ class IrqReceiver:
                 continue
             try:
                 message = unpack(self.socket.recv())
-                if message[0] != IRQ_VERSION:
-                    raise ProtocolError(f"irq channel version {message[0]}, expected {IRQ_VERSION}")
-                if message[1] == Irq.LINE and 0 <= message[2] < 24:
-                    self.set_irq(message[2], message[3])
-                elif message[1] == Irq.DMA and self.on_dma is not None:
-                    self.on_dma(message[2])
+                if message[0] != self.version:
+                    raise ProtocolError(f"{self.channel} channel version {message[0]}, expected {self.version}")
+                self.handle(message)
             except Exception:
-                log.exception("bad irq message")
+                log.exception("bad %s message", self.channel)
+
+    def handle(self, message: list) -> None:
+        raise NotImplementedError
 
     def close(self) -> None:
         self.closed = True
         self.thread.join(timeout=1)
         self.socket.close()
+
+
+class IrqReceiver(PullReceiver):
+    """vCPU side of the irq channel: drives the engine's interrupt lines, passes DMA notices on."""
+
+    def __init__(self, endpoint: str, set_irq, context: zmq.Context | None = None, on_dma=None):
+        self.set_irq, self.on_dma = set_irq, on_dma
+        super().__init__(endpoint, "irq", IRQ_VERSION, context)
+
+    def handle(self, message: list) -> None:
+        if message[1] == Irq.LINE and 0 <= message[2] < 24:
+            self.set_irq(message[2], message[3])
+        elif message[1] == Irq.DMA and self.on_dma is not None:
+            self.on_dma(message[2])
 
 
 class InputSender:
@@ -269,35 +282,15 @@ class InputSender:
         self.socket.close()
 
 
-class InputReceiver:
-    """The vCPU process's side: a thread that feeds the keyboard and mouse."""
+class InputReceiver(PullReceiver):
+    """The vCPU process's side of the input channel: feeds the keyboard and mouse."""
 
     def __init__(self, endpoint: str, key, mouse, context: zmq.Context | None = None):
-        self.socket = (context or zmq.Context.instance()).socket(zmq.PULL)
-        self.socket.setsockopt(zmq.LINGER, 0)
-        self.socket.bind(endpoint)
-        restrict_socket(endpoint)
         self.key, self.mouse = key, mouse
-        self.closed = False
-        self.thread = threading.Thread(target=self._loop, name="input-receiver", daemon=True)
-        self.thread.start()
+        super().__init__(endpoint, "input", INPUT_VERSION, context)
 
-    def _loop(self) -> None:
-        while not self.closed:
-            if not self.socket.poll(200):
-                continue
-            try:
-                message = unpack(self.socket.recv())
-                if message[0] != INPUT_VERSION:
-                    raise ProtocolError(f"input channel version {message[0]}, expected {INPUT_VERSION}")
-                if message[1] == Input.KEY:
-                    self.key(int(message[2]) & 0xFF, bool(message[3]), bool(message[4]))
-                elif message[1] == Input.MOUSE:
-                    self.mouse(int(message[2]), int(message[3]), int(message[4]), int(message[5]))
-            except Exception:
-                log.exception("bad input message")
-
-    def close(self) -> None:
-        self.closed = True
-        self.thread.join(timeout=1)
-        self.socket.close()
+    def handle(self, message: list) -> None:
+        if message[1] == Input.KEY:
+            self.key(int(message[2]) & 0xFF, bool(message[3]), bool(message[4]))
+        elif message[1] == Input.MOUSE:
+            self.mouse(int(message[2]), int(message[3]), int(message[4]), int(message[5]))
