@@ -38,6 +38,7 @@ class RemoteBus:
         self.seq = 0
         self.reads = self.writes = self.frames = 0
         self.closed = False
+        self._pending = threading.Event()     # set while posted writes wait in the batch
         self._flusher = threading.Thread(target=self._flush_loop, name="io-flush", daemon=True)
         self._flusher.start()
 
@@ -46,6 +47,7 @@ class RemoteBus:
         with self.lock:
             if not self.batch:
                 self.batch_since = time.monotonic()
+                self._pending.set()
             self.batch.append(message)
             self.writes += 1
             if len(self.batch) >= MAX_BATCH:
@@ -79,10 +81,16 @@ class RemoteBus:
         self.batch = []
 
     def _flush_loop(self) -> None:
+        """Sleeps while nothing is posted (an idle VM costs no wake-ups), else flushes a batch
+        at most FLUSH_AFTER_S after its first write."""
         while not self.closed:
+            if not self._pending.wait(0.5):
+                continue
             time.sleep(FLUSH_AFTER_S)
-            if self.batch and time.monotonic() - self.batch_since >= FLUSH_AFTER_S:
-                self.flush()
+            with self.lock:
+                self._pending.clear()
+                if self.batch:
+                    self._send_locked()
 
     # -- synchronous reads ---------------------------------------------------------------------
     def _read(self, message_code: int, *args, default):
@@ -114,6 +122,8 @@ class RemoteBus:
     def close(self) -> None:
         self.flush()
         self.closed = True
+        self._pending.set()
+        self._flusher.join(timeout=1)
         self.socket.close()
 
 
