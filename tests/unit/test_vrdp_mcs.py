@@ -1,0 +1,258 @@
+"""Unit tests of MCS (T.125): BER Connect-Initial/Response and PER domain PDUs, MS-RDPBCGR 4.1.3-4.1.8.
+
+SPEC_* are MS-RDPBCGR 4.1 examples retyped from their field tables (see test_vrdp_gcc.py for the caveat on
+the server random and certificate); XFREERDP_*/RDESKTOP* were captured on loopback from xfreerdp 2.11.7 and
+rdesktop 1.9.0 (Debian 12) talking to a listener built on these codecs."""
+
+import random
+
+import pytest
+
+from services.vrdp import mcs, x224
+from services.vrdp.mcs import (AttachUserConfirm, AttachUserRequest, ChannelJoinConfirm, ChannelJoinRequest,
+                               DisconnectProviderUltimatum, DomainParameters, ErectDomainRequest, SendDataIndication,
+                               SendDataRequest)
+from services.vrdp.tpkt import ProtocolError
+
+SPEC_CONNECT_INITIAL = bytes.fromhex(
+    "030001a002f0807f658201940401010401010101ff30190201220201020201000201010201000201010202ffff020102"
+    "301902010102010102010102010102010002010102020420020102301c0202ffff0202fc170202ffff02010102010002"
+    "01010202ffff02010204820133000500147c0001812a000800100001c00044756361811c01c0d8000400080000050004"
+    "01ca03aa09040000280a000045004c0054004f004e0053002d0044004500560032000000000000000000000004000000"
+    "000000000c00000000000000000000000000000000000000000000000000000000000000000000000000000000000000"
+    "00000000000000000000000000000000000000000000000001ca01000000000018000700010036003900370031003200"
+    "2d003700380033002d0030003300350037003900370034002d0034003200370031003400000000000000000000000000"
+    "00000000000000000000000004c00c000d0000000000000002c00c001b0000000000000003c02c000300000072647064"
+    "7200000000008080636c6970726472000000a0c0726470736e640000000000c0"
+)
+SPEC_CONNECT_RESPONSE = bytes.fromhex(
+    "0300015102f0807f668201450a0100020100301a020122020103020100020101020100020101020300fff80201020482"
+    "011f000500147c00012a14760a01010001c0004d63446e8108010c0c000400080000000000030c1000eb030300ec03ed"
+    "03ee030000020cec00020000000200000020000000b8000000000102030405060708090a0b0c0d0e0f10111213141516"
+    "1718191a1b1c1d1e1f030a11181f262d343b424950575e656c737a81888f969da4abb2b9c0c7ced5dce3eaf1f8ff060d"
+    "141b222930373e454c535a61686f767d848b9299a0a7aeb5bcc3cad1d8dfe6edf4fb020910171e252c333a41484f565d"
+    "646b727980878e959ca3aab1b8bfc6cdd4dbe2e9f0f7fe050c131a21282f363d444b525960676e757c838a91989fa6ad"
+    "b4bbc2c9d0d7dee5ecf3fa01080f161d242b323940474e555c636a71787f868d949ba2a9b0b7bec5ccd3dae1e8eff6fd"
+    "04"
+)
+
+XFREERDP_CONNECT_INITIAL = bytes.fromhex(
+    "030001d302f0807f658201c70401010401010101ff301a020122020102020100020101020100020101020300ffff0201"
+    "023019020101020101020101020101020100020101020204200201023020020300ffff020300fc17020300ffff020101"
+    "020100020101020300ffff02010204820161000500147c00018158000800100001c00044756361814a01c0ea000c0008"
+    "000004000301ca03aa09040000bb47000076006d00000000000000000000000000000000000000000000000000000000"
+    "0004000000000000000c0000000000000000000000000000000000000000000000000000000000000000000000000000"
+    "000000000000000000000000000000000000000000000000000000000001ca01000000000018000f00e3050000000000"
+    "000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000"
+    "000000000000000000000007000000000000000000000000000000000000000000000004c00c000d0000000000000002"
+    "c00c001b0000000000000003c03800040000007264706472000000000080c0726470736e640000000000c0636c697072"
+    "6472000000a0c0647264796e766300000080c006c00800000000000ac0080000000000"
+)
+RDESKTOP_CONNECT_INITIAL = bytes.fromhex(
+    "030001ca02f0807f658201be0401010401010101ff302002020022020200020202000002020001020200000202000102"
+    "02ffff020200023020020200010202000102020001020200010202000002020001020204200202000230200202ffff02"
+    "02fc170202ffff0202000102020000020200010202ffff020200020482014b000500147c00018142000800100001c000"
+    "44756361813401c0d800040008000004000301ca03aa09040000280a000076006d000000000000000000000000000000"
+    "000000000000000000000000000004000000000000000c00000000000000000000000000000000000000000000000000"
+    "00000000000000000000000000000000000000000000000000000000000000000000000000000000000001ca01000000"
+    "000018000b00010000000000000000000000000000000000000000000000000000000000000000000000000000000000"
+    "00000000000000000000000000000000000000000000000000000000000004c00c000d0000000000000002c00c000300"
+    "00000000000003c0440005000000636c697072647200c0a00000726470736e640000c0000000736e646462670000c000"
+    "0000726470647200000080800000647264796e766300c0000000"
+)
+RDESKTOP4_CONNECT_INITIAL = bytes.fromhex(
+    "0300018602f0807f6582017a0401010401010101ff302002020022020200020202000002020001020200000202000102"
+    "02ffff020200023020020200010202000102020001020200010202000002020001020204200202000230200202ffff02"
+    "02fc170202ffff0202000102020000020200010202ffff0202000204820107000500147c000180fe000800100001c000"
+    "4475636180f001c0d800010008000004000301ca03aa09040000280a000076006d000000000000000000000000000000"
+    "000000000000000000000000000004000000000000000c00000000000000000000000000000000000000000000000000"
+    "00000000000000000000000000000000000000000000000000000000000000000000000000000000000001ca01000000"
+    "000018000b00010000000000000000000000000000000000000000000000000000000000000000000000000000000000"
+    "00000000000000000000000000000000000000000000000000000000000004c00c000d0000000000000002c00c000300"
+    "000000000000"
+)
+XFREERDP_CLIENT_INFO_SEND_DATA = bytes.fromhex(
+    "0300014b02f08064000603eb70813c4000000000000000f3470b0000000c000000000000000000740065007300740065"
+    "0072000000000000000000020014003100320037002e0030002e0030002e0031000000400043003a005c00570069006e"
+    "0064006f00770073005c00530079007300740065006d00330032005c006d007300740073006300610078002e0064006c"
+    "006c0000000000000043006f006f007200640069006e006100740065006400200055006e006900760065007200730061"
+    "006c002000540069006d006500000000000000000000000000000000000000000000000000000000000000000043006f"
+    "006f007200640069006e006100740065006400200055006e006900760065007200730061006c002000540069006d0065"
+    "00000000000000000000000000000000000000000000000000000000000000000000000000800100000000"
+)
+
+# The PER domain PDUs of MS-RDPBCGR 4.1.5-4.1.8; xfreerdp sends and accepts exactly these bytes.
+SPEC_ERECT_DOMAIN_REQUEST = bytes.fromhex("0300000c02f0800401000100")
+RDESKTOP_ERECT_DOMAIN_REQUEST = bytes.fromhex("0300000c02f0800400010001")  # two plain words, not PER
+SPEC_ATTACH_USER_REQUEST = bytes.fromhex("0300000802f08028")
+SPEC_ATTACH_USER_CONFIRM = bytes.fromhex("0300000b02f0802e000006")
+SPEC_CHANNEL_JOIN_REQUEST = bytes.fromhex("0300000c02f08038000603eb")
+SPEC_CHANNEL_JOIN_CONFIRM = bytes.fromhex("0300000f02f0803e00000603eb03eb")
+# rdesktop's Security Exchange header: a 16-byte payload with the PER length in its 2-byte form.
+RDESKTOP_SEND_DATA_REQUEST = bytes.fromhex("0300001f02f08064000603eb70801001000000080000000000000000000000")
+
+SPEC_TARGET = DomainParameters(34, 2, 0, 1, 0, 1, 0xFFFF, 2)
+SPEC_MINIMUM = DomainParameters(1, 1, 1, 1, 0, 1, 0x420, 2)
+SPEC_MAXIMUM = DomainParameters(0xFFFF, 0xFC17, 0xFFFF, 1, 0, 1, 0xFFFF, 2)
+SPEC_NEGOTIATED = DomainParameters(34, 3, 0, 1, 0, 1, 65528, 2)
+
+
+def mutations(seeds, count, seed=1):
+    rng = random.Random(seed)
+    for _ in range(count):
+        data = bytearray(rng.choice(seeds))
+        kind = rng.randrange(5)
+        if kind == 0:
+            data = data[:rng.randrange(len(data) + 1)]
+        elif kind == 1:
+            for _ in range(rng.randint(1, 4)):
+                data[rng.randrange(len(data))] = rng.randrange(256)
+        elif kind == 2:
+            position = rng.randrange(len(data) + 1)
+            data[position:position] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 8)))
+        elif kind == 3:
+            position = rng.randrange(len(data))
+            del data[position:position + rng.randint(1, 8)]
+        else:
+            data = bytearray(rng.randbytes(rng.randrange(48)))
+        yield bytes(data)
+
+
+def test_spec_connect_initial():
+    initial = mcs.parse_connect_initial(x224.unwrap_data(SPEC_CONNECT_INITIAL))
+    assert initial.calling_domain_selector == b"\x01" and initial.called_domain_selector == b"\x01"
+    assert initial.upward_flag
+    assert (initial.target_parameters, initial.minimum_parameters, initial.maximum_parameters) == (
+        SPEC_TARGET, SPEC_MINIMUM, SPEC_MAXIMUM)
+    assert len(initial.user_data) == 0x133
+    assert initial.user_data.startswith(bytes.fromhex("000500147c0001812a"))
+    # Windows writes 65535 as 02 02 FF FF; the builder writes the canonical 02 03 00 FF FF as FreeRDP does.
+    assert mcs.parse_connect_initial(mcs.build_connect_initial(initial)) == initial
+
+
+def test_spec_connect_response_is_built_byte_exact():
+    response = mcs.parse_connect_response(x224.unwrap_data(SPEC_CONNECT_RESPONSE))
+    assert response.result == mcs.RESULT_SUCCESSFUL and response.called_connect_id == 0
+    assert response.domain_parameters == SPEC_NEGOTIATED
+    assert x224.wrap_data(mcs.build_connect_response(response)) == SPEC_CONNECT_RESPONSE
+
+
+def test_merge_domain_parameters_gives_the_windows_answer():
+    assert mcs.merge_domain_parameters(SPEC_TARGET, SPEC_MINIMUM, SPEC_MAXIMUM) == SPEC_NEGOTIATED
+    for frame in (XFREERDP_CONNECT_INITIAL, RDESKTOP_CONNECT_INITIAL):
+        initial = mcs.parse_connect_initial(x224.unwrap_data(frame))
+        merged = mcs.merge_domain_parameters(initial.target_parameters, initial.minimum_parameters,
+                                             initial.maximum_parameters)
+        assert merged == SPEC_NEGOTIATED
+
+
+def test_merge_domain_parameters_refuses_unusable_ranges():
+    with pytest.raises(ProtocolError):
+        mcs.merge_domain_parameters(DomainParameters(2, 2, 0, 1, 0, 1, 65535, 2), SPEC_MINIMUM,
+                                    DomainParameters(3, 3, 0, 1, 0, 1, 65535, 2))
+    with pytest.raises(ProtocolError):
+        mcs.merge_domain_parameters(DomainParameters(34, 2, 0, 1, 0, 1, 65535, 3),
+                                    DomainParameters(1, 1, 1, 1, 0, 1, 0x420, 3),
+                                    DomainParameters(0xFFFF, 0xFC17, 0xFFFF, 1, 0, 1, 0xFFFF, 3))
+
+
+def test_captured_connect_initials():
+    xfreerdp = mcs.parse_connect_initial(x224.unwrap_data(XFREERDP_CONNECT_INITIAL))
+    # FreeRDP encodes BER integers canonically, so its PDU rebuilds byte for byte.
+    assert x224.wrap_data(mcs.build_connect_initial(xfreerdp)) == XFREERDP_CONNECT_INITIAL
+    rdesktop = mcs.parse_connect_initial(x224.unwrap_data(RDESKTOP_CONNECT_INITIAL))
+    assert rdesktop.target_parameters == SPEC_TARGET  # written with 2-byte integers (02 02 00 22)
+    rdp4 = mcs.parse_connect_initial(x224.unwrap_data(RDESKTOP4_CONNECT_INITIAL))
+    assert rdp4.user_data.startswith(bytes.fromhex("000500147c0001"))
+
+
+def test_connect_response_short_lengths():
+    response = mcs.ConnectResponse(SPEC_NEGOTIATED, b"\x55" * 0x30)
+    data = mcs.build_connect_response(response)
+    assert data[:3] == bytes.fromhex("7f6654")  # short BER length form below 0x80
+    assert mcs.parse_connect_response(data) == response
+
+
+@pytest.mark.parametrize("frame, pdu", [
+    (SPEC_ERECT_DOMAIN_REQUEST, ErectDomainRequest(0, 0)),
+    (SPEC_ATTACH_USER_REQUEST, AttachUserRequest()),
+    (SPEC_ATTACH_USER_CONFIRM, AttachUserConfirm(mcs.RESULT_SUCCESSFUL, 1007)),
+    (SPEC_CHANNEL_JOIN_REQUEST, ChannelJoinRequest(1007, 1003)),
+    (SPEC_CHANNEL_JOIN_CONFIRM, ChannelJoinConfirm(mcs.RESULT_SUCCESSFUL, 1007, 1003, 1003)),
+    (x224.wrap_data(bytes.fromhex("2180")), DisconnectProviderUltimatum(mcs.REASON_USER_REQUESTED)),
+    (x224.wrap_data(bytes.fromhex("2080")), DisconnectProviderUltimatum(mcs.REASON_PROVIDER_INITIATED)),
+])
+def test_domain_pdus_byte_exact(frame, pdu):
+    assert mcs.parse_domain_pdu(x224.unwrap_data(frame)) == pdu
+    assert x224.wrap_data(mcs.build_domain_pdu(pdu)) == frame
+
+
+def test_rdesktop_erect_domain_request_is_accepted():
+    assert mcs.parse_domain_pdu(x224.unwrap_data(RDESKTOP_ERECT_DOMAIN_REQUEST)) == ErectDomainRequest(1, 1)
+
+
+def test_failed_confirms_omit_the_optional_fields():
+    attach = AttachUserConfirm(mcs.RESULT_TOO_MANY_USERS, None)
+    assert mcs.build_domain_pdu(attach) == bytes.fromhex("2c0d")
+    assert mcs.parse_domain_pdu(bytes.fromhex("2c0d")) == attach
+    join = ChannelJoinConfirm(mcs.RESULT_NO_SUCH_CHANNEL, 1007, 1010, None)
+    assert mcs.build_domain_pdu(join) == bytes.fromhex("3c03000603f2")
+    assert mcs.parse_domain_pdu(bytes.fromhex("3c03000603f2")) == join
+
+
+def test_send_data_request_and_indication():
+    request = mcs.parse_domain_pdu(x224.unwrap_data(RDESKTOP_SEND_DATA_REQUEST))
+    assert request == SendDataRequest(1007, 1003, bytes.fromhex("01000000080000000000000000000000"))
+    client_info = mcs.parse_domain_pdu(x224.unwrap_data(XFREERDP_CLIENT_INFO_SEND_DATA))
+    assert isinstance(client_info, SendDataRequest)
+    assert (client_info.initiator, client_info.channel_id, len(client_info.data)) == (1007, 1003, 0x13C)
+    assert x224.wrap_data(mcs.build_domain_pdu(client_info)) == XFREERDP_CLIENT_INFO_SEND_DATA
+    indication = SendDataIndication(1002, 1003, b"\x07" * 0x1234)
+    data = mcs.build_domain_pdu(indication)
+    assert data[:8] == bytes.fromhex("680001 03eb 70 9234".replace(" ", ""))
+    assert mcs.parse_domain_pdu(data) == indication
+    short = mcs.build_domain_pdu(SendDataIndication(1002, 1004, b"ab", mcs.PRIORITY_LOW, mcs.SEGMENTATION_BEGIN))
+    assert short == bytes.fromhex("68000103ece0026162")
+
+
+def test_domain_pdu_build_rejects_out_of_range_values():
+    with pytest.raises(ValueError):
+        mcs.build_domain_pdu(ChannelJoinRequest(1000, 1003))
+    with pytest.raises(ValueError):
+        mcs.build_domain_pdu(SendDataIndication(1002, 1003, bytes(0x4000)))
+
+
+@pytest.mark.parametrize("data", [
+    b"", bytes.fromhex("2e00"), bytes.fromhex("3800"), bytes.fromhex("64000603eb7005aa"),
+    bytes.fromhex("64000603eb70c001aa"),  # PER fragmentation
+    bytes.fromhex("2800"),  # trailing byte
+    bytes.fromhex("38ffff03eb"),  # user id above 65535
+    bytes.fromhex("0c00"),  # a choice RDP never uses
+])
+def test_malformed_domain_pdus(data):
+    with pytest.raises(ProtocolError):
+        mcs.parse_domain_pdu(data)
+
+
+@pytest.mark.parametrize("data", [
+    bytes.fromhex("7f65"), bytes.fromhex("7f6580"), bytes.fromhex("7f658501000000000000"),
+    bytes.fromhex("7f6605040101"), bytes.fromhex("7f6603020100"), bytes.fromhex("3003020100"),
+])
+def test_malformed_connect_pdus(data):
+    for parser in (mcs.parse_connect_initial, mcs.parse_connect_response):
+        with pytest.raises(ProtocolError):
+            parser(data)
+
+
+def test_mcs_fuzz_raises_only_protocol_error():
+    seeds = [x224.unwrap_data(frame) for frame in (
+        SPEC_CONNECT_INITIAL, SPEC_CONNECT_RESPONSE, XFREERDP_CONNECT_INITIAL, RDESKTOP_CONNECT_INITIAL,
+        SPEC_ERECT_DOMAIN_REQUEST, RDESKTOP_ERECT_DOMAIN_REQUEST, SPEC_ATTACH_USER_CONFIRM,
+        SPEC_CHANNEL_JOIN_CONFIRM, RDESKTOP_SEND_DATA_REQUEST, XFREERDP_CLIENT_INFO_SEND_DATA)]
+    seeds.append(bytes.fromhex("2180"))
+    for data in mutations(seeds, 20000):
+        for parser in (mcs.parse_connect_initial, mcs.parse_connect_response, mcs.parse_domain_pdu):
+            try:
+                parser(data)
+            except ProtocolError:
+                pass
