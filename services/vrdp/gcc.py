@@ -1,12 +1,11 @@
 """T.124 GCC Conference Create Request/Response and the RDP client/server data blocks they carry.
 
-The request is parsed tolerantly (blocks in any order, CS_CORE truncated); the response is written
-byte for byte as Windows does, because rdesktop skips its 21-byte header blindly."""
+Requests parse tolerantly (any block order, truncated CS_CORE); responses use Windows' exact 21-byte header."""
 
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from services.vrdp.mcs import IO_CHANNEL_ID, per_length
 from services.vrdp.tpkt import ProtocolError
