@@ -83,3 +83,14 @@ class Input:
 
     KEY = 1
     MOUSE = 2
+
+
+DISPLAY_VERSION = 1
+
+
+class Display:
+    """display channel, vcpu process -> vrdp, published (PUB/SUB):
+    [DISPLAY_VERSION, sequence, width, height, bpp, mode_changed, [[x, y, w, h], ...]].
+
+    The pixels stay in the VM's "surface" shared-memory region (services.devices.display.surface:
+    read_header/frame_view); a message only says what changed since the previous one."""

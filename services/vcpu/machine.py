@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from dataclasses import dataclass, field
 
 from services.devices.display.lfb import LinearFramebuffer
@@ -89,6 +90,7 @@ class Machine:
         self.ram = ram
         self.device_bus = device_bus
         self.vga = self.surface = None
+        self.display_lock = threading.Lock()     # one renderer at a time: publisher or screenshot
         self._regions: list = []
         try:
             self.memory = GuestMemory(ram, image)
@@ -152,8 +154,15 @@ class Machine:
     def screenshot_png(self, dest) -> None:
         if self.surface is None:
             raise EngineError("this VM has no display")
-        self.surface.refresh()
-        self.surface.screenshot_png(dest)
+        from PIL import Image
+        with self.display_lock:
+            # Rendered apart from the surface: a screenshot must not swallow the damage the
+            # display channel has yet to publish.
+            frame = self.surface.renderer.render()
+        height, width = frame.shape[:2]
+        if not width or not height:
+            raise EngineError("the guest has not set a display mode yet")
+        Image.frombuffer("RGB", (width, height), frame.tobytes(), "raw", "BGRX", 0, 1).save(dest, format="PNG")
 
     def screen_text(self) -> list[str] | None:
         """The console's characters in a text mode (None in graphics modes or without a display)."""

@@ -14,6 +14,7 @@ import threading
 import zmq
 
 from services.ipc.io import InputReceiver, IrqReceiver, RemoteBus
+from services.vcpu.display import DisplayPublisher
 from services.ipc.messages import CONTROL_VERSION, Control, pack, unpack
 from services.ipc.naming import endpoint, restrict_socket
 from services.vcpu.engine import EngineError, StopReason
@@ -204,6 +205,8 @@ def main(argv=None) -> int:
     irq = IrqReceiver(endpoint(args.vm_id, "irq"), machine.engine.set_irq,
                       on_dma=machine.engine.note_dma) if args.devices else None
     keyboard = machine.bus.device("i8042")
+    display = DisplayPublisher(machine.surface, endpoint(args.vm_id, "display"),
+                               machine.display_lock) if machine.surface is not None else None
     inputs = InputReceiver(endpoint(args.vm_id, "input"),
                            key=lambda code, ext, pressed: keyboard.keyboard.key(code, ext, pressed),
                            mouse=machine.mouse)
@@ -212,6 +215,8 @@ def main(argv=None) -> int:
     finally:
         service.close()
         inputs.close()
+        if display:
+            display.close()
         if irq:
             irq.close()
         if device_bus:
