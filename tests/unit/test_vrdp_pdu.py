@@ -10,9 +10,20 @@ import struct
 
 import pytest
 
-from services.vrdp.pdu import activation, capabilities, info, share
+from services.vrdp.codecs import rle
+from services.vrdp.pdu import activation, capabilities, info, output, share
+from services.vrdp.pdu import input as rdp_input
 from services.vrdp.pdu.activation import Control, FontList, Rect, Synchronize
-from services.vrdp.tpkt import ProtocolError
+from services.vrdp.pdu.input import (
+    ExtendedMouseEvent,
+    KeyboardEvent,
+    MouseEvent,
+    QoeTimestamp,
+    RelativeMouseEvent,
+    SyncEvent,
+    UnicodeKeyEvent,
+)
+from services.vrdp.tpkt import ProtocolError, parse_fastpath_header
 
 # 4.1.10 Client Info PDU, TS_INFO_PACKET after the security header (user "eltons", domain "NTDEV").
 SPEC_CLIENT_INFO = bytes.fromhex(
@@ -383,3 +394,154 @@ def test_fuzz_connection_pdus_raise_only_protocol_error():
     fuzz(capabilities.parse_demand_active, [SPEC_DEMAND_ACTIVE])
     fuzz(lambda d: [activation.parse_client_data(share.parse_share_data(p)) for p in share.split_share_control(d)
                     if not p.flow], finalization)
+
+
+# --- input -----------------------------------------------------------------------------------------
+
+ALL_EVENTS = [KeyboardEvent(0x1D, extended=True), KeyboardEvent(0x1D, release=True, extended=True),
+              KeyboardEvent(0x1D, extended1=True), UnicodeKeyEvent(0x20AC), UnicodeKeyEvent(0x20AC, release=True),
+              MouseEvent(rdp_input.PTR_FLAGS_MOVE, 100, 200),
+              MouseEvent(rdp_input.PTR_FLAGS_DOWN | rdp_input.PTR_FLAGS_BUTTON1, 100, 200),
+              MouseEvent(rdp_input.PTR_FLAGS_BUTTON2, 1, 2),
+              MouseEvent(rdp_input.PTR_FLAGS_WHEEL | 0x78, 0, 0),
+              MouseEvent(rdp_input.PTR_FLAGS_WHEEL | rdp_input.PTR_FLAGS_WHEEL_NEGATIVE | 0x88, 0, 0),
+              ExtendedMouseEvent(rdp_input.PTR_XFLAGS_DOWN | rdp_input.PTR_XFLAGS_BUTTON2, 3, 4),
+              SyncEvent(rdp_input.TS_SYNC_NUM_LOCK | rdp_input.TS_SYNC_CAPS_LOCK), RelativeMouseEvent(0, -5, 7)]
+
+
+def test_slow_path_input_round_trip_and_layout():
+    payload = rdp_input.build_input_pdu(ALL_EVENTS)
+    assert len(payload) == 4 + 12 * len(ALL_EVENTS)
+    assert rdp_input.parse_input_pdu(payload) == ALL_EVENTS
+    # One scancode event laid out by hand from TS_KEYBOARD_EVENT: Right Ctrl (E0 1D) down.
+    key = struct.pack("<HHIHHHH", 1, 0, 0, 0x0004, 0x4100, 0x1D, 0)
+    assert rdp_input.parse_input_pdu(key) == [KeyboardEvent(0x1D, extended=True)]
+
+
+def test_mouse_event_meaning():
+    events = {e: e for e in ALL_EVENTS if isinstance(e, MouseEvent)}
+    down, right, up_wheel, down_wheel = list(events)[1:5]
+    assert (down.button, down.pressed, right.button, right.pressed) == (1, True, 2, False)
+    assert (up_wheel.wheel, down_wheel.wheel, down_wheel.button, down_wheel.hwheel) == (120, -120, None, 0)
+    assert MouseEvent(rdp_input.PTR_FLAGS_HWHEEL | 0x78, 0, 0).hwheel == 120
+    assert ALL_EVENTS[5].moved and ALL_EVENTS[10].button == 5 and ALL_EVENTS[10].pressed
+    assert ExtendedMouseEvent(rdp_input.PTR_XFLAGS_BUTTON1, 0, 0).button == 4
+
+
+def test_fast_path_input_round_trip():
+    frame = rdp_input.build_fastpath_input(ALL_EVENTS + [QoeTimestamp(123456)])
+    assert parse_fastpath_header(frame).num_events == 14
+    assert rdp_input.parse_fastpath_input(frame) == ALL_EVENTS + [QoeTimestamp(123456)]
+    many = [KeyboardEvent(n) for n in range(20)]
+    frame = rdp_input.build_fastpath_input(many)
+    assert parse_fastpath_header(frame).num_events == 0 and rdp_input.parse_fastpath_input(frame) == many
+
+
+def test_fast_path_input_bytes():
+    # FreeRDP's fast-path scancode event: header = flags | code << 5; Right Ctrl release = 0x03 0x1D.
+    assert rdp_input.parse_fastpath_events(bytes([0x03, 0x1D]), 1) == [KeyboardEvent(0x1D, True, True)]
+    # Mouse move to (0x0102, 0x0304): eventCode 1 << 5, pointerFlags 0x0800.
+    assert rdp_input.parse_fastpath_events(bytes.fromhex("20000802010403"), 1) == [MouseEvent(0x800, 0x102, 0x304)]
+    # Sync with NumLock | CapsLock in the eventFlags, then Unicode 'A' release.
+    assert rdp_input.parse_fastpath_events(bytes.fromhex("66814100"), 2) == [SyncEvent(6), UnicodeKeyEvent(0x41, True)]
+
+
+@pytest.mark.parametrize("body, count", [(b"", 1), (b"\x20\x00", 1), (b"\xe0", 1), (bytes([0x03, 0x1D, 0]), 1),
+                                          (b"", 0)])
+def test_malformed_fast_path_input(body, count):
+    with pytest.raises(ProtocolError):
+        rdp_input.parse_fastpath_events(body, count)
+
+
+def test_malformed_slow_path_input():
+    with pytest.raises(ProtocolError):
+        rdp_input.parse_input_pdu(struct.pack("<HHIHHHH", 1, 0, 0, 0x7777, 0, 0, 0))
+    with pytest.raises(ProtocolError):
+        rdp_input.parse_input_pdu(rdp_input.build_input_pdu(ALL_EVENTS)[:-1])
+    with pytest.raises(ProtocolError):
+        rdp_input.parse_fastpath_input(bytes([0x80 | 1 << 2, 4, 0x03, 0x1D]))
+
+
+def test_fuzz_input_raises_only_protocol_error():
+    fuzz(rdp_input.parse_input_pdu, [rdp_input.build_input_pdu(ALL_EVENTS)])
+    fuzz(rdp_input.parse_fastpath_input, [rdp_input.build_fastpath_input(ALL_EVENTS + [QoeTimestamp(1)]),
+                                          rdp_input.build_fastpath_input([KeyboardEvent(n) for n in range(20)])])
+
+
+# --- output ----------------------------------------------------------------------------------------
+
+def test_bitmap_update_layout_and_codec_flags():
+    np = pytest.importorskip("numpy")
+    tile = np.zeros((4, 8, 4), np.uint8)
+    tile[1:3, 2:6] = (255, 0, 0, 0)
+    raw = output.BitmapRect(0, 0, 7, 3, 8, 4, 16, 0, bytes(64))
+    compressed = rle.compress(tile, 16, header=False)
+    packed = output.BitmapRect(8, 0, 15, 3, 8, 4, 16, rle.bitmap_flags(False), compressed)
+    data = output.bitmap_update_data([raw, packed])
+    assert data[:4] == struct.pack("<HH", 1, 2)
+    assert data[4:22] == struct.pack("<9H", 0, 0, 7, 3, 8, 4, 16, 0, 64)
+    assert output.parse_bitmap_update_data(data) == [raw, packed]
+    assert packed.flags == output.BITMAP_COMPRESSION | output.NO_BITMAP_COMPRESSION_HDR
+    frames = output.build_fastpath_updates(output.FASTPATH_UPDATETYPE_BITMAP, data, None)
+    assert len(frames) == 1
+    header = parse_fastpath_header(frames[0])
+    assert (header.action, header.flags, header.length) == (0, 0, len(frames[0]))
+    (update,) = output.parse_fastpath_updates(frames[0][header.header_size:])
+    assert (update.code, update.fragmentation, update.data) == (1, output.FASTPATH_FRAGMENT_SINGLE, data)
+
+
+def test_fragmentation_of_large_updates():
+    data = bytes(range(256)) * 200  # 51200 bytes: four PDUs
+    frames = output.build_fastpath_updates(output.FASTPATH_UPDATETYPE_BITMAP, data, 0x3FFFFF)
+    assert all(len(frame) <= output.FASTPATH_MAX_PDU for frame in frames)
+    updates = [output.parse_fastpath_updates(f[parse_fastpath_header(f).header_size:])[0] for f in frames]
+    assert [u.fragmentation for u in updates] == [output.FASTPATH_FRAGMENT_FIRST, output.FASTPATH_FRAGMENT_NEXT,
+                                                  output.FASTPATH_FRAGMENT_NEXT, output.FASTPATH_FRAGMENT_LAST]
+    assert b"".join(u.data for u in updates) == data and {u.code for u in updates} == {1}
+    encrypted = output.fastpath_update_bodies(1, data, 0x3FFFFF, encrypted=True)
+    assert all(len(body) + 3 + 8 <= output.FASTPATH_MAX_PDU for body in encrypted)
+    with pytest.raises(ValueError):
+        output.build_fastpath_updates(1, data, None)      # no MultifragmentUpdate capability
+    with pytest.raises(ValueError):
+        output.build_fastpath_updates(1, data, 0xFFFF // 2)  # more than the client reassembles
+
+
+def test_pointer_updates():
+    width, height = 3, 2
+    pixels = bytes([10, 20, 30, 255, 0, 0, 0, 0, 1, 2, 3, 128,   # top row: opaque, transparent, half
+                    40, 50, 60, 255, 70, 80, 90, 255, 0, 0, 0, 0])
+    shape = output.pointer_from_bgra(pixels, width, height, 1, 5, cache_index=2)
+    assert shape.hot_y == 1 and shape.xor_bpp == 32
+    assert shape.xor_mask[:12] == pixels[12:20] + bytes(4)  # bottom-up, transparent pixel zeroed
+    assert shape.and_mask == bytes([0x20, 0, 0x40, 0])       # 1 bpp rows padded to 2 bytes
+    data = output.new_pointer_data(shape)
+    assert struct.unpack_from("<8H", data) == (32, 2, 1, 1, 3, 2, 4, 24)
+    assert data[16:] == shape.xor_mask + shape.and_mask
+    large = output.large_pointer_data(shape)
+    assert struct.unpack_from("<6HII", large) == (32, 2, 1, 1, 3, 2, 4, 24)
+    big = output.pointer_from_bgra(bytes(128 * 128 * 4), 128, 128, 0, 0)
+    with pytest.raises(ValueError):
+        output.new_pointer_data(big)
+    assert output.cached_pointer_data(2) == b"\x02\x00"
+    assert output.pointer_position_data(5, 6) == struct.pack("<HH", 5, 6)
+    hidden = share.parse_data_pdu(output.build_system_pointer_pdu(True))
+    assert hidden.pdu_type2 == share.PDUTYPE2_POINTER and hidden.payload == struct.pack("<HHI", 1, 0, 0)
+    default = share.parse_data_pdu(output.build_system_pointer_pdu(False))
+    assert default.payload == struct.pack("<HHI", 1, 0, 0x7F00)
+    (null,) = output.build_fastpath_updates(output.FASTPATH_UPDATETYPE_PTR_NULL, b"", None)
+    assert null == bytes([0, 0x80, 6, 0x05, 0, 0])
+
+
+def test_slow_path_updates():
+    rect = output.BitmapRect(0, 0, 3, 0, 4, 1, 32, 0, bytes(16))
+    pdu = share.parse_data_pdu(output.build_update_pdu(output.bitmap_update_data([rect])))
+    assert pdu.pdu_type2 == share.PDUTYPE2_UPDATE and output.parse_bitmap_update_data(pdu.payload) == [rect]
+    sync = share.parse_data_pdu(output.build_update_synchronize())
+    assert sync.payload == struct.pack("<HH", output.UPDATETYPE_SYNCHRONIZE, 0)
+
+
+def test_fuzz_output_parsers_raise_only_protocol_error():
+    rect = output.BitmapRect(0, 0, 3, 0, 4, 1, 32, 0, bytes(16))
+    data = output.bitmap_update_data([rect, rect])
+    fuzz(output.parse_bitmap_update_data, [data])
+    fuzz(output.parse_fastpath_updates, [output.fastpath_update(1, data), output.fastpath_update(5, b"")])

@@ -7,7 +7,13 @@ import struct
 from dataclasses import dataclass
 
 from services.vrdp.pdu import share
-from services.vrdp.pdu.share import DEFAULT_SHARE_ID, STREAM_LOW, STREAM_MED, ShareDataPdu, build_share_data
+from services.vrdp.pdu.share import (
+    DEFAULT_SHARE_ID,
+    STREAM_LOW,
+    STREAM_MED,
+    ShareDataPdu,
+    build_share_data,
+)
 from services.vrdp.pdu.wire import Reader
 from services.vrdp.tpkt import ProtocolError
 

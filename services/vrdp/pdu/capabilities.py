@@ -7,8 +7,13 @@ import struct
 import uuid
 from dataclasses import dataclass, field
 
-from services.vrdp.pdu.share import (DEFAULT_SHARE_ID, PDUTYPE_CONFIRMACTIVEPDU, PDUTYPE_DEMANDACTIVEPDU,
-                                     build_share_control, parse_share_control)
+from services.vrdp.pdu.share import (
+    DEFAULT_SHARE_ID,
+    PDUTYPE_CONFIRMACTIVEPDU,
+    PDUTYPE_DEMANDACTIVEPDU,
+    build_share_control,
+    parse_share_control,
+)
 from services.vrdp.pdu.wire import Reader
 from services.vrdp.tpkt import ProtocolError
 
