@@ -545,3 +545,12 @@ def test_fuzz_output_parsers_raise_only_protocol_error():
     data = output.bitmap_update_data([rect, rect])
     fuzz(output.parse_bitmap_update_data, [data])
     fuzz(output.parse_fastpath_updates, [output.fastpath_update(1, data), output.fastpath_update(5, b"")])
+
+
+def test_palette_and_synchronize_fast_path_updates():
+    from services.vrdp.codecs import convert
+    (palette,) = output.build_fastpath_updates(output.FASTPATH_UPDATETYPE_PALETTE, convert.palette_update_data(), None)
+    (update,) = output.parse_fastpath_updates(palette[3:])
+    assert update.code == output.FASTPATH_UPDATETYPE_PALETTE and len(update.data) == 8 + 256 * 3
+    assert output.build_fastpath_updates(output.FASTPATH_UPDATETYPE_SYNCHRONIZE, b"", None) == [
+        bytes([0, 0x80, 6, 0x03, 0, 0])]
