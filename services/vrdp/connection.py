@@ -1,0 +1,510 @@
+"""The server side of one RDP connection as a sans-I/O state machine (after h11 and IronRDP's acceptor):
+socket bytes go into receive(), typed events come out, data_to_send() holds the bytes for the socket."""
+
+from __future__ import annotations
+
+import enum
+import logging
+import ssl
+import struct
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from services.vrdp import gcc, mcs, x224
+from services.vrdp.codecs import convert, planar, rle
+from services.vrdp.pdu import activation, capabilities, info, output, share
+from services.vrdp.pdu import input as rdp_input
+from services.vrdp.tls import TlsSession
+from services.vrdp.tpkt import (
+    FrameKind,
+    FrameReader,
+    ProtocolError,
+    build_tpkt,
+    parse_tpkt,
+)
+
+log = logging.getLogger("headbox.vrdp.connection")
+
+# Basic security header flags (MS-RDPBCGR 2.2.8.1.1.2.1) that matter once TLS protects the stream.
+SEC_INFO_PKT = 0x0040
+
+SERVER_USER_ID = 1002     # the initiator Windows puts on every Send Data Indication
+TILE = 64
+SUPPORTED_BPP = (16, 24, 32)
+# Send Data Indication payloads stay within PER's 2-byte length form (FreeRDP decodes up to 0x7FFF).
+SLOW_PATH_MAX_PAYLOAD = mcs.PER_MAX_LENGTH
+# The largest bitmap update we assemble even when a client reassembles more: rdesktop stops at 65535.
+MAX_UPDATE_SIZE = 0xFFFF
+MIN_DESKTOP, MAX_DESKTOP = 200, 8192
+
+
+class State(enum.Enum):
+    CONNECTION_REQUEST = "X.224 connection request"
+    TLS_HANDSHAKE = "TLS handshake"
+    CONNECT_INITIAL = "MCS connect initial"
+    ERECT_DOMAIN = "MCS erect domain"
+    ATTACH_USER = "MCS attach user"
+    CHANNEL_JOIN = "MCS channel join"
+    CLIENT_INFO = "client info"
+    CONFIRM_ACTIVE = "confirm active"
+    FINALIZATION = "finalization"
+    ACTIVE = "active"
+    CLOSED = "closed"
+
+
+# --- events for the owner ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Refused:
+    """The X.224 negotiation failed; send data_to_send() and close the socket."""
+    requested_protocols: int
+    code: int
+
+
+@dataclass(frozen=True)
+class ClientInfoReceived:
+    """Credentials for the authentication step (the owner decides; nothing is checked here)."""
+    user_name: str
+    password: str
+    domain: str
+    client_name: str
+
+
+@dataclass(frozen=True)
+class Activated:
+    """The client is ready for graphics at this size and depth: send it the whole screen."""
+    width: int
+    height: int
+    bpp: int
+
+
+@dataclass(frozen=True)
+class RefreshRequested:
+    rects: tuple[tuple[int, int, int, int], ...]  # (x, y, width, height)
+
+
+@dataclass(frozen=True)
+class OutputSuppressed:
+    suppressed: bool
+
+
+@dataclass(frozen=True)
+class Disconnected:
+    """The client said goodbye (MCS Disconnect Provider Ultimatum, X.224 disconnect or Shutdown)."""
+    reason: str
+
+
+# Input events are the dataclasses of services.vrdp.pdu.input (KeyboardEvent, MouseEvent, ...).
+Event = object
+
+
+@dataclass
+class ConnectionConfig:
+    tls_context: ssl.SSLContext
+    # The size of the screen the server shows, or None to take the client's requested size.
+    desktop_size: Callable[[], tuple[int, int] | None] | None = None
+    share_id: int = share.DEFAULT_SHARE_ID
+    max_bpp: int = 32
+
+
+@dataclass
+class _Client:
+    requested_protocols: int = 0
+    core: gcc.ClientCoreData | None = None
+    channels: tuple[gcc.ChannelDef, ...] = ()
+    info: info.ClientInfo | None = None
+    caps: capabilities.ClientCapabilities | None = None
+    joined: set[int] = field(default_factory=set)
+
+
+class Connection:
+    """One client. Everything it cannot decode raises ProtocolError; the owner then closes only this
+    connection. Not thread-safe: one owner thread calls receive() and the send_* methods."""
+
+    def __init__(self, config: ConnectionConfig):
+        self.config = config
+        self.state = State.CONNECTION_REQUEST
+        self.client = _Client()
+        self.user_id = 0
+        self.width = self.height = 0
+        self.bpp = 0
+        self._reader = FrameReader()
+        self._tls: TlsSession | None = None
+        self._out = bytearray()
+        self._events: list[Event] = []
+
+    # --- byte plumbing ------------------------------------------------------------------------------
+
+    def data_to_send(self) -> bytes:
+        data = bytes(self._out)
+        self._out.clear()
+        return data
+
+    @property
+    def active(self) -> bool:
+        return self.state is State.ACTIVE
+
+    @property
+    def closed(self) -> bool:
+        return self.state is State.CLOSED
+
+    def _send(self, data: bytes) -> None:
+        if self._tls is None:
+            self._out += data
+        else:
+            self._tls.write(data)
+            self._out += self._tls.bytes_to_send()
+
+    def _send_mcs(self, payload: bytes, channel_id: int = mcs.IO_CHANNEL_ID) -> None:
+        self._send(x224.wrap_data(mcs.build_domain_pdu(
+            mcs.SendDataIndication(SERVER_USER_ID, channel_id, payload))))
+
+    def receive(self, data: bytes) -> list[Event]:
+        """Feed bytes read from the socket; returns what happened. b"" means the peer closed."""
+        if self.state is State.CLOSED:
+            raise ProtocolError("connection is closed")
+        if not data:
+            self.state = State.CLOSED
+            return [Disconnected("connection closed by the client")]
+        try:
+            if self._tls is None:
+                self._reader.feed(data)
+            else:
+                self._tls.receive(data)
+                self._out += self._tls.bytes_to_send()
+                if self._tls.handshake_complete:
+                    if self.state is State.TLS_HANDSHAKE:
+                        self.state = State.CONNECT_INITIAL
+                    self._reader.feed(self._tls.read())
+                    if self._tls.closed:
+                        self._events.append(Disconnected("TLS closed by the client"))
+                        self.state = State.CLOSED
+            while self.state is not State.CLOSED and (frame := self._reader.next_frame()) is not None:
+                self._frame(frame.kind, frame.data)
+        except ProtocolError:
+            self.state = State.CLOSED
+            raise
+        except (ValueError, struct.error, IndexError, KeyError, UnicodeError, OverflowError) as exc:
+            # A builder refusing what a hostile client made us compute is still the client's fault.
+            self.state = State.CLOSED
+            raise ProtocolError(f"{type(exc).__name__}: {exc}") from None
+        events, self._events = self._events, []
+        return events
+
+    # --- the connection sequence --------------------------------------------------------------------
+
+    def _frame(self, kind: FrameKind, frame: bytes) -> None:
+        if kind is FrameKind.FASTPATH:
+            if self.state not in (State.FINALIZATION, State.ACTIVE, State.CONFIRM_ACTIVE):
+                raise ProtocolError("fast-path input before activation")
+            self._events.extend(rdp_input.parse_fastpath_input(frame))
+            return
+        if self.state is State.CONNECTION_REQUEST:
+            self._connection_request(frame)
+            return
+        tpdu = bytes(frame[4:])
+        code = x224.tpdu_code(tpdu)
+        if code == x224.TPDU_DISCONNECT_REQUEST:
+            self._events.append(Disconnected("X.224 disconnect request"))
+            self.state = State.CLOSED
+            return
+        payload = x224.unwrap_data(frame)
+        if self.state is State.CONNECT_INITIAL:
+            self._connect_initial(payload)
+            return
+        pdu = mcs.parse_domain_pdu(payload)
+        if isinstance(pdu, mcs.DisconnectProviderUltimatum):
+            self._events.append(Disconnected(f"MCS disconnect, reason {pdu.reason}"))
+            self.state = State.CLOSED
+        elif isinstance(pdu, mcs.ErectDomainRequest) and self.state is State.ERECT_DOMAIN:
+            self.state = State.ATTACH_USER
+        elif isinstance(pdu, mcs.AttachUserRequest) and self.state in (State.ERECT_DOMAIN, State.ATTACH_USER):
+            self._send(x224.wrap_data(mcs.build_domain_pdu(
+                mcs.AttachUserConfirm(mcs.RESULT_SUCCESSFUL, self.user_id))))
+            self.state = State.CHANNEL_JOIN
+        elif isinstance(pdu, mcs.ChannelJoinRequest) and self.state is State.CHANNEL_JOIN:
+            self._channel_join(pdu)
+        elif isinstance(pdu, mcs.SendDataRequest) and self.state in (
+                State.CHANNEL_JOIN, State.CLIENT_INFO, State.CONFIRM_ACTIVE, State.FINALIZATION, State.ACTIVE):
+            self._send_data(pdu)
+        else:
+            raise ProtocolError(f"unexpected {type(pdu).__name__} in state {self.state.value}")
+
+    def _connection_request(self, frame: bytes) -> None:
+        request = x224.parse_connection_request(parse_tpkt(frame))
+        requested = request.requested_protocols
+        self.client.requested_protocols = requested
+        if request.negotiation is None or not requested & x224.PROTOCOL_SSL:
+            # Standard RDP Security is not served yet; a client offering only it is told TLS is needed.
+            code = x224.SSL_REQUIRED_BY_SERVER
+            self._send(build_tpkt(x224.build_connection_confirm(
+                x224.ConnectionConfirm(x224.NegotiationFailure(code)))))
+            self._events.append(Refused(requested, code))
+            self.state = State.CLOSED
+            return
+        self._send(build_tpkt(x224.build_connection_confirm(x224.ConnectionConfirm(
+            x224.NegotiationResponse(x224.PROTOCOL_SSL, x224.EXTENDED_CLIENT_DATA_SUPPORTED)))))
+        self._tls = TlsSession(self.config.tls_context, server_side=True)
+        self.state = State.TLS_HANDSHAKE
+        early = self._reader.take_buffered()
+        if early:  # a ClientHello that arrived with the request
+            self._tls.receive(early)
+            self._out += self._tls.bytes_to_send()
+
+    def _connect_initial(self, payload: bytes) -> None:
+        initial = mcs.parse_connect_initial(payload)
+        parameters = mcs.merge_domain_parameters(initial.target_parameters, initial.minimum_parameters,
+                                                 initial.maximum_parameters)
+        client = gcc.parse_conference_create_request(initial.user_data)
+        channels = client.channels
+        if len(channels) > gcc.MAX_STATIC_CHANNELS:
+            raise ProtocolError(f"{len(channels)} static channels, at most {gcc.MAX_STATIC_CHANNELS}")
+        self.client.core, self.client.channels = client.core, channels
+        # The user channel must not collide with 1003 or the static channels 1004..1004+N-1.
+        self.user_id = mcs.IO_CHANNEL_ID + 1 + len(channels)
+        server = gcc.ServerData(
+            gcc.ServerCoreData(client_requested_protocols=self.client.requested_protocols),
+            gcc.ServerNetworkData.for_channels(channels),
+            gcc.ServerSecurityData())
+        self._send(x224.wrap_data(mcs.build_connect_response(
+            mcs.ConnectResponse(parameters, gcc.build_conference_create_response(server)))))
+        self.state = State.ERECT_DOMAIN
+
+    def _channel_ids(self) -> set[int]:
+        return ({self.user_id, mcs.IO_CHANNEL_ID}
+                | {mcs.IO_CHANNEL_ID + 1 + index for index in range(len(self.client.channels))})
+
+    def _channel_join(self, pdu: mcs.ChannelJoinRequest) -> None:
+        if pdu.initiator != self.user_id:
+            raise ProtocolError(f"channel join from user {pdu.initiator}, not {self.user_id}")
+        if pdu.channel_id in self._channel_ids():
+            self.client.joined.add(pdu.channel_id)
+            confirm = mcs.ChannelJoinConfirm(mcs.RESULT_SUCCESSFUL, self.user_id, pdu.channel_id, pdu.channel_id)
+        else:
+            confirm = mcs.ChannelJoinConfirm(mcs.RESULT_NO_SUCH_CHANNEL, self.user_id, pdu.channel_id, None)
+        self._send(x224.wrap_data(mcs.build_domain_pdu(confirm)))
+        if self.client.joined >= self._channel_ids():
+            self.state = State.CLIENT_INFO
+
+    def _send_data(self, pdu: mcs.SendDataRequest) -> None:
+        if pdu.channel_id != mcs.IO_CHANNEL_ID:
+            if pdu.channel_id not in self._channel_ids():
+                raise ProtocolError(f"data on unknown channel {pdu.channel_id}")
+            return  # static virtual channels are not served yet: their data is dropped
+        if self.state is State.CHANNEL_JOIN:
+            # aardwolf never joins the user channel; its Client Info ends the join phase all the same.
+            self.state = State.CLIENT_INFO
+        if self.state is State.CLIENT_INFO:
+            self._client_info(pdu.data)
+            return
+        for control in share.split_share_control(pdu.data):
+            if control.flow:
+                continue
+            if control.pdu_type == share.PDUTYPE_CONFIRMACTIVEPDU:
+                self._confirm_active(control)
+            elif control.pdu_type == share.PDUTYPE_DATAPDU:
+                if self.state is State.CONFIRM_ACTIVE:
+                    # Input racing a reactivation is harmless; anything else is out of order.
+                    data_pdu = share.parse_share_data(control)
+                    if data_pdu.pdu_type2 != share.PDUTYPE2_INPUT:
+                        raise ProtocolError(f"Data PDU 0x{data_pdu.pdu_type2:02X} before Confirm Active")
+                    continue
+                self._data_pdu(share.parse_share_data(control))
+            else:
+                raise ProtocolError(f"share control PDU type {control.pdu_type} from a client")
+
+    def _client_info(self, data: bytes) -> None:
+        if len(data) < 4:
+            raise ProtocolError("Client Info PDU without its security header")
+        flags = struct.unpack_from("<H", data)[0]
+        if not flags & SEC_INFO_PKT:
+            raise ProtocolError(f"expected the Client Info PDU, got security flags 0x{flags:04X}")
+        core = self.client.core
+        rdp5 = core is not None and core.version >= gcc.RDP_VERSION_5_PLUS
+        client_info = info.parse_client_info(data[4:], rdp5)
+        self.client.info = client_info
+        self._events.append(ClientInfoReceived(client_info.user_name, client_info.password,
+                                               client_info.domain, core.client_name if core else ""))
+        self._send_mcs(info.build_license_valid_client())
+        self._demand_active()
+
+    def _choose_geometry(self) -> None:
+        core = self.client.core
+        size = self.config.desktop_size() if self.config.desktop_size else None
+        if size is None:
+            size = (core.desktop_width, core.desktop_height)
+        self.width = max(MIN_DESKTOP, min(MAX_DESKTOP, size[0]))
+        self.height = max(MIN_DESKTOP, min(MAX_DESKTOP, size[1]))
+        requested = core.requested_bpp
+        if requested not in SUPPORTED_BPP:
+            requested = 16 if requested < 16 else 32
+        self.bpp = min(requested, self.config.max_bpp)
+
+    def _demand_active(self) -> None:
+        if not self.bpp:
+            self._choose_geometry()
+        sets = capabilities.server_capabilities(self.bpp, self.width, self.height,
+                                                multifragment_max=MAX_UPDATE_SIZE)
+        self._send_mcs(capabilities.build_demand_active(sets, self.config.share_id,
+                                                       session_id=0))
+        self.state = State.CONFIRM_ACTIVE
+
+    def _confirm_active(self, control: share.ShareControlPdu) -> None:
+        if self.state is not State.CONFIRM_ACTIVE:
+            raise ProtocolError(f"Confirm Active in state {self.state.value}")
+        confirm = capabilities.parse_confirm_active(share.build_share_control(
+            control.pdu_type, control.pdu_source, control.body))
+        if confirm.share_id != self.config.share_id:
+            raise ProtocolError(f"Confirm Active for share 0x{confirm.share_id:X}")
+        caps = capabilities.client_capabilities(confirm.capability_sets)
+        self.client.caps = caps
+        if caps.bpp in SUPPORTED_BPP and caps.bpp <= self.config.max_bpp:
+            self.bpp = caps.bpp
+        # Fast-path input may follow at once (FreeRDP sends its input sync during finalization).
+        self._reader.fastpath = True
+        # FreeRDP's server order: Synchronize and Cooperate right away, nothing else until Font Map.
+        self._send_mcs(activation.build_synchronize(self.user_id, self.config.share_id))
+        self._send_mcs(activation.build_cooperate(self.config.share_id))
+        self.state = State.FINALIZATION
+
+    def _data_pdu(self, pdu: share.ShareDataPdu) -> None:
+        if pdu.pdu_type2 == share.PDUTYPE2_INPUT:
+            self._events.extend(rdp_input.parse_input_pdu(pdu.payload))
+            return
+        message = activation.parse_client_data(pdu)
+        if isinstance(message, activation.Control):
+            if message.action == activation.CTRLACTION_REQUEST_CONTROL:
+                self._send_mcs(activation.build_granted_control(self.user_id, self.config.share_id))
+        elif isinstance(message, activation.FontList):
+            if self.state is State.FINALIZATION:
+                self._send_mcs(activation.build_font_map(self.config.share_id))
+                self.state = State.ACTIVE
+                self._events.append(Activated(self.width, self.height, self.bpp))
+        elif isinstance(message, activation.RefreshRect):
+            self._events.append(RefreshRequested(tuple(
+                (r.left, r.top, r.right - r.left + 1, r.bottom - r.top + 1)
+                for r in message.areas if r.right >= r.left and r.bottom >= r.top)))
+        elif isinstance(message, activation.SuppressOutput):
+            self._events.append(OutputSuppressed(not message.allow_display_updates))
+        elif isinstance(message, activation.ShutdownRequest):
+            self._events.append(Disconnected("client shutdown request"))
+            self.state = State.CLOSED
+        elif isinstance(message, activation.UnknownData):
+            log.debug("ignoring client Data PDU 0x%02X", message.pdu_type2)
+        # Synchronize, Cooperate, persistent key lists and frame acknowledgements need no answer.
+
+    # --- output -------------------------------------------------------------------------------------
+
+    def resize(self, width: int, height: int) -> None:
+        """Deactivate and reactivate at a new desktop size (the guest changed its mode)."""
+        if self.state not in (State.ACTIVE, State.FINALIZATION):
+            return
+        caps = self.client.caps
+        if caps is not None and not caps.desktop_resize:
+            log.info("client cannot resize its desktop; it keeps %dx%d", self.width, self.height)
+            return
+        self.width = max(MIN_DESKTOP, min(MAX_DESKTOP, width))
+        self.height = max(MIN_DESKTOP, min(MAX_DESKTOP, height))
+        self._send_mcs(activation.build_deactivate_all(self.config.share_id))
+        self._demand_active()
+
+    def send_bitmaps(self, frame: np.ndarray, rects: Iterable[tuple[int, int, int, int]]) -> None:
+        """Bitmap updates for the (x, y, width, height) areas of a (h, w, 4) B,G,R,X frame, in 64x64
+        tiles, as fast-path updates when the client takes them. Does nothing unless active."""
+        if self.state is not State.ACTIVE:
+            return
+        height = min(self.height, frame.shape[0])
+        width = min(self.width, frame.shape[1])
+        tiles: list[output.BitmapRect] = []
+        for x, y, w, h in rects:
+            x0, y0 = max(0, x), max(0, y)
+            x1, y1 = min(width, x + w), min(height, y + h)
+            for ty in range(y0, y1, TILE):
+                for tx in range(x0, x1, TILE):
+                    tiles.extend(self._encode_tile(frame, tx, ty, min(TILE, x1 - tx), min(TILE, y1 - ty)))
+        self._send_bitmap_rects(tiles)
+
+    def _update_budget(self) -> int:
+        caps = self.client.caps
+        if caps is not None and caps.fastpath_output:
+            single = (output.FASTPATH_MAX_PDU - output.FASTPATH_PDU_HEADER - output.FASTPATH_UPDATE_HEADER)
+            if caps.multifragment_max:
+                return max(single, min(caps.multifragment_max, MAX_UPDATE_SIZE))
+            return single
+        return SLOW_PATH_MAX_PAYLOAD - share.SHARE_DATA_HEADER_SIZE
+
+    def _encode_tile(self, frame: np.ndarray, x: int, y: int, w: int, h: int) -> list[output.BitmapRect]:
+        tile = frame[y:y + h, x:x + w]
+        # Bitmap widths stay multiples of 4 (rdesktop and VRDP); the padding repeats the last column
+        # and destRight clips it away.
+        padded_width = (w + 3) & ~3
+        if padded_width != w:
+            tile = np.concatenate([tile, np.repeat(tile[:, -1:], padded_width - w, axis=1)], axis=1)
+        tile = np.ascontiguousarray(tile)
+        rect = self._encode_bitmap(tile, x, y, w, h)
+        # 10 bytes of update header plus the 18 of the rectangle's own header.
+        if len(rect.data) + 22 > self._update_budget() and h > 1:
+            half = h // 2
+            return (self._encode_tile(frame, x, y, w, half) + self._encode_tile(frame, x, y + half, w, h - half))
+        return [rect]
+
+    def _encode_bitmap(self, tile: np.ndarray, x: int, y: int, w: int, h: int) -> output.BitmapRect:
+        caps = self.client.caps
+        no_header = caps is None or caps.no_bitmap_compression_header
+        bpp = self.bpp
+        width = tile.shape[1]
+        raw = convert.raw_bitmap(tile, bpp)
+        if bpp == 32:
+            data = planar.compress(tile, bottom_up=True, allow_raw=False)
+        else:
+            data = rle.compress(tile, bpp, header=False)
+        if bpp != 32 and len(data) >= len(raw):
+            return output.BitmapRect(x, y, x + w - 1, y + h - 1, width, h, bpp, 0, raw)
+        flags = output.BITMAP_COMPRESSION
+        if no_header:
+            flags |= output.NO_BITMAP_COMPRESSION_HDR
+        else:
+            # TS_CD_HEADER: cbCompFirstRowSize 0, main body size, scan width, uncompressed size.
+            row = width * convert.BYTES_PER_PIXEL[bpp]
+            data = struct.pack("<HHHH", 0, len(data), row, row * h) + data
+        return output.BitmapRect(x, y, x + w - 1, y + h - 1, width, h, bpp, flags, data)
+
+    def _send_bitmap_rects(self, rects: list[output.BitmapRect]) -> None:
+        budget = self._update_budget()
+        batch: list[output.BitmapRect] = []
+        size = 4
+        for rect in rects:
+            rect_size = 18 + len(rect.data)
+            if batch and size + rect_size > budget:
+                self._send_update(output.bitmap_update_data(batch))
+                batch, size = [], 4
+            batch.append(rect)
+            size += rect_size
+        if batch:
+            self._send_update(output.bitmap_update_data(batch))
+
+    def _send_update(self, data: bytes) -> None:
+        caps = self.client.caps
+        if caps is not None and caps.fastpath_output:
+            multifragment = caps.multifragment_max if caps.multifragment_max else None
+            for frame in output.build_fastpath_updates(output.FASTPATH_UPDATETYPE_BITMAP, data, multifragment):
+                self._send(frame)
+        else:
+            self._send_mcs(output.build_update_pdu(data, self.config.share_id))
+
+    def close(self) -> None:
+        """Say goodbye (MCS Disconnect Provider Ultimatum, TLS close_notify) before closing the socket."""
+        if self.state is State.CLOSED:
+            return
+        if self.state not in (State.CONNECTION_REQUEST, State.TLS_HANDSHAKE):
+            try:
+                self._send(x224.wrap_data(mcs.build_domain_pdu(
+                    mcs.DisconnectProviderUltimatum(mcs.REASON_PROVIDER_INITIATED))))
+            except ProtocolError:
+                pass
+        if self._tls is not None:
+            self._tls.close()
+            self._out += self._tls.bytes_to_send()
+        self.state = State.CLOSED
