@@ -36,6 +36,9 @@ class VmSpec:
     acpi: bool = True
     serial_log: str | None = None
     debug_log: str | None = None
+    rdp_port: int | None = None          # None: no RDP server for this VM
+    rdp_address: str = "127.0.0.1"       # only what the user asks for listens beyond loopback
+    state_dir: str | None = None         # where the VRDP TLS certificate and key are kept
     firmware: str = DEFAULT_FIRMWARE
 
 
@@ -47,6 +50,9 @@ class VmProcesses:
         self.env = env or dict(os.environ)
         self.vcpu: subprocess.Popen | None = None
         self.devices: subprocess.Popen | None = None
+        self.vrdp: subprocess.Popen | None = None
+        self._vrdp_backoff = 0.5
+        self._vrdp_retry_at = 0.0
         self._vcpu_ready = False
 
     def start(self, ram_timeout: float = 20.0) -> None:
@@ -73,6 +79,18 @@ class VmProcesses:
             devices += ["--serial1", spec.serial_log]
         self.devices = self._spawn(devices, "headbox-devices")
         self._await_ready(self.devices, "control-devices", "device", ram_timeout)
+        self._start_vrdp()
+
+    def _start_vrdp(self) -> None:
+        spec = self.spec
+        if spec.rdp_port is None:
+            return
+        argv = [sys.executable, "-m", "services.vrdp", "--vm-id", spec.vm_id,
+                "--port", str(spec.rdp_port), "--address", spec.rdp_address]
+        if spec.state_dir:
+            argv += ["--state-dir", spec.state_dir]
+        self.vrdp = subprocess.Popen(argv, env=self.env)
+        log.info("VM %s: RDP server on %s:%d", spec.vm_id, spec.rdp_address, spec.rdp_port)
 
     def _spawn(self, argv: list[str], prog: str) -> subprocess.Popen:
         """Start a child whose stderr passes through to ours, except its "PROG: error: ..." line,
@@ -123,8 +141,17 @@ class VmProcesses:
             if code is not None:
                 log.info("VM %s: the vCPU process ended (%s)", self.spec.vm_id,
                          "the guest powered off" if code == 0 else f"exit code {code}")
+                self._stop_vrdp()
                 self._stop_devices()
                 return code
+            if self.vrdp is not None and self.vrdp.poll() is not None and time.monotonic() >= self._vrdp_retry_at:
+                # The RDP server's crash must not stop the guest: restart it, clients reconnect.
+                # One that keeps failing (its port taken) is retried less and less often.
+                self._vrdp_backoff = min(self._vrdp_backoff * 2, 60.0)
+                log.warning("VM %s: the RDP server exited (code %s); restarting it",
+                            self.spec.vm_id, self.vrdp.returncode)
+                self._vrdp_retry_at = time.monotonic() + self._vrdp_backoff
+                self._start_vrdp()
             if self.devices.poll() is not None:
                 self.devices.forwarder.join(2)
                 log.error("VM %s: the device process died (exit code %s%s); stopping the VM",
@@ -133,6 +160,15 @@ class VmProcesses:
                 self.kill()
                 return 1
             time.sleep(0.1)
+
+    def _stop_vrdp(self) -> None:
+        if self.vrdp is not None and self.vrdp.poll() is None:
+            self.vrdp.terminate()
+            try:
+                self.vrdp.wait(5)
+            except subprocess.TimeoutExpired:
+                self.vrdp.kill()
+                self.vrdp.wait()
 
     def _stop_devices(self) -> None:
         if self.devices is None or self.devices.poll() is not None:
@@ -153,7 +189,7 @@ class VmProcesses:
 
     def kill(self) -> None:
         vcpu_killed = self._vcpu_ready and self.vcpu.poll() is None
-        for proc in (self.vcpu, self.devices):
+        for proc in (self.vrdp, self.vcpu, self.devices):
             if proc is not None and proc.poll() is None:
                 proc.kill()
                 proc.wait()
@@ -177,6 +213,11 @@ def main(argv=None) -> int:
     parser.add_argument("--demo", action="store_true", help="boot the built-in demo guest")
     parser.add_argument("--serial-log", help="file for COM1's output")
     parser.add_argument("--boot", default="dvd,disk")
+    parser.add_argument("--rdp-port", type=int, default=3389, help="RDP port (0: no RDP server)")
+    parser.add_argument("--rdp-address", default="127.0.0.1",
+                        help="address the RDP server listens on (default: loopback only)")
+    parser.add_argument("--state-dir", default=os.path.expanduser("~/.config/Headbox"),
+                        help="where the RDP server keeps its TLS certificate and key (0600)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     iso = args.iso
@@ -188,7 +229,9 @@ def main(argv=None) -> int:
         drives.append(f"0:0:hdd:{os.path.abspath(args.hdd)}")
     drives.append(f"1:0:dvd:{os.path.abspath(iso)}" if iso else "1:0:dvd")
     spec = VmSpec(vm_id=args.name, memory_mib=args.memory, accel=args.accel, drives=drives,
-                  boot=tuple(args.boot.split(",")), serial_log=args.serial_log)
+                  boot=tuple(args.boot.split(",")), serial_log=args.serial_log,
+                  rdp_port=args.rdp_port or None, rdp_address=args.rdp_address,
+                  state_dir=args.state_dir)
     vm = VmProcesses(spec)
     try:
         vm.start()
