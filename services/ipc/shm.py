@@ -105,6 +105,38 @@ class SharedRegion:
             self.unlink()
 
 
+def sweep_stale(prefix: str = "headbox-", min_age: float = 10.0) -> list[str]:
+    """Remove regions whose owner died without cleaning up (killed): an owner holds a lock on its
+    region for as long as it lives, so an unlocked one belongs to nobody. A region younger than
+    `min_age` seconds is left alone: its owner may be between creating and locking it."""
+    import time
+    removed = []
+    try:
+        names = [n for n in os.listdir(SHM_DIR) if n.startswith(prefix)]
+    except OSError:
+        return removed
+    for name in names:
+        path = os.path.join(SHM_DIR, name)
+        try:
+            if time.time() - os.stat(path).st_ctime < min_age:
+                continue
+            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue            # alive
+        finally:
+            os.close(fd)
+        try:
+            os.unlink(path)
+            removed.append(name)
+        except FileNotFoundError:
+            pass
+    return removed
+
+
 class PrivateRegion:
     """Anonymous memory with the same interface, for ROM images and tests."""
 

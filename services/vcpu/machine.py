@@ -15,7 +15,7 @@ from services.devices.display.vgabios import install_vgabios
 from services.devices.platform import build_platform
 from services.devices.storage.ide import IDE_FUNCTION, IDE_SLOT, PiixIdeFunction
 from services.ipc.naming import shm_name
-from services.ipc.shm import PrivateRegion, SharedRegion
+from services.ipc.shm import PrivateRegion, SharedRegion, sweep_stale
 from services.vcpu.remote_pci import RemotePciFunction
 from services.vcpu.engine import EngineError, StopReason, choose_accelerator, create_engine
 from services.vcpu.memory import MiB, GuestMemory
@@ -78,6 +78,9 @@ class Machine:
         log.info("accelerator: %s (%s)", self.accel, self.accel_reason)
         image = firmware if firmware is not None else load_firmware(config.firmware)
         if ram is None:
+            stale = sweep_stale()
+            if stale:
+                log.info("removed %d shared-memory regions left by VMs that were killed", len(stale))
             size = config.ram_mib * MiB
             available = host_ram_available()
             if available and size > available:

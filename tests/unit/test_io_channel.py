@@ -139,3 +139,24 @@ def test_across_processes_with_interrupts(tmp_path):
         proc.join(10)
         if proc.is_alive():
             proc.kill()
+
+
+def test_regions_of_dead_owners_are_swept():
+    import fcntl
+
+    from services.ipc.shm import SHM_DIR, SharedRegion, sweep_stale
+
+    live = SharedRegion.create("headbox-test-live", 4096)
+    dead = os.path.join(SHM_DIR, "headbox-test-dead")
+    with open(dead, "wb") as f:           # what a killed owner leaves: a file nobody locks
+        f.write(b"\0" * 4096)
+    try:
+        assert sweep_stale("headbox-test-") == [], "too young to judge"
+        removed = sweep_stale("headbox-test-", min_age=0)
+        assert removed == ["headbox-test-dead"] and not os.path.exists(dead)
+        assert os.path.exists(live.path), "a region whose owner lives is kept"
+    finally:
+        live.close()
+        live.unlink()
+        if os.path.exists(dead):
+            os.unlink(dead)
