@@ -6,6 +6,7 @@ a round trip costs ~90 µs against ~8 µs for an exit, so round trips are the th
 
 from __future__ import annotations
 
+import abc
 import logging
 import threading
 import time
@@ -225,7 +226,7 @@ class IrqSender:
         self.socket.close()
 
 
-class PullReceiver:
+class PullReceiver(abc.ABC):
     """A bound PULL socket (0600) and a thread handing each decoded message to `handle`; a bad
     message is logged and dropped, never fatal."""
 
@@ -251,8 +252,9 @@ class PullReceiver:
             except Exception:
                 log.exception("bad %s message", self.channel)
 
+    @abc.abstractmethod
     def handle(self, message: list) -> None:
-        raise NotImplementedError
+        """One decoded message of this channel (version already checked)."""
 
     def close(self) -> None:
         self.closed = True

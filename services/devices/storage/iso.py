@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 
 from .backend import ImageError
-from .raw import ImageFile, check_range, file_size, open_image_file, pread_exact
+from .raw import ImageFile, file_size, open_image_file, pread_exact
 
 SECTOR = 2048
 DESCRIPTOR_OFFSET = 16 * SECTOR        # the first volume descriptor, in sector 16
@@ -45,12 +45,6 @@ class IsoImage(ImageFile):
         except BaseException:
             os.close(fd)
             raise
-
-    def read(self, offset: int, length: int) -> bytes:
-        check_range(self.path, offset, length, self.size, SECTOR)
-        buf = bytearray(length)
-        pread_exact(self._fd, self.path, memoryview(buf), offset)
-        return bytes(buf)
 
     def write(self, offset: int, data: bytes) -> None:
         raise ImageError(f"The CD/DVD image '{self.path}' is read-only")

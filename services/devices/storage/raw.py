@@ -110,6 +110,15 @@ class ImageFile:
     _fd: int = -1
     _modified: bool = False
     path: str
+    size: int
+    sector_size: int
+
+    def read(self, offset: int, length: int) -> bytes:
+        """Guest bytes at file bytes [offset, offset+length): flat formats (raw, ISO)."""
+        check_range(self.path, offset, length, self.size, self.sector_size)
+        buf = bytearray(length)
+        pread_exact(self._fd, self.path, memoryview(buf), offset)
+        return bytes(buf)
 
     def flush(self) -> None:
         if self._modified:
@@ -153,12 +162,6 @@ class RawImage(ImageFile):
         except BaseException:
             os.close(fd)
             raise
-
-    def read(self, offset: int, length: int) -> bytes:
-        check_range(self.path, offset, length, self.size, SECTOR)
-        buf = bytearray(length)
-        pread_exact(self._fd, self.path, memoryview(buf), offset)
-        return bytes(buf)
 
     def write(self, offset: int, data: bytes) -> None:
         if self.readonly:

@@ -39,6 +39,11 @@ class CpuFault(Exception):
         self.vector, self.error_code, self.cr2 = vector, error_code, cr2
 
 
+class UnsupportedGuestFeature(Exception):
+    """Guest state the software accelerator does not model (a task gate in the IDT): the VM stops
+    with this message in its log rather than run on wrongly."""
+
+
 class TripleFault(Exception):
     """Delivery of a double fault faulted: the processor shuts down."""
 
@@ -139,7 +144,8 @@ class Delivery:
         low, high = self._read_descriptor_pair(env.idt.base + vector * 8)
         gate_type = (high >> 8) & 0x1F
         if gate_type == 5:
-            raise NotImplementedError("task gates are not supported by the tcg accelerator")
+            raise UnsupportedGuestFeature(f"vector {vector:#x} goes through a task gate, which the tcg "
+                                          "accelerator does not model (use kvm)")
         if gate_type not in (6, 7, 14, 15):
             raise CpuFault(GP, gate_error)
         cpl = env.hflags & HF_CPL_MASK

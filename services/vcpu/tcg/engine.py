@@ -22,7 +22,8 @@ from services.vcpu.memory import FOUR_GIB, IOAPIC_BASE, LAPIC_BASE, PAGE
 from services.vcpu.tcg import cpustate as cs
 from services.vcpu.tcg import fastcall, string_io
 from services.vcpu.tcg.delivery import (
-    EXCEPTION, EXTERNAL, GP, NMI, SOFTWARE, UD, WITH_ERROR_CODE, CpuFault, Delivery, PhysicalMemory, TripleFault)
+    EXCEPTION, EXTERNAL, GP, NMI, SOFTWARE, UD, WITH_ERROR_CODE, CpuFault, Delivery, PhysicalMemory, TripleFault,
+    UnsupportedGuestFeature)
 from services.vcpu.tcg.irqchip import InterruptChip
 
 log = logging.getLogger("headbox.vcpu.tcg")
@@ -340,6 +341,9 @@ class TcgEngine(Engine):
             log.warning("triple fault at RIP %#x: the processor shuts down", self.env.eip)
             self._triple_fault = True
             self.uc.emu_stop()
+        except UnsupportedGuestFeature as error:
+            log.error("the guest needs what this accelerator lacks: %s", error)
+            self.request_stop(StopReason.ERROR)
 
     def _eflags(self) -> int:
         return self.uc.reg_read(X.UC_X86_REG_RFLAGS)
