@@ -1,0 +1,58 @@
+"""TCP/Ports syntax and VirtualBox's bind rule: the first port of the list that binds wins."""
+
+import socket
+
+from services.vrdp.ports import bind_listener, iterate_ports
+
+
+def test_list_and_ranges_in_order():
+    assert list(iterate_ports("5000,5010-5012")) == [5000, 5010, 5011, 5012]
+    assert list(iterate_ports("5012-5010,4000")) == [5012, 5011, 5010, 4000]
+
+
+def test_zero_is_3389_and_malformed_items_are_skipped():
+    assert list(iterate_ports("0")) == [3389]
+    assert list(iterate_ports("x,70000,1-2-3,,123456,5000-,7")) == [7]
+    assert list(iterate_ports(" 80 , 81")) == [80, 81]
+
+
+def _taken():
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(1)
+    return sock
+
+
+def test_first_free_port_of_the_list_binds():
+    first, second = _taken(), _taken()
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    free = probe.getsockname()[1]
+    probe.close()
+    try:
+        ports = f"{first.getsockname()[1]},{second.getsockname()[1]},{free}"
+        listener = bind_listener(ports, "127.0.0.1")
+        assert listener is not None and listener.port == free and listener.families == "IPv4"
+        client = socket.create_connection(("127.0.0.1", free), timeout=2)
+        accepted, _ = listener.sockets[0].accept()
+        accepted.close()
+        client.close()
+        listener.close()
+    finally:
+        first.close()
+        second.close()
+
+
+def test_no_free_port_gives_none_and_logs_virtualbox_line(caplog):
+    taken = _taken()
+    try:
+        port = taken.getsockname()[1]
+        with caplog.at_level("WARNING", logger="headbox.vrdp"):
+            assert bind_listener(str(port), "127.0.0.1") is None
+        assert f"TCP server failed to bind to a port: default 3389, range [{port}]" in caplog.text
+    finally:
+        taken.close()
+
+
+def test_unresolvable_address_binds_nothing():
+    assert bind_listener("5000", "no-such-host.invalid") is None
