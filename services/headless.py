@@ -42,6 +42,42 @@ class VmSpec:
     firmware: str = DEFAULT_FIRMWARE
 
 
+def vcpu_argv(spec: VmSpec, python: str = sys.executable) -> list[str]:
+    """The vCPU process of a VM: the one command line this runner and the manager's supervisor use."""
+    argv = [python, "-m", "services.vcpu", "--vm-id", spec.vm_id, "--memory", str(spec.memory_mib),
+            "--cpus", str(spec.cpus), "--accel", spec.accel, "--firmware", spec.firmware,
+            "--boot", ",".join(spec.boot), "--devices", "--acpi", "on" if spec.acpi else "off",
+            "--ide-controller", spec.ide_controller]
+    if spec.debug_log:
+        argv += ["--debug-log", spec.debug_log]
+    return argv
+
+
+def devices_argv(spec: VmSpec, python: str = sys.executable) -> list[str]:
+    """The device process; it maps the guest RAM the vCPU process created, so it starts second."""
+    argv = [python, "-m", "services.devices", "--vm-id", spec.vm_id,
+            "--ram-region", shm_name(spec.vm_id, "ram"), "--ide-controller", spec.ide_controller]
+    for drive in spec.drives:
+        argv += ["--drive", drive]
+    if spec.serial_log:
+        argv += ["--serial1", spec.serial_log]
+    return argv
+
+
+def vrdp_argv(spec: VmSpec, config: str | None = None, python: str = sys.executable) -> list[str] | None:
+    """The RDP server: told by a vrde.json (`config`, the manager's way) or by port and address;
+    None when the VM has no RDP server."""
+    argv = [python, "-m", "services.vrdp", "--vm-id", spec.vm_id]
+    if config:
+        return argv + ["--config", config]
+    if spec.rdp_port is None:
+        return None
+    argv += ["--port", str(spec.rdp_port), "--address", spec.rdp_address]
+    if spec.state_dir:
+        argv += ["--state-dir", spec.state_dir]
+    return argv
+
+
 class VmProcesses:
     """The two processes of a running VM."""
 
@@ -61,36 +97,19 @@ class VmProcesses:
         no firmware, too much RAM); the other process is stopped then."""
         spec = self.spec
         runtime_dir(spec.vm_id)
-        python = sys.executable
-        vcpu = [python, "-m", "services.vcpu", "--vm-id", spec.vm_id, "--memory", str(spec.memory_mib),
-                "--cpus", str(spec.cpus), "--accel", spec.accel, "--firmware", spec.firmware,
-                "--boot", ",".join(spec.boot), "--devices", "--acpi", "on" if spec.acpi else "off",
-                "--ide-controller", spec.ide_controller]
-        if spec.debug_log:
-            vcpu += ["--debug-log", spec.debug_log]
-        self.vcpu = self._spawn(vcpu, "headbox-vcpu")
+        self.vcpu = self._spawn(vcpu_argv(spec), "headbox-vcpu")
         self._await_ready(self.vcpu, "control-vcpu", "vCPU", ram_timeout)
         self._vcpu_ready = True
-        devices = [python, "-m", "services.devices", "--vm-id", spec.vm_id,
-                   "--ram-region", shm_name(spec.vm_id, "ram"), "--ide-controller", spec.ide_controller]
-        for drive in spec.drives:
-            devices += ["--drive", drive]
-        if spec.serial_log:
-            devices += ["--serial1", spec.serial_log]
-        self.devices = self._spawn(devices, "headbox-devices")
+        self.devices = self._spawn(devices_argv(spec), "headbox-devices")
         self._await_ready(self.devices, "control-devices", "device", ram_timeout)
         self._start_vrdp()
 
     def _start_vrdp(self) -> None:
-        spec = self.spec
-        if spec.rdp_port is None:
+        argv = vrdp_argv(self.spec)
+        if argv is None:
             return
-        argv = [sys.executable, "-m", "services.vrdp", "--vm-id", spec.vm_id,
-                "--port", str(spec.rdp_port), "--address", spec.rdp_address]
-        if spec.state_dir:
-            argv += ["--state-dir", spec.state_dir]
         self.vrdp = subprocess.Popen(argv, env=self.env)
-        log.info("VM %s: RDP server on %s:%d", spec.vm_id, spec.rdp_address, spec.rdp_port)
+        log.info("VM %s: RDP server on %s:%d", self.spec.vm_id, self.spec.rdp_address, self.spec.rdp_port)
 
     def _spawn(self, argv: list[str], prog: str) -> subprocess.Popen:
         """Start a child whose stderr passes through to ours, except its "PROG: error: ..." line,
