@@ -12,27 +12,36 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from services.vrdp import gcc, mcs, x224
+from services.vrdp import gcc, mcs, security, x224
 from services.vrdp.codecs import convert, planar, rle
 from services.vrdp.pdu import activation, capabilities, info, output, share
 from services.vrdp.pdu import input as rdp_input
 from services.vrdp.tls import TlsSession
 from services.vrdp.tpkt import (
+    FASTPATH_FLAG_ENCRYPTED,
+    FASTPATH_FLAG_SECURE_CHECKSUM,
     FrameKind,
     FrameReader,
     ProtocolError,
+    build_fastpath,
     build_tpkt,
+    parse_fastpath_header,
     parse_tpkt,
 )
 
 log = logging.getLogger("headbox.vrdp.connection")
 
-# Basic security header flags (MS-RDPBCGR 2.2.8.1.1.2.1) that matter once TLS protects the stream.
-SEC_INFO_PKT = 0x0040
+SEC_INFO_PKT = security.SEC_INFO_PKT
 
 SERVER_USER_ID = 1002     # the initiator Windows puts on every Send Data Indication
 TILE = 64
-SUPPORTED_BPP = (16, 24, 32)
+SUPPORTED_BPP = (8, 15, 16, 24, 32)
+# CS_CORE supportedColorDepths bits; 8 bpp has none (every client draws it).
+_SUPPORTED_DEPTH_BITS = {15: gcc.RNS_UD_15BPP_SUPPORT, 16: gcc.RNS_UD_16BPP_SUPPORT,
+                         24: gcc.RNS_UD_24BPP_SUPPORT, 32: gcc.RNS_UD_32BPP_SUPPORT}
+# Strength order of the RC4 methods (their flag values are not ordered).
+_STRENGTH = {security.ENCRYPTION_METHOD_40BIT: 40, security.ENCRYPTION_METHOD_56BIT: 56,
+             security.ENCRYPTION_METHOD_128BIT: 128}
 # Send Data Indication payloads stay within PER's 2-byte length form (FreeRDP decodes up to 0x7FFF).
 SLOW_PATH_MAX_PAYLOAD = mcs.PER_MAX_LENGTH
 # The largest bitmap update we assemble even when a client reassembles more: rdesktop stops at 65535.
@@ -47,6 +56,7 @@ class State(enum.Enum):
     ERECT_DOMAIN = "MCS erect domain"
     ATTACH_USER = "MCS attach user"
     CHANNEL_JOIN = "MCS channel join"
+    SECURITY_EXCHANGE = "security exchange"
     CLIENT_INFO = "client info"
     CONFIRM_ACTIVE = "confirm active"
     FINALIZATION = "finalization"
@@ -102,11 +112,17 @@ Event = object
 
 @dataclass
 class ConnectionConfig:
-    tls_context: ssl.SSLContext
+    # None with tls_error None: TLS is not offered (Security/Method RDP).
+    tls_context: ssl.SSLContext | None
     # The size of the screen the server shows, or None to take the client's requested size.
     desktop_size: Callable[[], tuple[int, int] | None] | None = None
     share_id: int = share.DEFAULT_SHARE_ID
     max_bpp: int = 32
+    # TLS was asked for but its certificate is unusable: TLS clients get SSL_CERT_NOT_ON_SERVER.
+    tls_error: str | None = None
+    # The key behind the proprietary certificate; None: Standard RDP Security is not offered.
+    server_key: security.ServerKey | None = None
+    min_encryption: int = security.ENCRYPTION_METHOD_128BIT
 
 
 @dataclass
@@ -132,6 +148,10 @@ class Connection:
         self.bpp = 0
         self._reader = FrameReader()
         self._tls: TlsSession | None = None
+        # Standard RDP Security: the server half before the Security Exchange, the RC4 channel after.
+        self._standard: security.StandardSecurity | None = None
+        self._secure: security.SecureChannel | None = None
+        self._encrypt_license = False
         self._out = bytearray()
         self._events: list[Event] = []
 
@@ -158,6 +178,11 @@ class Connection:
             self._out += self._tls.bytes_to_send()
 
     def _send_mcs(self, payload: bytes, channel_id: int = mcs.IO_CHANNEL_ID) -> None:
+        if self._secure is not None:  # every slow-path PDU after the Security Exchange is sealed
+            payload = self._secure.encrypt_pdu(payload)
+        self._send_mcs_raw(payload, channel_id)
+
+    def _send_mcs_raw(self, payload: bytes, channel_id: int = mcs.IO_CHANNEL_ID) -> None:
         self._send(x224.wrap_data(mcs.build_domain_pdu(
             mcs.SendDataIndication(SERVER_USER_ID, channel_id, payload))))
 
@@ -199,7 +224,7 @@ class Connection:
         if kind is FrameKind.FASTPATH:
             if self.state not in (State.FINALIZATION, State.ACTIVE, State.CONFIRM_ACTIVE):
                 raise ProtocolError("fast-path input before activation")
-            self._events.extend(rdp_input.parse_fastpath_input(frame))
+            self._fastpath_input(frame)
             return
         if self.state is State.CONNECTION_REQUEST:
             self._connection_request(frame)
@@ -227,23 +252,51 @@ class Connection:
         elif isinstance(pdu, mcs.ChannelJoinRequest) and self.state is State.CHANNEL_JOIN:
             self._channel_join(pdu)
         elif isinstance(pdu, mcs.SendDataRequest) and self.state in (
-                State.CHANNEL_JOIN, State.CLIENT_INFO, State.CONFIRM_ACTIVE, State.FINALIZATION, State.ACTIVE):
+                State.CHANNEL_JOIN, State.SECURITY_EXCHANGE, State.CLIENT_INFO, State.CONFIRM_ACTIVE,
+                State.FINALIZATION, State.ACTIVE):
             self._send_data(pdu)
         else:
             raise ProtocolError(f"unexpected {type(pdu).__name__} in state {self.state.value}")
 
+    def _refuse(self, requested: int, code: int) -> None:
+        self._send(build_tpkt(x224.build_connection_confirm(
+            x224.ConnectionConfirm(x224.NegotiationFailure(code)))))
+        self._events.append(Refused(requested, code))
+        self.state = State.CLOSED
+
     def _connection_request(self, frame: bytes) -> None:
+        """Security selection as VirtualBox's server does it (research/vrde.md 4.4); never CredSSP."""
         request = x224.parse_connection_request(parse_tpkt(frame))
         requested = request.requested_protocols
         self.client.requested_protocols = requested
-        if request.negotiation is None or not requested & x224.PROTOCOL_SSL:
-            # Standard RDP Security is not served yet; a client offering only it is told TLS is needed.
-            code = x224.SSL_REQUIRED_BY_SERVER
-            self._send(build_tpkt(x224.build_connection_confirm(
-                x224.ConnectionConfirm(x224.NegotiationFailure(code)))))
-            self._events.append(Refused(requested, code))
-            self.state = State.CLOSED
+        config = self.config
+        tls_offered = config.tls_context is not None or config.tls_error is not None
+        standard_offered = config.server_key is not None
+        if request.negotiation is not None:
+            log.info("Negotiating security method with the client.")
+        if request.negotiation is not None and requested & x224.PROTOCOL_SSL:
+            log.info("The client requests Enhanced RDP Security.")
+            if not tls_offered:
+                self._refuse(requested, x224.SSL_NOT_ALLOWED_BY_SERVER)
+            elif config.tls_context is None:
+                log.warning("TLS client refused: %s", config.tls_error)
+                self._refuse(requested, x224.SSL_CERT_NOT_ON_SERVER)
+            else:
+                self._start_tls()
             return
+        if requested != x224.PROTOCOL_RDP or not standard_offered:
+            # Only TLS left to offer (or the client asked for CredSSP alone, which we never serve).
+            self._refuse(requested, x224.SSL_REQUIRED_BY_SERVER)
+            return
+        log.info("Standard RDP Security.")
+        # A client that sent no RDP_NEG_REQ gets the bare confirm, as the spec and RDP 4/5 clients expect.
+        result = None if request.negotiation is None else x224.NegotiationResponse(x224.PROTOCOL_RDP)
+        self._send(build_tpkt(x224.build_connection_confirm(x224.ConnectionConfirm(result))))
+        self._standard = security.StandardSecurity(config.server_key, security.ENCRYPTION_METHOD_128BIT)
+        self.state = State.CONNECT_INITIAL
+
+    def _start_tls(self) -> None:
+        log.info("Enhanced RDP Security.")
         self._send(build_tpkt(x224.build_connection_confirm(x224.ConnectionConfirm(
             x224.NegotiationResponse(x224.PROTOCOL_SSL, x224.EXTENDED_CLIENT_DATA_SUPPORTED)))))
         self._tls = TlsSession(self.config.tls_context, server_side=True)
@@ -264,13 +317,36 @@ class Connection:
         self.client.core, self.client.channels = client.core, channels
         # The user channel must not collide with 1003 or the static channels 1004..1004+N-1.
         self.user_id = mcs.IO_CHANNEL_ID + 1 + len(channels)
+        security_data = gcc.ServerSecurityData()
+        if self._standard is not None:
+            method = self._choose_encryption(client.security)
+            self._standard = security.StandardSecurity(self.config.server_key, method)
+            # RDP 4 and 5 clients alike take the proprietary certificate (X.509 chains are optional).
+            security_data = gcc.ServerSecurityData(method, security.ENCRYPTION_LEVEL_CLIENT_COMPATIBLE,
+                                                   self._standard.server_random, self._standard.certificate)
+            log.info("Standard RDP Security with %d-bit RC4", _STRENGTH[method])
         server = gcc.ServerData(
             gcc.ServerCoreData(client_requested_protocols=self.client.requested_protocols),
             gcc.ServerNetworkData.for_channels(channels),
-            gcc.ServerSecurityData())
+            security_data)
         self._send(x224.wrap_data(mcs.build_connect_response(
             mcs.ConnectResponse(parameters, gcc.build_conference_create_response(server)))))
         self.state = State.ERECT_DOMAIN
+
+    def _choose_encryption(self, client_security: gcc.ClientSecurityData | None) -> int:
+        offered = 0
+        if client_security is not None:
+            offered = client_security.encryption_methods | client_security.ext_encryption_methods
+        minimum = _STRENGTH.get(self.config.min_encryption, 128)
+        for method in (security.ENCRYPTION_METHOD_128BIT, security.ENCRYPTION_METHOD_56BIT,
+                       security.ENCRYPTION_METHOD_40BIT):
+            if offered & method and _STRENGTH[method] >= minimum:
+                return method
+        if offered & security.ENCRYPTION_METHOD_FIPS:
+            raise ProtocolError("the client offers only FIPS encryption, which Standard RDP Security "
+                                "here does not serve (use TLS)")
+        raise ProtocolError(f"the client offers no RC4 encryption of at least {minimum} bits "
+                            f"(encryption methods 0x{offered:X})")
 
     def _channel_ids(self) -> set[int]:
         return ({self.user_id, mcs.IO_CHANNEL_ID}
@@ -286,20 +362,33 @@ class Connection:
             confirm = mcs.ChannelJoinConfirm(mcs.RESULT_NO_SUCH_CHANNEL, self.user_id, pdu.channel_id, None)
         self._send(x224.wrap_data(mcs.build_domain_pdu(confirm)))
         if self.client.joined >= self._channel_ids():
-            self.state = State.CLIENT_INFO
+            self.state = State.SECURITY_EXCHANGE if self._standard is not None else State.CLIENT_INFO
 
     def _send_data(self, pdu: mcs.SendDataRequest) -> None:
+        if pdu.channel_id != mcs.IO_CHANNEL_ID and pdu.channel_id not in self._channel_ids():
+            raise ProtocolError(f"data on unknown channel {pdu.channel_id}")
+        data = pdu.data
+        flags = None
+        if self._standard is not None:
+            if self._secure is None:
+                if pdu.channel_id != mcs.IO_CHANNEL_ID:
+                    raise ProtocolError(f"channel {pdu.channel_id} data before the Security Exchange")
+                self._security_exchange(data)
+                return
+            flags, data = self._open_slow_path(data)
         if pdu.channel_id != mcs.IO_CHANNEL_ID:
-            if pdu.channel_id not in self._channel_ids():
-                raise ProtocolError(f"data on unknown channel {pdu.channel_id}")
             return  # static virtual channels are not served yet: their data is dropped
         if self.state is State.CHANNEL_JOIN:
             # aardwolf never joins the user channel; its Client Info ends the join phase all the same.
             self.state = State.CLIENT_INFO
         if self.state is State.CLIENT_INFO:
-            self._client_info(pdu.data)
+            if flags is None:  # TLS: the Client Info alone keeps a (plain) basic security header
+                if len(data) < 4:
+                    raise ProtocolError("Client Info PDU without its security header")
+                flags, data = struct.unpack_from("<H", data)[0], data[4:]
+            self._client_info(flags, data)
             return
-        for control in share.split_share_control(pdu.data):
+        for control in share.split_share_control(data):
             if control.flow:
                 continue
             if control.pdu_type == share.PDUTYPE_CONFIRMACTIVEPDU:
@@ -315,20 +404,60 @@ class Connection:
             else:
                 raise ProtocolError(f"share control PDU type {control.pdu_type} from a client")
 
-    def _client_info(self, data: bytes) -> None:
-        if len(data) < 4:
-            raise ProtocolError("Client Info PDU without its security header")
-        flags = struct.unpack_from("<H", data)[0]
+    def _security_exchange(self, data: bytes) -> None:
+        if self.state not in (State.SECURITY_EXCHANGE, State.CHANNEL_JOIN):
+            raise ProtocolError(f"Security Exchange in state {self.state.value}")
+        header = security.parse_security_header(data, encrypted_session=False)
+        # The client allows an encrypted licence PDU with SEC_LICENSE_ENCRYPT_SC (MS-RDPBCGR 2.2.1.10).
+        self._encrypt_license = bool(header.flags & security.SEC_LICENSE_ENCRYPT)
+        self._secure = self._standard.accept_security_exchange(data)
+        self.state = State.CLIENT_INFO
+
+    def _open_slow_path(self, data: bytes) -> tuple[int, bytes]:
+        """(security flags, plaintext) of a client PDU under Standard RDP Security."""
+        header = security.parse_security_header(data)
+        if not header.flags & security.SEC_ENCRYPT:
+            # Encryption level "client compatible" encrypts both ways; a plain PDU is a downgrade.
+            raise ProtocolError(f"unencrypted PDU (security flags 0x{header.flags:04X}) under Standard "
+                                "RDP Security")
+        plaintext = self._secure.open(header.signature, header.body,
+                                      bool(header.flags & security.SEC_SECURE_CHECKSUM))
+        return header.flags, plaintext
+
+    def _fastpath_input(self, frame: bytes) -> None:
+        header = parse_fastpath_header(frame)
+        body = frame[header.header_size:]
+        encrypted = bool(header.flags & FASTPATH_FLAG_ENCRYPTED)
+        if self._secure is None:
+            if encrypted:
+                raise ProtocolError("encrypted fast-path input without Standard RDP Security")
+        else:
+            if not encrypted:
+                raise ProtocolError("unencrypted fast-path input under Standard RDP Security")
+            if len(body) < security.SIGNATURE_SIZE:
+                raise ProtocolError("encrypted fast-path input shorter than its signature")
+            body = self._secure.open(bytes(body[:security.SIGNATURE_SIZE]), bytes(body[security.SIGNATURE_SIZE:]),
+                                     bool(header.flags & FASTPATH_FLAG_SECURE_CHECKSUM))
+        self._events.extend(rdp_input.parse_fastpath_events(body, header.num_events))
+
+    def _client_info(self, flags: int, data: bytes) -> None:
         if not flags & SEC_INFO_PKT:
             raise ProtocolError(f"expected the Client Info PDU, got security flags 0x{flags:04X}")
         core = self.client.core
         rdp5 = core is not None and core.version >= gcc.RDP_VERSION_5_PLUS
-        client_info = info.parse_client_info(data[4:], rdp5)
+        client_info = info.parse_client_info(data, rdp5)
         self.client.info = client_info
         self._events.append(ClientInfoReceived(client_info.user_name, client_info.password,
                                                client_info.domain, core.client_name if core else ""))
-        self._send_mcs(info.build_license_valid_client())
+        self._send_license()
         self._demand_active()
+
+    def _send_license(self) -> None:
+        licence = info.build_license_valid_client()  # carries its own SEC_LICENSE_PKT header
+        if self._secure is not None and self._encrypt_license:
+            self._send_mcs_raw(self._secure.encrypt_pdu(licence[4:], security.SEC_LICENSE_PKT))
+        else:
+            self._send_mcs_raw(licence)
 
     def _choose_geometry(self) -> None:
         core = self.client.core
@@ -337,15 +466,28 @@ class Connection:
             size = (core.desktop_width, core.desktop_height)
         self.width = max(MIN_DESKTOP, min(MAX_DESKTOP, size[0]))
         self.height = max(MIN_DESKTOP, min(MAX_DESKTOP, size[1]))
+        self.bpp = self._choose_bpp(core)
+
+    def _announced_depths(self, core: gcc.ClientCoreData) -> set[int]:
+        """The depths the client said it draws: the one it requests, the supportedColorDepths bits,
+        and 8 bpp, which every client has."""
+        depths = {8, core.requested_bpp}
+        if core.supported_color_depths is not None:
+            depths |= {bpp for bpp, bit in _SUPPORTED_DEPTH_BITS.items() if core.supported_color_depths & bit}
+        return {bpp for bpp in depths if bpp in SUPPORTED_BPP}
+
+    def _choose_bpp(self, core: gcc.ClientCoreData) -> int:
+        allowed = {bpp for bpp in self._announced_depths(core) if bpp <= self.config.max_bpp} or {8}
         requested = core.requested_bpp
-        if requested not in SUPPORTED_BPP:
-            requested = 16 if requested < 16 else 32
-        self.bpp = min(requested, self.config.max_bpp)
+        return requested if requested in allowed else max(allowed)
 
     def _demand_active(self) -> None:
         if not self.bpp:
             self._choose_geometry()
-        sets = capabilities.server_capabilities(self.bpp, self.width, self.height,
+        extra_flags = capabilities.DEFAULT_EXTRA_FLAGS
+        if self._secure is not None:  # salted MACs number the packets: a replayed one fails
+            extra_flags |= capabilities.ENC_SALTED_CHECKSUM
+        sets = capabilities.server_capabilities(self.bpp, self.width, self.height, extra_flags=extra_flags,
                                                 multifragment_max=MAX_UPDATE_SIZE)
         self._send_mcs(capabilities.build_demand_active(sets, self.config.share_id,
                                                        session_id=0))
@@ -360,8 +502,13 @@ class Connection:
             raise ProtocolError(f"Confirm Active for share 0x{confirm.share_id:X}")
         caps = capabilities.client_capabilities(confirm.capability_sets)
         self.client.caps = caps
-        if caps.bpp in SUPPORTED_BPP and caps.bpp <= self.config.max_bpp:
+        core = self.client.core
+        if caps.bpp in SUPPORTED_BPP and caps.bpp <= self.config.max_bpp and (
+                core is None or caps.bpp in self._announced_depths(core)):
             self.bpp = caps.bpp
+        if self._secure is not None:
+            # MS-RDPBCGR 5.3.6.1.1: salted MACs once both General capability sets carry the flag.
+            self._secure.salted_mac = caps.salted_checksum
         # Fast-path input may follow at once (FreeRDP sends its input sync during finalization).
         self._reader.fastpath = True
         # FreeRDP's server order: Synchronize and Cooperate right away, nothing else until Font Map.
@@ -381,6 +528,8 @@ class Connection:
             if self.state is State.FINALIZATION:
                 self._send_mcs(activation.build_font_map(self.config.share_id))
                 self.state = State.ACTIVE
+                if self.bpp == 8:  # the client's palette must be ours before any 8 bpp bitmap
+                    self._send_update(convert.palette_update_data(), output.FASTPATH_UPDATETYPE_PALETTE)
                 self._events.append(Activated(self.width, self.height, self.bpp))
         elif isinstance(message, activation.RefreshRect):
             self._events.append(RefreshRequested(tuple(
@@ -429,7 +578,8 @@ class Connection:
     def _update_budget(self) -> int:
         caps = self.client.caps
         if caps is not None and caps.fastpath_output:
-            single = (output.FASTPATH_MAX_PDU - output.FASTPATH_PDU_HEADER - output.FASTPATH_UPDATE_HEADER)
+            single = (output.FASTPATH_MAX_PDU - output.FASTPATH_PDU_HEADER - output.FASTPATH_UPDATE_HEADER
+                      - (output.FASTPATH_SIGNATURE if self._secure is not None else 0))
             if caps.multifragment_max:
                 return max(single, min(caps.multifragment_max, MAX_UPDATE_SIZE))
             return single
@@ -485,12 +635,19 @@ class Connection:
         if batch:
             self._send_update(output.bitmap_update_data(batch))
 
-    def _send_update(self, data: bytes) -> None:
+    def _send_update(self, data: bytes, fastpath_code: int = output.FASTPATH_UPDATETYPE_BITMAP) -> None:
+        """data: TS_UPDATE_BITMAP_DATA or TS_UPDATE_PALETTE_DATA (their updateType leads both forms)."""
         caps = self.client.caps
         if caps is not None and caps.fastpath_output:
             multifragment = caps.multifragment_max if caps.multifragment_max else None
-            for frame in output.build_fastpath_updates(output.FASTPATH_UPDATETYPE_BITMAP, data, multifragment):
-                self._send(frame)
+            if self._secure is None:
+                for frame in output.build_fastpath_updates(fastpath_code, data, multifragment):
+                    self._send(frame)
+                return
+            flags = FASTPATH_FLAG_ENCRYPTED | (FASTPATH_FLAG_SECURE_CHECKSUM if self._secure.salted_mac else 0)
+            for body in output.fastpath_update_bodies(fastpath_code, data, multifragment, encrypted=True):
+                mac, ciphertext = self._secure.seal(body)
+                self._send(build_fastpath(mac + ciphertext, flags=flags))
         else:
             self._send_mcs(output.build_update_pdu(data, self.config.share_id))
 

@@ -198,15 +198,36 @@ def resolve_credentials(cert_file: Path | str | None = None, key_file: Path | st
     return credentials
 
 
-def create_server_context(credentials: TlsCredentials, *, allow_legacy: bool = False) -> ssl.SSLContext:
+# Security/TLSMinVersion (Headbox's own VRDE property): the oldest TLS a client may use.
+TLS_VERSIONS = {"1.0": ssl.TLSVersion.TLSv1, "1.1": ssl.TLSVersion.TLSv1_1,
+                "1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
+
+
+def parse_min_version(value: str | None) -> ssl.TLSVersion:
+    """"1.0".."1.3" (also "TLSv1.2"); unset or empty means TLS 1.2, as VirtualBox 7.1 and xrdp."""
+    if value is None or not value.strip():
+        return ssl.TLSVersion.TLSv1_2
+    key = value.strip().lower().removeprefix("tlsv").removeprefix("tls")
+    if key == "1":
+        key = "1.0"
+    if key not in TLS_VERSIONS:
+        raise TlsConfigError(f"Security/TLSMinVersion '{value}' is not one of {', '.join(TLS_VERSIONS)}")
+    return TLS_VERSIONS[key]
+
+
+def create_server_context(credentials: TlsCredentials, *, allow_legacy: bool = False,
+                          min_version: ssl.TLSVersion | None = None) -> ssl.SSLContext:
+    """allow_legacy is min_version=TLSv1; TLS 1.0/1.1 also need OpenSSL's SHA-1 suites enabled."""
+    if min_version is not None:
+        allow_legacy = min_version < ssl.TLSVersion.TLSv1_2
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     if allow_legacy:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # the user asked for TLS 1.0/1.1
-            context.minimum_version = ssl.TLSVersion.TLSv1
+            context.minimum_version = min_version or ssl.TLSVersion.TLSv1
         context.set_ciphers(LEGACY_CIPHERS)
     else:
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.minimum_version = min_version or ssl.TLSVersion.TLSv1_2
         context.set_ciphers(MODERN_CIPHERS)
     context.maximum_version = ssl.TLSVersion.MAXIMUM_SUPPORTED
     context.options |= (ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
