@@ -1,16 +1,20 @@
-"""The VRDP process of one VM: a TCP listener with one thread per RDP client, the guest screen read from
-the shared surface on each display-channel update, and client keyboard/mouse sent to the VM's input."""
+"""The VRDP process of one VM: listeners on the configured ports, one thread per RDP client (logon,
+multi-connection rule, feature switches), the guest screen from the shared surface, input to the VM."""
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import logging
 import os
 import select
 import socket
 import sys
 import threading
+import time
+from datetime import UTC, datetime
 
+import numpy as np
 import zmq
 
 from services.devices.display.surface import frame_view, read_header
@@ -18,24 +22,46 @@ from services.ipc.io import InputSender
 from services.ipc.messages import DISPLAY_VERSION, unpack
 from services.ipc.naming import endpoint, runtime_dir, shm_name
 from services.ipc.shm import SharedRegion
-from services.vrdp import tls
+from services.vrdp.auth import (
+    REFUSE,
+    REPLACE,
+    AuthRequest,
+    FailureThrottle,
+    check_logon,
+    multicon_decision,
+)
+from services.vrdp.config import ConfigError, ConfigWatcher, VrdeConfig
 from services.vrdp.connection import (
     Activated,
     ClientInfoReceived,
     Connection,
-    ConnectionConfig,
     Disconnected,
     OutputSuppressed,
     RefreshRequested,
     Refused,
 )
+from services.vrdp.control import ControlServer
 from services.vrdp.pdu import input as rdp_input
+from services.vrdp.ports import Listener, bind_listener
+from services.vrdp.security_policy import (
+    NEGOTIATION_FAILURES,
+    SecurityPolicy,
+    security_policy_from,
+)
 from services.vrdp.tpkt import ProtocolError
 
 log = logging.getLogger("headbox.vrdp")
 
 POLL_INTERVAL = 0.02
+CONFIG_POLL = 0.5
 WHEEL_STEP = 120  # one notch of a Windows wheel
+# The static channels a Client/Disable* switch keeps a client from being served (none is served yet).
+FEATURE_CHANNELS = {"Client/DisableAudio": "rdpsnd", "Client/DisableUSB": "vrdpusb",
+                    "Client/DisableClipboard": "cliprdr", "Client/DisableRDPDR": "rdpdr"}
+
+
+class LogonRefused(Exception):
+    """Authentication or the multi-connection rule turned the client away; the connection closes."""
 
 
 class Screen:
@@ -114,13 +140,35 @@ class ClientHandler:
         self.sock = sock
         self.address = f"{address[0]}:{address[1]}"
         screen = server.screen
-        self.conn = Connection(ConnectionConfig(server.tls_context, desktop_size=screen.current_size))
+        # server.security: the listener's security_policy.SecurityPolicy (VRDE Security/* properties).
+        self.conn = Connection(server.security.connection_config(desktop_size=screen.current_size))
         self.lock = threading.Lock()
         self.pending: list[tuple[int, int, int, int]] = []
         self.new_size: tuple[int, int] | None = None
         self.suppressed = False
         self.last_pointer: tuple[int, int] | None = None
         self.buttons = 0
+        self.id = server.new_client_id()
+        self.ip = str(address[0])
+        self.user: str | None = None
+        self.since: str | None = None
+        self.features: dict[str, bool] = {}
+        self.kicked: str | None = None  # why the server wants this client gone (another thread sets it)
+
+    @property
+    def logged_on(self) -> bool:
+        return self.since is not None
+
+    def describe(self) -> dict:
+        disabled = sorted(name for name, on in self.features.items() if on)
+        return {"id": self.id, "address": self.address, "user": self.user, "since": self.since,
+                "disabled": disabled,
+                "channels": {"offered": [c.name for c in self.conn.client.channels],
+                             "served": [], "withheld": [FEATURE_CHANNELS[n] for n in disabled
+                                                        if n in FEATURE_CHANNELS]}}
+
+    def kick(self, reason: str) -> None:
+        self.kicked = reason
 
     def damage(self, rects, size: tuple[int, int], mode_changed: bool) -> None:
         with self.lock:
@@ -133,6 +181,8 @@ class ClientHandler:
         reason = "closed"
         try:
             self._loop()
+        except LogonRefused as exc:
+            reason = f"logon refused: {exc}"
         except ProtocolError as exc:
             reason = f"protocol error: {exc}"
         except OSError as exc:
@@ -157,6 +207,9 @@ class ClientHandler:
 
     def _loop(self) -> None:
         while not self.server.stopping.is_set() and not self.conn.closed:
+            if self.kicked:
+                log.info("client %s: %s", self.address, self.kicked)
+                return
             readable, _, _ = select.select([self.sock], [], [], POLL_INTERVAL)
             if readable:
                 data = self.sock.recv(65536)
@@ -175,6 +228,7 @@ class ClientHandler:
         elif isinstance(event, ClientInfoReceived):
             log.info("client %s: user %r, domain %r, client %r", self.address, event.user_name,
                      event.domain, event.client_name)
+            self._logon(event)
         elif isinstance(event, RefreshRequested):
             with self.lock:
                 self.pending.extend(event.rects)
@@ -184,12 +238,36 @@ class ClientHandler:
                 with self.lock:
                     self.pending = [(0, 0, self.conn.width, self.conn.height)]
         elif isinstance(event, Refused):
-            log.info("client %s refused: it offers no TLS (protocols 0x%X)", self.address,
-                     event.requested_protocols)
+            log.info("client %s refused: %s (it requested protocols 0x%X, security method %s)", self.address,
+                     NEGOTIATION_FAILURES.get(event.code, f"failure code {event.code}"),
+                     event.requested_protocols, self.server.security.method)
         elif isinstance(event, Disconnected):
             log.info("client %s: %s", self.address, event.reason)
-        else:
+        elif self.logged_on and not self.features.get("Client/DisableInput"):
             self._input(event)
+
+    def _logon(self, event: ClientInfoReceived) -> None:
+        """Authenticate before any graphics go out (the info PDU precedes activation), then apply the
+        multi-connection rule; the configuration and feature switches are read once, here."""
+        if self.logged_on:
+            raise ProtocolError("a second Client Info PDU")
+        server = self.server
+        config = server.config
+        delay = server.throttle.delay(self.ip, time.monotonic())
+        if delay:
+            log.info("client %s: %.0f s delay after failed logons from %s", self.address, delay, self.ip)
+            time.sleep(delay)  # this client's thread only: the others carry on
+        request = AuthRequest(config.vm_uuid, event.user_name, event.password, event.domain, self.id, config,
+                              self.ip)
+        granted = check_logon(request)
+        server.throttle.record(self.ip, granted, time.monotonic())
+        if not granted:
+            raise LogonRefused("access denied")
+        server.admit(self, config, event.user_name)
+        self.features = config.client_features()
+        disabled = [name for name, on in self.features.items() if on]
+        if disabled:
+            log.info("client %s: %s", self.address, ", ".join(disabled))
 
     def _input(self, event) -> None:
         sender = self.server.input
@@ -227,73 +305,199 @@ class ClientHandler:
         if new_size is not None and new_size != (self.conn.width, self.conn.height):
             self.conn.resize(*new_size)
             return  # the full screen follows the reactivation
-        if not rects or self.suppressed:
+        if not rects or self.suppressed or self.features.get("Client/DisableDisplay"):
             return
         frame = self.server.screen.snapshot()
-        if frame is not None:
-            self.conn.send_bitmaps(frame, rects)
+        if frame is None:  # no VM screen (yet): show black rather than nothing
+            frame = np.zeros((self.conn.height, self.conn.width, 4), np.uint8)
+        self.conn.send_bitmaps(frame, rects)
 
 
 class VrdpServer:
-    def __init__(self, vm_id: str, address: str, port: int, tls_context):
+    def __init__(self, vm_id: str, config: VrdeConfig, watcher: ConfigWatcher | None = None):
         self.vm_id = vm_id
-        self.tls_context = tls_context
+        self.config = config
+        self.watcher = watcher
+        self.security: SecurityPolicy | None = None
+        self.listener: Listener | None = None
+        self._listener_key = None
         self.screen = Screen(vm_id)
         self.input = InputSender(endpoint(vm_id, "input"))
+        # No VM on the other end (or a stuck one) must not block a client thread: drop input instead.
+        self.input.socket.setsockopt(zmq.SNDTIMEO, 0)
         self.input_lock = threading.Lock()
         self.stopping = threading.Event()
-        self.listener = socket.create_server((address, port), reuse_port=False)
-        self.port = self.listener.getsockname()[1]
+        self.throttle = FailureThrottle()
+        self._ids = itertools.count(1)
+        self._dropped_input = 0
+        self.control: ControlServer | None = None
+        self._apply_listener(config)
+
+    @property
+    def port(self) -> int:
+        """The bound port, 0 when none of the configured ports was free (VirtualBox's convention)."""
+        return self.listener.port if self.listener is not None else 0
+
+    def new_client_id(self) -> int:
+        return next(self._ids)
+
+    # --- configuration ------------------------------------------------------------------------------
+
+    def _apply_listener(self, config: VrdeConfig) -> None:
+        key = config.listener_key()
+        if key == self._listener_key:
+            return
+        self._listener_key = key
+        if self.listener is not None:
+            self.listener.close()
+            self.listener = None
+        if not config.enabled:
+            log.info("VRDE is disabled: not listening")
+            return
+        # An unusable certificate is logged there and refuses TLS clients only (SSL_CERT_NOT_ON_SERVER).
+        self.security = security_policy_from(config.properties,
+                                             config.state_dir or os.path.join(runtime_dir(self.vm_id), "vrdp"))
+        self.listener = bind_listener(config.ports, config.address)
+        if self.listener is None:
+            log.error("VirtualBox Remote Desktop Extension server can't bind to the port(s): %s", config.ports)
+
+    def reload(self, config: VrdeConfig) -> None:
+        """A new vrde.json: new clients get its auth, multicon and features; listener changes rebind."""
+        log.info("VRDE configuration changed")
+        was_enabled = self.config.enabled
+        self.config = config
+        self._apply_listener(config)
+        if was_enabled and not config.enabled:
+            self.disconnect_all()
+
+    def _poll_config(self) -> None:
+        if self.watcher is None:
+            return
+        try:
+            config = self.watcher.poll()
+        except ConfigError as exc:
+            log.error("VRDE configuration not applied: %s", exc)
+            return
+        if config is not None:
+            self.reload(config)
+
+    # --- clients ------------------------------------------------------------------------------------
 
     def send_input(self, method, *args) -> None:
         with self.input_lock:  # one ZeroMQ socket, several client threads
-            method(*args)
+            try:
+                method(*args)
+            except zmq.Again:
+                self._dropped_input += 1
+                if self._dropped_input in (1, 100) or self._dropped_input % 10000 == 0:
+                    log.warning("input dropped: the VM does not take it (%d events so far)", self._dropped_input)
+
+    def admit(self, client: ClientHandler, config: VrdeConfig, user: str) -> None:
+        """The multi-connection rule for a client that passed authentication (raises LogonRefused)."""
+        with self.screen.lock:
+            others = [c for c in self.screen.clients if c is not client and c.logged_on and not c.kicked]
+            decision = multicon_decision(config.multicon, config.reusecon, len(others))
+            if decision == REFUSE:
+                raise LogonRefused("multiple connections are not enabled")
+            if decision == REPLACE:
+                for other in others:
+                    other.kick("disconnected: a new client replaces it (reusecon)")
+            client.user = user
+            client.since = datetime.now(UTC).isoformat(timespec="seconds")
 
     def forget(self, client: ClientHandler) -> None:
         with self.screen.lock:
             self.screen.clients.discard(client)
 
+    def clients(self) -> list[ClientHandler]:
+        with self.screen.lock:
+            return sorted(self.screen.clients, key=lambda c: c.id)
+
+    def status(self) -> dict:
+        return {"pid": os.getpid(), "port": self.port, "enabled": self.config.enabled,
+                "clients": [c.describe() for c in self.clients() if c.logged_on]}
+
+    def disconnect_all(self) -> int:
+        clients = self.clients()
+        for client in clients:
+            client.kick("disconnected by the server")
+        return len(clients)
+
+    # --- the listening loop -------------------------------------------------------------------------
+
     def serve_forever(self) -> None:
         threading.Thread(target=self.screen.watch, args=(self.stopping,), name="display", daemon=True).start()
-        log.info("VRDP server for VM %s listening on %s:%d", self.vm_id, *self.listener.getsockname()[:2])
-        self.listener.settimeout(0.5)
+        log.info("VRDP server for VM %s started (port %d)", self.vm_id, self.port)
+        next_poll = time.monotonic() + CONFIG_POLL
         while not self.stopping.is_set():
-            try:
-                sock, address = self.listener.accept()
-            except TimeoutError:
-                continue
-            sock.settimeout(None)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sockets = list(self.listener.sockets) if self.listener is not None else []
+            timeout = max(0.0, next_poll - time.monotonic())
+            if sockets:
+                readable, _, _ = select.select(sockets, [], [], timeout)
+            else:
+                readable = []
+                self.stopping.wait(timeout)
+            for listening in readable:
+                self._accept(listening)
+            if time.monotonic() >= next_poll:
+                next_poll = time.monotonic() + CONFIG_POLL
+                self._poll_config()
+
+    def _accept(self, listening: socket.socket) -> None:
+        try:
+            sock, address = listening.accept()
+        except OSError:  # the client gave up already, or the listener was just closed
+            return
+        sock.setblocking(True)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
             client = ClientHandler(self, sock, address)
-            with self.screen.lock:
-                self.screen.clients.add(client)
-            threading.Thread(target=client.run, name=f"rdp-{address[1]}", daemon=True).start()
+        except Exception as exc:
+            log.error("client %s: cannot start: %s: %s", address, type(exc).__name__, exc)
+            sock.close()
+            return
+        with self.screen.lock:
+            self.screen.clients.add(client)
+        threading.Thread(target=client.run, name=f"rdp-{client.id}", daemon=True).start()
 
     def close(self) -> None:
         self.stopping.set()
-        self.listener.close()
+        if self.control is not None:
+            self.control.close()
+        if self.listener is not None:
+            self.listener.close()
         self.input.close()
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m services.vrdp", description="RDP server of one VM")
     parser.add_argument("--vm-id", required=True)
-    parser.add_argument("--port", type=int, default=3389)
-    parser.add_argument("--address", default="127.0.0.1")
-    parser.add_argument("--state-dir", help="where the self-signed TLS certificate is kept (0600)")
+    parser.add_argument("--config", help="the VM's vrde.json (written by the manager), re-read when it changes")
+    parser.add_argument("--port", default="3389", help="without --config: port list, e.g. 5000,5010-5012")
+    parser.add_argument("--address", default="127.0.0.1", help="without --config: address to listen on")
+    parser.add_argument("--state-dir", help="without --config: where the self-signed TLS certificate is kept")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    state_dir = args.state_dir or os.path.join(runtime_dir(args.vm_id), "vrdp")
+    watcher = None
     try:
-        context = tls.create_server_context(tls.resolve_credentials(state_dir=state_dir))
-    except (tls.TlsConfigError, OSError) as exc:
+        runtime_dir(args.vm_id)
+        if args.config:
+            watcher = ConfigWatcher(args.config)
+            config = watcher.config
+        else:  # a run without a manager: the options make the configuration
+            config = VrdeConfig(vm_name=args.vm_id, enabled=True, ports=str(args.port), address=args.address,
+                                state_dir=args.state_dir or "")
+            config.validate()
+    except (ConfigError, ValueError) as exc:
         print(f"VRDP: error: {exc}", file=sys.stderr)
         return 1
+    server = VrdpServer(args.vm_id, config, watcher)
     try:
-        server = VrdpServer(args.vm_id, args.address, args.port, context)
-    except OSError as exc:
-        print(f"VRDP: error: cannot listen on {args.address}:{args.port}: {exc.strerror}", file=sys.stderr)
+        server.control = ControlServer(server, endpoint(args.vm_id, "control-vrdp"))
+    except zmq.ZMQError as exc:
+        print(f"VRDP: error: cannot open the control socket: {exc}", file=sys.stderr)
+        server.close()
         return 1
     try:
         server.serve_forever()

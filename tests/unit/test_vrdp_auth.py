@@ -7,7 +7,15 @@ import uuid
 
 import pytest
 
-from services.vrdp.auth import AuthRequest, AuthResult, FailureThrottle, check_logon
+from services.vrdp.auth import (
+    ACCEPT,
+    REFUSE,
+    REPLACE,
+    AuthRequest,
+    FailureThrottle,
+    check_logon,
+    multicon_decision,
+)
 from services.vrdp.auth.simple import password_hash
 from services.vrdp.config import VrdeConfig
 
@@ -113,3 +121,14 @@ def test_throttle_grows_per_address_and_forgets():
 
 def test_auth_request_hides_the_password():
     assert "secret" not in repr(request(VrdeConfig()))
+
+
+def test_multicon_decision_table(caplog):
+    with caplog.at_level("INFO", logger="headbox.vrdp.auth"):
+        assert multicon_decision(False, False, 0) == ACCEPT
+        assert multicon_decision(True, False, 3) == ACCEPT
+        assert multicon_decision(True, True, 1) == ACCEPT
+        assert multicon_decision(False, False, 1) == REFUSE
+        assert "AUTH: Multiple connections are not enabled. Access denied." in caplog.text
+        assert multicon_decision(False, True, 1) == REPLACE
+        assert "AUTH: Multiple connections are not enabled. Disconnecting existing client." in caplog.text

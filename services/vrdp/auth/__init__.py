@@ -2,8 +2,15 @@
 logon check VirtualBox's console does after a client's info PDU (research/vrde.md §5)."""
 
 from services.vrdp.auth.base import AuthRequest, AuthResult
-from services.vrdp.auth.logon import check_logon
 from services.vrdp.auth.library import load_library
+from services.vrdp.auth.logon import (
+           ACCEPT,
+           REFUSE,
+           REPLACE,
+           check_logon,
+           multicon_decision,
+)
 from services.vrdp.auth.throttle import FailureThrottle
 
-__all__ = ["AuthRequest", "AuthResult", "FailureThrottle", "check_logon", "load_library"]
+__all__ = ["ACCEPT", "REFUSE", "REPLACE", "AuthRequest", "AuthResult", "FailureThrottle", "check_logon",
+           "load_library", "multicon_decision"]

@@ -46,3 +46,18 @@ def _external(request: AuthRequest) -> bool:
         return False
     log.info("AUTH: external authentication module returned '%s'", result.value)
     return result is AuthResult.GRANTED
+
+
+ACCEPT, REFUSE, REPLACE = "accept", "refuse", "replace"
+
+
+def multicon_decision(multicon: bool, reusecon: bool, logged_on: int) -> str:
+    """What to do with a client that passed authentication while `logged_on` others are connected
+    (research/vrde.md §4.7); checked after authentication so a bad client cannot evict a good one."""
+    if multicon or logged_on == 0:
+        return ACCEPT
+    if reusecon:
+        log.info("AUTH: Multiple connections are not enabled. Disconnecting existing client.")
+        return REPLACE
+    log.info("AUTH: Multiple connections are not enabled. Access denied.")
+    return REFUSE
