@@ -1,0 +1,573 @@
+"""Running VMs: start and stop their process groups under supervisor, their states, controlvm.
+
+The state of each VM is tracked by polling supervisor every half second: a vCPU process that exits 0
+means the guest powered off; any other death of the vCPU or device process means the VM aborted."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+
+import zmq
+
+from services.headless import VCPU_REGIONS, VmSpec, devices_argv, vcpu_argv, vrdp_argv
+from services.ipc.messages import CONTROL_VERSION, pack, unpack
+from services.ipc.naming import endpoint, runtime_dir, shm_name
+from services.manager import supervision
+from services.manager.errors import (E_FAIL, E_INVALIDARG, INVALID_VM_STATE, IPRT_ERROR, ManagerError)
+from services.manager.jobs import Job, Jobs
+
+log = logging.getLogger("headbox.manager")
+
+POLL_S = 0.5
+START_TIMEOUT_S = 30.0
+VRDP_TIMEOUT_S = 15.0
+LIVE_STATES = ("Starting", "Running", "Paused", "Stopping")
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def group_name(uuid: str) -> str:
+    return f"vm-{uuid}"
+
+
+def now_iso() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+
+
+@dataclass
+class VmRun:
+    uuid: str
+    name: str
+    state: str = "PoweredOff"
+    since: str = dataclasses.field(default_factory=now_iso)
+    pid_vcpu: int | None = None
+    vrde_port: int | None = None
+    foreground_pid: int | None = None     # a VBoxHeadless run in the foreground (session op)
+    vrde_enabled: bool = False
+
+    def set_state(self, state: str) -> None:
+        if state != self.state:
+            self.state, self.since = state, now_iso()
+
+
+def verdict(processes: dict[str, dict]) -> tuple[str, str] | None:
+    """What supervisor's view of a running VM's group means: None (it runs), ("PoweredOff", why) or
+    ("Aborted", why). Sans-I/O: `processes` maps program name to supervisor's process info."""
+    vcpu = processes.get("vcpu")
+    if vcpu is None:
+        return "Aborted", "its vCPU process is gone from supervisor"
+    if vcpu["statename"] == "EXITED" and vcpu["exitstatus"] == 0:
+        return "PoweredOff", "the guest powered off"
+    if vcpu["statename"] not in ("RUNNING", "STARTING"):
+        return "Aborted", f"the vCPU process died ({_how(vcpu)})"
+    devices = processes.get("devices")
+    if devices is not None and devices["statename"] not in ("RUNNING", "STARTING"):
+        return "Aborted", f"the device process died ({_how(devices)})"
+    return None
+
+
+def _how(info: dict) -> str:
+    if info["statename"] == "EXITED":
+        return "killed by a signal" if info["exitstatus"] == -1 else f"exit code {info['exitstatus']}"
+    return info["statename"].lower() + (f": {info['spawnerr']}" if info.get("spawnerr") else "")
+
+
+def keyboard_events(args: list) -> list[list]:
+    """keyboardputscancode's hex bytes (set 1; E0 prefixes an extended key, bit 7 a release) to the
+    vCPU's [code, extended, pressed] events."""
+    events, extended = [], False
+    for arg in args:
+        try:
+            value = int(str(arg), 16)
+        except ValueError:
+            raise ManagerError(E_INVALIDARG, f"Error: '{arg}' is not a hex byte") from None
+        if not 0 <= value <= 0xFF:
+            raise ManagerError(E_INVALIDARG, f"Error: '{arg}' is not a hex byte")
+        if value == 0xE0:
+            extended = True
+            continue
+        events.append([value & 0x7F, extended, not value & 0x80])
+        extended = False
+    if not events:
+        raise ManagerError(E_INVALIDARG, "keyboardputscancode needs at least one scancode")
+    return events
+
+
+def first_port(ports: str) -> int:
+    """The first port of a VRDE port list ("5000,5010-5012"; 0 or "default" is 3389)."""
+    head = ports.split(",")[0].split("-")[0].strip()
+    return 3389 if head in ("", "0", "default") else int(head)
+
+
+def control_request(vm_id: str, channel: str, op: str, timeout_ms: int = 5000, **fields) -> dict:
+    """One request on a VM service's control socket; ManagerError when it does not answer or fails."""
+    sock = zmq.Context.instance().socket(zmq.REQ)
+    sock.setsockopt(zmq.LINGER, 0)
+    try:
+        sock.connect(endpoint(vm_id, channel))
+        sock.send(pack({"v": CONTROL_VERSION, "op": op, **fields}))
+        if not sock.poll(timeout_ms):
+            raise ManagerError(IPRT_ERROR, f"the {channel[len('control-'):]} process of the VM did not answer {op}")
+        reply = unpack(sock.recv())
+    finally:
+        sock.close()
+    if not reply.get("ok"):
+        raise ManagerError(E_FAIL, str(reply.get("error", f"{op} failed")))
+    return reply
+
+
+def sweep_shared_memory(vm_id: str) -> None:
+    # A killed vCPU process leaves its regions behind; the VM's next start would take them for a
+    # running VM's.
+    for region in VCPU_REGIONS:
+        try:
+            os.unlink(f"/dev/shm/{shm_name(vm_id, region)}")
+        except FileNotFoundError:
+            pass
+
+
+def _vrdp_reads_config() -> bool:
+    # The --config option of the RDP server lands separately; until then it is told port and address.
+    try:
+        with open(os.path.join(REPO_ROOT, "services", "vrdp", "server.py"), encoding="utf-8") as file:
+            return '"--config"' in file.read()
+    except OSError:
+        return False
+
+
+class Runtime:
+    """The VMs this manager runs. `settings` answers vm_uuid, launch_spec, vrde_config, vm_folder;
+    `settings_lock` serializes every use of it with the daemon's settings requests."""
+
+    def __init__(self, home: str, settings, settings_lock: threading.RLock, jobs: Jobs):
+        self.home = home
+        self.settings = settings
+        self.settings_lock = settings_lock
+        self.jobs = jobs
+        self.vms: dict[str, VmRun] = {}
+        self.lock = threading.RLock()
+        self._supervisor: supervision.Supervisor | None = None
+        self._stop = threading.Event()
+        self._poller = threading.Thread(target=self._poll_loop, name="vm-states", daemon=True)
+
+    # -- lifecycle of the manager ----------------------------------------------------------------
+    def start(self) -> None:
+        """Find the VMs a previous manager left running, then watch them."""
+        try:
+            supervisor = supervision.connect(self.home, start=False)
+            if supervisor.alive():
+                self._supervisor = supervisor
+                self._recover()
+        except supervision.SupervisorError as error:
+            log.warning("%s", error)
+        self._poller.start()
+
+    def close(self, stop_supervisor: bool) -> None:
+        self._stop.set()
+        if self._poller.is_alive():
+            self._poller.join(5)
+        if stop_supervisor and self._supervisor is not None and self._supervisor.owned and not self.busy():
+            self._supervisor.shutdown()
+            log.info("supervisord stopped (no VM runs)")
+
+    def busy(self) -> bool:
+        with self.lock:
+            return any(run.state in LIVE_STATES for run in self.vms.values())
+
+    def supervisor(self) -> supervision.Supervisor:
+        if self._supervisor is None or not self._supervisor.alive():
+            try:
+                self._supervisor = supervision.connect(self.home)
+            except supervision.SupervisorError as error:
+                raise ManagerError(IPRT_ERROR, str(error)) from None
+        return self._supervisor
+
+    def _recover(self) -> None:
+        groups: dict[str, dict[str, dict]] = {}
+        for info in self._supervisor.processes():
+            if info["group"].startswith("vm-"):
+                groups.setdefault(info["group"], {})[info["name"]] = info
+        for group, processes in groups.items():
+            uuid = group[len("vm-"):]
+            try:
+                with self.settings_lock:
+                    name = self._name(uuid)
+            except ManagerError:
+                log.warning("supervisor runs %s, a VM these settings do not know; stopping it", group)
+                self._supervisor.remove_group(group)
+                continue
+            run = VmRun(uuid=uuid, name=name)
+            self.vms[uuid] = run
+            if verdict(processes) is not None:
+                self._finish(run, *verdict(processes))
+                continue
+            try:
+                status = control_request(uuid, "control-vcpu", "status", timeout_ms=2000)
+            except ManagerError:
+                self._finish(run, "Aborted", "its vCPU process does not answer")
+                continue
+            run.pid_vcpu = status["pid"]
+            run.set_state("Paused" if status["state"] == "paused" else "Running")
+            run.vrde_port = self._vrdp_port(uuid, timeout_ms=1000)
+            log.info("VM '%s' (%s) found %s", name, uuid, run.state.lower())
+
+    # -- what the settings need --------------------------------------------------------------------
+    def state_of(self, uuid: str) -> dict:
+        with self.lock:
+            run = self.vms.get(uuid)
+            if run is None:
+                return {"state": "PoweredOff", "state_since": None, "vrde_port_bound": None}
+            live = run.state in ("Running", "Paused")
+            return {"state": run.state, "state_since": run.since,
+                    "vrde_port_bound": run.vrde_port if live else None}
+
+    def running_uuids(self) -> list[str]:
+        with self.lock:
+            return [uuid for uuid, run in self.vms.items() if run.state in LIVE_STATES]
+
+    def _name(self, vm: str) -> str:
+        info = self.settings.showvminfo(vm=vm)
+        return info["name"]
+
+    def _resolve(self, vm) -> tuple[str, str]:
+        if not isinstance(vm, str) or not vm:
+            raise ManagerError(E_INVALIDARG, "a VM name or UUID is needed")
+        with self.settings_lock:
+            uuid = self.settings.vm_uuid(vm)
+            return uuid, self._name(uuid)
+
+    def _live(self, vm) -> VmRun:
+        uuid, name = self._resolve(vm)
+        with self.lock:
+            run = self.vms.get(uuid)
+        if run is None or run.state not in ("Running", "Paused") or run.foreground_pid:
+            state = run.state if run else "PoweredOff"
+            raise ManagerError(INVALID_VM_STATE, f"Machine '{name}' is not currently running"
+                               if run is None or not run.foreground_pid else
+                               f"Machine '{name}' runs in the foreground of VBoxHeadless ({state}); "
+                               "control it there")
+        return run
+
+    # -- startvm ---------------------------------------------------------------------------------
+    def startvm(self, vm=None, type="headless") -> dict:
+        if type not in ("headless", "vrdp", "gui", "sdl", "separate"):
+            raise ManagerError(E_INVALIDARG, f"Invalid session type '{type}'")
+        if type not in ("headless", "vrdp"):
+            raise ManagerError(E_INVALIDARG, f"Session type '{type}' needs a display; this host is headless")
+        uuid, name = self._resolve(vm)
+        with self.lock:
+            run = self.vms.get(uuid)
+            if run is not None and run.state in LIVE_STATES:
+                raise ManagerError(INVALID_VM_STATE, f"The machine '{name}' is already locked for a session "
+                                   "(or being unlocked)")
+            run = self.vms[uuid] = VmRun(uuid=uuid, name=name, state="Starting")
+        return {"job": self.jobs.start("startvm", lambda job: self._start(job, run))}
+
+    def _start(self, job: Job, run: VmRun) -> None:
+        started = time.monotonic()
+        try:
+            self._start_group(job, run)
+        except BaseException:
+            with self.lock:
+                run.set_state("PoweredOff")
+            raise
+        log.info("VM '%s' (%s) running after %.2f s", run.name, run.uuid, time.monotonic() - started)
+
+    def _start_group(self, job: Job, run: VmRun) -> None:
+        uuid, group = run.uuid, group_name(run.uuid)
+        with self.settings_lock:
+            spec = self.settings.launch_spec(uuid)
+            spec = spec if isinstance(spec, VmSpec) else VmSpec(**spec)
+            vrde = self._vrde_config(uuid)
+            folder = self.settings.vm_folder(uuid)
+        spec = dataclasses.replace(spec, vm_id=uuid)
+        run.vrde_enabled = vrde.enabled
+        logs = os.path.join(folder, "Logs")
+        os.makedirs(logs, mode=0o700, exist_ok=True)
+        config_path = os.path.join(runtime_dir(uuid), "vrde.json")
+        vrde.save(config_path)
+        programs = [supervision.Program("vcpu", vcpu_argv(spec), False, os.path.join(logs, "vcpu.log")),
+                    supervision.Program("devices", devices_argv(spec), False, os.path.join(logs, "devices.log"))]
+        if _vrdp_reads_config():
+            vrdp = vrdp_argv(spec, config=config_path)
+        else:
+            legacy = dataclasses.replace(spec, rdp_port=first_port(vrde.ports) if vrde.enabled else None,
+                                         rdp_address=vrde.address or "0.0.0.0", state_dir=vrde.state_dir or None)
+            vrdp = vrdp_argv(legacy)
+        if vrdp:
+            programs.append(supervision.Program("vrdp", vrdp, True, os.path.join(logs, "vrdp.log"), startsecs=1))
+        supervisor = self.supervisor()
+        supervisor.add_group(group, supervision.group_config(group, programs, REPO_ROOT, self._environment()))
+        try:
+            job.progress(10)
+            run.pid_vcpu = self._start_program(supervisor, run, "vcpu", programs[0].log_file)
+            job.progress(50)
+            self._start_program(supervisor, run, "devices", programs[1].log_file)
+            job.progress(70)
+            with self.lock:
+                run.set_state("Running")
+            if vrdp:
+                supervisor.start_program(group, "vrdp")
+                run.vrde_port = self._vrdp_port(uuid, timeout_ms=int(VRDP_TIMEOUT_S * 1000))
+                if vrde.enabled and not run.vrde_port:
+                    raise ManagerError(IPRT_ERROR, "VirtualBox Remote Desktop Extension server can't bind "
+                                       f"to the port(s): {vrde.ports}")
+        except BaseException:
+            log.warning("VM '%s': start failed; stopping its processes", run.name)
+            self._stop_group(run)
+            raise
+
+    def _start_program(self, supervisor, run: VmRun, program: str, log_file: str) -> int:
+        """Start one program and wait until it answers `status` with the pid supervisor gave it."""
+        group = group_name(run.uuid)
+        offset = os.path.getsize(log_file) if os.path.exists(log_file) else 0
+        supervisor.start_program(group, program)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            info = supervisor.call("getProcessInfo", f"{group}:{program}")
+            if info["statename"] in ("EXITED", "FATAL", "BACKOFF", "STOPPED"):
+                raise ManagerError(IPRT_ERROR, self._error_line(log_file, offset) or
+                                   f"the {program} process of VM '{run.name}' failed to start ({_how(info)}); "
+                                   f"see {log_file}")
+            try:
+                status = control_request(run.uuid, f"control-{program}", "status", timeout_ms=300)
+                if status.get("pid") == info["pid"]:
+                    return info["pid"]
+            except ManagerError:
+                pass
+        raise ManagerError(IPRT_ERROR, f"the {program} process of VM '{run.name}' did not start in "
+                           f"{START_TIMEOUT_S:g} s; see {log_file}")
+
+    @staticmethod
+    def _error_line(log_file: str, offset: int) -> str | None:
+        # Our services print one "<prog>: error: <message>" line when they refuse to start.
+        try:
+            with open(log_file, "rb") as file:
+                file.seek(offset)
+                text = file.read().decode(errors="replace")
+        except OSError:
+            return None
+        for line in text.splitlines():
+            if ": error: " in line:
+                return line.split(": error: ", 1)[1].strip()
+        return None
+
+    def _vrdp_port(self, uuid: str, timeout_ms: int) -> int | None:
+        """The port the RDP server bound (0: none of the configured ones), None if it does not say."""
+        deadline = time.monotonic() + timeout_ms / 1000
+        while time.monotonic() < deadline:
+            try:
+                return int(control_request(uuid, "control-vrdp", "status", timeout_ms=300).get("port") or 0)
+            except ManagerError:
+                time.sleep(0.1)
+        return None
+
+    def _environment(self) -> dict[str, str]:
+        env = {"PYTHONPATH": REPO_ROOT, "VBOX_USER_HOME": self.home, "PYTHONUNBUFFERED": "1"}
+        for key in ("XDG_RUNTIME_DIR", "HOME", "PATH", "LANG"):
+            if os.environ.get(key):
+                env[key] = os.environ[key]
+        return env
+
+    def _vrde_config(self, uuid: str):
+        from services.vrdp.config import VrdeConfig
+        config = self.settings.vrde_config(uuid)
+        if isinstance(config, dict):
+            config = VrdeConfig.from_dict(config)
+        if not config.state_dir:
+            config.state_dir = os.path.join(self.settings.vm_folder(uuid), "vrdp")
+        return config
+
+    def refresh_vrde(self, vm: str) -> None:
+        """The VRDE settings of a VM changed: a running VM's RDP server gets the new vrde.json."""
+        try:
+            uuid, _ = self._resolve(vm)
+        except ManagerError:
+            return
+        with self.lock:
+            run = self.vms.get(uuid)
+            if run is None or run.state not in ("Running", "Paused") or run.foreground_pid:
+                return
+        with self.settings_lock:
+            config = self._vrde_config(uuid)
+        config.save(os.path.join(runtime_dir(uuid), "vrde.json"))
+        run.vrde_enabled = config.enabled
+        log.info("VM '%s': vrde.json rewritten", run.name)
+
+    # -- stopping and watching ---------------------------------------------------------------------
+    def _stop_group(self, run: VmRun, graceful: bool = False) -> None:
+        if graceful:
+            # The device process flushes its disks on "stop".
+            try:
+                control_request(run.uuid, "control-devices", "stop", timeout_ms=3000)
+            except ManagerError:
+                pass
+        try:
+            self.supervisor().remove_group(group_name(run.uuid))
+        except (ManagerError, supervision.SupervisorError) as error:
+            log.error("VM '%s': removing its process group failed: %s", run.name, error)
+
+    def _finish(self, run: VmRun, state: str, why: str) -> None:
+        if state == "Aborted":
+            log.error("VM '%s' (%s) aborted: %s; stopping its other processes", run.name, run.uuid, why)
+        else:
+            log.info("VM '%s' (%s) powered off: %s", run.name, run.uuid, why)
+        self._stop_group(run, graceful=state == "PoweredOff")
+        if state == "Aborted":
+            sweep_shared_memory(run.uuid)
+        with self.lock:
+            run.set_state(state)
+            run.pid_vcpu = run.vrde_port = None
+
+    def _poll_loop(self) -> None:
+        while not self._stop.wait(POLL_S):
+            try:
+                self.poll()
+            except Exception:   # a hiccup of supervisor must not stop the watching
+                log.exception("watching the VMs failed")
+
+    def poll(self) -> None:
+        with self.lock:
+            watched = [run for run in self.vms.values() if run.state in ("Running", "Paused", "Stopping")]
+        foreground = [run for run in watched if run.foreground_pid]
+        for run in foreground:
+            if not _pid_alive(run.foreground_pid):
+                log.info("VM '%s': its VBoxHeadless (pid %d) is gone", run.name, run.foreground_pid)
+                with self.lock:
+                    run.set_state("PoweredOff")
+                    run.foreground_pid = None
+        supervised = [run for run in watched if not run.foreground_pid]
+        if not supervised or self._supervisor is None:
+            return
+        groups: dict[str, dict[str, dict]] = {}
+        for info in self._supervisor.processes():
+            groups.setdefault(info["group"], {})[info["name"]] = info
+        for run in supervised:
+            result = verdict(groups.get(group_name(run.uuid), {}))
+            if result is not None:
+                self._finish(run, *result)
+
+    # -- runtime ops -------------------------------------------------------------------------------
+    def vmstate(self, vm=None) -> dict:
+        uuid, _ = self._resolve(vm)
+        state = self.state_of(uuid)
+        with self.lock:
+            run = self.vms.get(uuid)
+            pid = (run.foreground_pid or run.pid_vcpu) if run and run.state in LIVE_STATES else None
+        return {"state": state["state"], "vrde_port_bound": state["vrde_port_bound"], "pid_vcpu": pid}
+
+    def launchspec(self, vm=None) -> dict:
+        uuid, _ = self._resolve(vm)
+        with self.settings_lock:
+            spec = self.settings.launch_spec(uuid)
+        return dataclasses.asdict(spec) if isinstance(spec, VmSpec) else dict(spec)
+
+    def session(self, vm=None, action=None, pid=None, vrde_port_bound=None) -> None:
+        uuid, name = self._resolve(vm)
+        if action not in ("open", "close"):
+            raise ManagerError(E_INVALIDARG, f"session action must be open or close, not {action!r}")
+        if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+            raise ManagerError(E_INVALIDARG, "session needs the pid of the process running the VM")
+        with self.lock:
+            run = self.vms.get(uuid)
+            if action == "open":
+                if run is not None and run.state in LIVE_STATES:
+                    raise ManagerError(INVALID_VM_STATE, f"The machine '{name}' is already locked for a "
+                                       "session (or being unlocked)")
+                run = self.vms[uuid] = VmRun(uuid=uuid, name=name, state="Running", foreground_pid=pid,
+                                             vrde_port=vrde_port_bound)
+                return None
+            if run is not None and run.foreground_pid == pid:
+                run.set_state("PoweredOff")
+                run.foreground_pid = run.vrde_port = None
+        return None
+
+    def controlvm(self, vm=None, action=None, args=None):
+        args = list(args or [])
+        if not isinstance(action, str):
+            raise ManagerError(E_INVALIDARG, "controlvm needs an action")
+        handler = getattr(self, f"_control_{action}", None)
+        if handler is None:
+            raise ManagerError(E_INVALIDARG, f"Invalid parameter '{action}'")
+        return handler(self._live(vm), args)
+
+    def _control_pause(self, run: VmRun, args) -> None:
+        control_request(run.uuid, "control-vcpu", "pause", timeout_ms=15000)
+        with self.lock:
+            run.set_state("Paused")
+
+    def _control_resume(self, run: VmRun, args) -> None:
+        if run.state != "Paused":
+            raise ManagerError(INVALID_VM_STATE, f"Machine '{run.name}' is not paused")
+        control_request(run.uuid, "control-vcpu", "resume")
+        with self.lock:
+            run.set_state("Running")
+
+    def _control_reset(self, run: VmRun, args) -> None:
+        control_request(run.uuid, "control-vcpu", "reset")
+
+    def _control_poweroff(self, run: VmRun, args) -> None:
+        with self.lock:
+            run.set_state("Stopping")
+        control_request(run.uuid, "control-vcpu", "poweroff")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if run.state != "Stopping":
+                return None
+            time.sleep(0.1)
+        raise ManagerError(IPRT_ERROR, f"Machine '{run.name}' did not power off within 30 s")
+
+    def _control_acpipowerbutton(self, run: VmRun, args) -> None:
+        if not control_request(run.uuid, "control-vcpu", "power-button").get("handled"):
+            log.info("VM '%s': the guest does not listen to the ACPI power button", run.name)
+
+    def _control_screenshotpng(self, run: VmRun, args) -> None:
+        if len(args) != 1 or not isinstance(args[0], str):
+            raise ManagerError(E_INVALIDARG, "screenshotpng needs the path of the PNG file")
+        path = os.path.abspath(args[0])
+        if not os.path.isdir(os.path.dirname(path)):
+            raise ManagerError("VBOX_E_FILE_ERROR", f"Failed to create file '{path}': no such folder")
+        control_request(run.uuid, "control-vcpu", "screenshot", timeout_ms=15000, path=path)
+
+    def _control_keyboardputscancode(self, run: VmRun, args) -> None:
+        control_request(run.uuid, "control-vcpu", "keys", scancodes=keyboard_events(args))
+
+    def _control_vrde(self, run: VmRun, args) -> None:
+        if args not in (["on"], ["off"]):
+            raise ManagerError(E_INVALIDARG, "vrde takes on or off")
+        self._modify(run, {"vrde": args[0] == "on"})
+
+    def _control_vrdeport(self, run: VmRun, args) -> None:
+        if len(args) != 1:
+            raise ManagerError(E_INVALIDARG, "vrdeport takes one port list")
+        self._modify(run, {"vrde_ports": str(args[0])})
+
+    def _modify(self, run: VmRun, changes: dict) -> None:
+        with self.settings_lock:
+            self.settings.modifyvm(vm=run.uuid, changes=changes)
+        self.refresh_vrde(run.uuid)
+
+    def _control_savestate(self, run: VmRun, args):
+        raise ManagerError(E_FAIL, "savestate is not supported yet")
+
+    def _control_setvideomodehint(self, run: VmRun, args):
+        raise ManagerError(E_FAIL, "setvideomodehint is not supported yet")
+
+    def _control_teleport(self, run: VmRun, args):
+        raise ManagerError(E_FAIL, "teleport is not supported yet")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
