@@ -81,3 +81,11 @@ def tls_context_from(properties: dict[str, str], state_dir: Path | str | None) -
     credentials = tls.resolve_credentials(path("Security/ServerCertificate"), path("Security/ServerPrivateKey"),
                                           path("Security/CACertificate"), state_dir=state_dir)
     return tls.create_server_context(credentials, min_version=min_version)
+
+
+# The RDP_NEG_FAILURE codes a Refused event carries, for the log.
+NEGOTIATION_FAILURES = {
+    1: "TLS is required (SSL_REQUIRED_BY_SERVER)",
+    2: "TLS is not allowed (SSL_NOT_ALLOWED_BY_SERVER)",
+    3: "the TLS certificate is unusable (SSL_CERT_NOT_ON_SERVER)",
+}
