@@ -298,3 +298,42 @@ def test_createvm_medium_and_extradata_output():
     assert output.extradata(None, False) == "No value set!\n"
     assert output.extradata("v", False) == "Value: v\n"
     assert output.extradata([{"key": "k", "value": "v"}], True) == "Key: k, Value: v\n"
+
+
+# ------------------------------------------------------------------------------------------------
+# VBoxHeadless
+
+def test_vboxheadless_options():
+    from services.manager.cli.vboxheadless import parse as headless
+    assert headless(["--startvm", "Windows XP"]) == {"vm": "Windows XP", "vrde": "on", "properties": {},
+                                                      "help": False, "version": False}
+    parsed = headless(["-startvm", "x", "--vrdp=config", "-e", "TCP/Ports=5000-5005", "--vrdpaddress", "127.0.0.1"])
+    assert parsed["vrde"] == "config"
+    assert parsed["properties"] == {"TCP/Ports": "5000-5005", "TCP/Address": "127.0.0.1"}
+    assert headless(["-s", "x", "-v", "off"])["vrde"] == "off"
+    for argv, message in ((["--vrde", "on"], "--startvm <name|uuid> is required"),
+                          (["--startvm", "x", "--vrde", "maybe"], "--vrde requires an argument (on|off|config), not 'maybe'"),
+                          (["--startvm", "x", "-e", "TCP/Ports"], "Invalid VRDE property 'TCP/Ports'"),
+                          (["--startvm", "x", "y"], "Invalid parameter 'y'")):
+        with pytest.raises(UsageError) as caught:
+            headless(argv)
+        assert str(caught.value) == message
+
+
+def test_vboxheadless_vrde_settings_follow_the_vm_and_the_command_line():
+    from services.manager.cli.vboxheadless import vrde_settings
+    from services.vrdp.config import VrdeConfig
+    info = {**VM, "vrde": {**VM["vrde"], "enabled": False, "properties": {"Security/Method": "TLS"}}}
+    vm_extra = [{"key": "VBoxAuthSimple/users/john", "value": "a" * 64},
+                {"key": "VRDE/Feature/Client/DisableDisplay", "value": "1"}]
+    global_extra = [{"key": "VBoxAuthSimple/users/john", "value": "b" * 64},
+                    {"key": "VBoxAuthSimple/users/mary", "value": "c" * 64}]
+    on = vrde_settings(info, vm_extra, global_extra, "on", {"TCP/Ports": "5000"})
+    VrdeConfig.from_dict(on)      # a valid vrde.json
+    assert on["enabled"] and on["ports"] == "5000" and on["address"] == ""
+    assert on["properties"] == {"Security/Method": "TLS"}
+    assert on["users"] == {"john": "a" * 64, "mary": "c" * 64}
+    assert on["features"] == {"Client/DisableDisplay": "1"}
+    assert on["state_dir"] == "/h/Windows XP/vrdp"
+    assert not vrde_settings(info, [], [], "config", {})["enabled"]
+    assert not vrde_settings(VM, [], [], "off", {})["enabled"]

@@ -1,0 +1,249 @@
+"""`VBoxHeadless --startvm <uuid|name> [--vrde on|off|config]` (also `VBoxVRDP`): one registered VM run in
+the foreground with its RDP server, reported to the manager as a session; Ctrl-C or SIGTERM powers it off."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+
+from services.manager.cli.arguments import UsageError, scan
+from services.manager.errors import ManagerError
+
+VERSION = "0.1.0"
+PROG = "VBoxHeadless"
+BANNER = f"Headbox Headless Interface {VERSION}\n\n"
+USAGE = """Usage:
+   -s, -startvm, --startvm <name|uuid>   Start given VM (required argument)
+   -v, -vrde, --vrde on|off|config       Enable or disable the VRDE server (default on),
+                                         or don't change the setting (config)
+   -e, -vrdeproperty, --vrdeproperty <name=[value]> Set a VRDE property (TCP/Ports, TCP/Address)
+   -p, -vrdpport, --vrdpport <ports>     Same as -e "TCP/Ports=<ports>" (deprecated)
+   -a, -vrdpaddress, --vrdpaddress <ip>  Same as -e "TCP/Address=<ip>" (deprecated)
+"""
+OPTIONS = {"--startvm": 1, "-s": 1, "--vrde": 1, "--vrdp": 1, "-v": 1, "--vrdeproperty": 1, "-e": 1,
+           "--vrdpport": 1, "-p": 1, "--vrdpaddress": 1, "-a": 1, "--help": 0, "-h": 0, "--version": 0, "-V": 0}
+USERS_PREFIX = "VBoxAuthSimple/users/"
+FEATURE_PREFIXES = ("VRDP/Feature/", "VRDE/Feature/")     # the later prefix wins, as in VirtualBox
+POWER_OFF_TIMEOUT_S = 30
+
+
+class Stop(Exception):
+    """SIGTERM, SIGHUP or Ctrl-C: power the VM off."""
+
+
+def parse(argv: list[str]) -> dict:
+    """{vm, vrde: on|off|config, properties: {name: value}, help, version}; UsageError on a mistake."""
+    options, positionals = scan(argv, OPTIONS)
+    if positionals:
+        raise UsageError(f"Invalid parameter '{positionals[0]}'")
+    parsed = {"vm": None, "vrde": "on", "properties": {}, "help": False, "version": False}
+    for option, values in options:
+        value = values[0] if values else None
+        if option in ("--startvm", "-s"):
+            parsed["vm"] = value
+        elif option in ("--vrde", "--vrdp", "-v"):
+            mode = {"on": "on", "enable": "on", "off": "off", "disable": "off", "config": "config"}.get(value.lower())
+            if mode is None:
+                raise UsageError(f"{option} requires an argument (on|off|config), not '{value}'")
+            parsed["vrde"] = mode
+        elif option in ("--vrdeproperty", "-e"):
+            name, eq, rest = value.partition("=")
+            if not eq or not name:
+                raise UsageError(f"Invalid VRDE property '{value}'")
+            parsed["properties"][name] = rest
+        elif option in ("--vrdpport", "-p"):
+            parsed["properties"]["TCP/Ports"] = value
+        elif option in ("--vrdpaddress", "-a"):
+            parsed["properties"]["TCP/Address"] = value
+        elif option in ("--help", "-h"):
+            parsed["help"] = True
+        else:
+            parsed["version"] = True
+    if parsed["vm"] is None and not (parsed["help"] or parsed["version"]):
+        raise UsageError("--startvm <name|uuid> is required")
+    return parsed
+
+
+def vrde_settings(info: dict, vm_extradata: list, global_extradata: list, mode: str, overrides: dict) -> dict:
+    """The vrde.json fields (docs/control-api.md) for this run: the VM's settings, VBoxHeadless's
+    `--vrde` (on by default: the headless server has no other output) and its `-e` properties."""
+    vrde = info.get("vrde") or {}
+    properties = {k: v for k, v in (vrde.get("properties") or {}).items() if v not in (None, "")}
+    properties.update(overrides)
+    features = {}
+    for prefix in FEATURE_PREFIXES:
+        for item in vm_extradata:
+            if item["key"].startswith(prefix) and len(item["key"]) > len(prefix):
+                features[item["key"][len(prefix):]] = item["value"]
+    users = {}
+    for items in (global_extradata, vm_extradata):         # the VM's users win over global ones
+        for item in items:
+            if item["key"].startswith(USERS_PREFIX) and item["value"]:
+                users[item["key"][len(USERS_PREFIX):]] = item["value"]
+    return {"vm_name": info["name"], "vm_uuid": info["uuid"],
+            "enabled": bool(vrde.get("enabled")) if mode == "config" else mode == "on",
+            "ports": properties.pop("TCP/Ports", None) or vrde.get("ports") or "3389",
+            "address": properties.pop("TCP/Address", None) or vrde.get("address") or "",
+            "auth_type": vrde.get("auth_type") or "null", "auth_library": vrde.get("auth_library") or "VBoxAuth",
+            "multicon": bool(vrde.get("multicon")), "reusecon": bool(vrde.get("reusecon")),
+            "video_channel": bool(vrde.get("video_channel")),
+            "video_channel_quality": int(vrde.get("video_channel_quality") or 75),
+            "properties": properties, "features": features, "users": users,
+            "state_dir": os.path.join(info.get("folder") or os.path.dirname(info.get("settings_file", "")), "vrdp")}
+
+
+def _launch(client, vm: str, mode: str, overrides: dict):
+    """The VmSpec and the vrde.json path for this run, both from the manager's settings."""
+    from services.headless import VmSpec
+    from services.ipc.naming import runtime_dir
+    from services.vrdp.config import VrdeConfig
+    info = client.request("showvminfo", vm=vm)
+    fields = client.request("launchspec", vm=vm)
+    known = VmSpec.__dataclass_fields__
+    spec = VmSpec(**{k: (tuple(v) if k == "boot" else v) for k, v in fields.items() if k in known})
+    vrde = fields.get("vrde") if isinstance(fields.get("vrde"), dict) else None
+    if vrde is None:
+        vrde = vrde_settings(info, client.request("getextradata", target=info["uuid"], key=None) or [],
+                             client.request("getextradata", target="global", key=None) or [], mode, overrides)
+    config = VrdeConfig.from_dict(vrde)
+    path = os.path.join(runtime_dir(spec.vm_id), "vrde.json")
+    config.save(path)
+    return info, spec, (path if config.enabled else None)
+
+
+def _vrdp_port(vm_id: str, vrdp, timeout_s: float = 15.0) -> int:
+    """The port the RDP server bound, from its `status` (0: none of the configured ports was free)."""
+    from services.ipc.naming import endpoint
+    from services.vcpu.service import ControlClient
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if vrdp.poll() is not None:
+            return 0
+        client = ControlClient(endpoint(vm_id, "control-vrdp"), timeout_ms=300)
+        try:
+            status = client.request("status")
+            if status.get("pid") == vrdp.pid:
+                return int(status.get("port") or 0)
+        except Exception:      # not answering yet
+            time.sleep(0.1)
+        finally:
+            client.close()
+    return 0
+
+
+def _power_off(vm) -> None:
+    """Ask the vCPU process to power off (the device process then flushes its disks); kill if it hangs."""
+    from services.ipc.naming import endpoint
+    from services.vcpu.service import ControlClient
+    if vm.vcpu is not None and vm.vcpu.poll() is None:
+        client = ControlClient(endpoint(vm.spec.vm_id, "control-vcpu"), timeout_ms=5000)
+        try:
+            client.request("poweroff")
+        except Exception:
+            pass
+        finally:
+            client.close()
+        try:
+            vm.vcpu.wait(POWER_OFF_TIMEOUT_S)
+        except Exception:
+            pass
+    if vm.vcpu is not None and vm.vcpu.poll() is not None:
+        vm._stop_vrdp()
+        vm._stop_devices()
+    vm.kill()
+
+
+def _on_signal(signum, frame):
+    raise Stop()
+
+
+def run(parsed: dict, out) -> int:
+    import subprocess
+
+    from services.headless import VmProcesses, vrdp_argv
+    from services.manager.client import connect_or_start
+
+    class HeadlessVm(VmProcesses):
+        """The VM's processes with the RDP server told by vrde.json, as the manager's own runs are."""
+
+        def __init__(self, spec, config_path):
+            super().__init__(spec)
+            self.config_path = config_path
+
+        def _start_vrdp(self):
+            if self.config_path:
+                self.vrdp = subprocess.Popen(vrdp_argv(self.spec, config=self.config_path), env=self.env)
+
+    client = connect_or_start()
+    vm = None
+    session = None
+    try:
+        info, spec, config_path = _launch(client, parsed["vm"], parsed["vrde"], parsed["properties"])
+        state = client.request("vmstate", vm=info["uuid"])
+        if state.get("state") in ("Running", "Paused", "Starting", "Stopping", "Teleporting", "TeleportingIn"):
+            raise ManagerError("VBOX_E_INVALID_VM_STATE", f"The machine '{info['name']}' is already running")
+        for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+            signal.signal(signum, _on_signal)
+        vm = HeadlessVm(spec, config_path)
+        vm.start()
+        port = _vrdp_port(spec.vm_id, vm.vrdp) if vm.vrdp is not None else None
+        client.request("session", vm=info["uuid"], action="open", pid=os.getpid(), vrde_port_bound=port)
+        session = info["uuid"]
+        if port is None:
+            out.write("VRDE server is inactive.\n")
+        elif port:
+            out.write(f"VRDE server is listening on port {port}.\n")
+        else:
+            out.write("VRDE server failed to start.\n")
+        out.flush()
+        code = vm.wait()
+        return 0 if code == 0 else 1
+    except Stop:
+        for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+            signal.signal(signum, signal.SIG_IGN)     # a second Ctrl-C must not cut the power-off short
+        if vm is not None:
+            _power_off(vm)
+        return 0
+    except RuntimeError as error:       # a process failed to start: its one-line reason
+        if vm is not None:
+            vm.kill()
+        raise ManagerError("VBOX_E_IPRT_ERROR", f"failed to start machine: {error}") from None
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+            signal.signal(signum, signal.SIG_DFL)
+        if session is not None:
+            try:
+                client.request("session", vm=session, action="close", pid=os.getpid())
+            except ManagerError:
+                pass
+        client.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        parsed = parse(argv)
+        if parsed["version"]:
+            print(VERSION)
+            return 0
+        sys.stdout.write(BANNER)
+        if parsed["help"]:
+            sys.stdout.write(USAGE)
+            return 0
+        sys.stdout.flush()
+        return run(parsed, sys.stdout)
+    except (UsageError, ManagerError) as error:
+        message = error.message if isinstance(error, ManagerError) else str(error)
+        print(f"{PROG}: error: {message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 1
+    except Exception as error:     # a bug still gets one line, never a traceback
+        print(f"{PROG}: error: internal error: {type(error).__name__}: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
