@@ -179,10 +179,14 @@ class ClientHandler:
     def run(self) -> None:
         log.info("client %s connected", self.address)
         reason = "closed"
+        goodbye = True
         try:
             self._loop()
         except LogonRefused as exc:
+            # As VirtualBox: the connection just closes. The licence and Demand Active queued with the
+            # Client Info are dropped, and with them the TLS stream's order, so no goodbye either.
             reason = f"logon refused: {exc}"
+            goodbye = False
         except ProtocolError as exc:
             reason = f"protocol error: {exc}"
         except OSError as exc:
@@ -192,8 +196,9 @@ class ClientHandler:
             reason = "internal error"
         finally:
             try:
-                self.conn.close()
-                self.sock.sendall(self.conn.data_to_send())
+                if goodbye:
+                    self.conn.close()
+                    self.sock.sendall(self.conn.data_to_send())
             except (OSError, ProtocolError):
                 pass
             self.sock.close()
