@@ -1,0 +1,89 @@
+"""What a VM's processes are told, derived from its settings: the VmSpec fields for the vCPU and
+device processes and the vrde.json fields for the RDP server; settings we cannot run are refused."""
+
+from __future__ import annotations
+
+import os
+
+from ..errors import E_INVALIDARG, FILE_ERROR, OBJECT_NOT_FOUND, ManagerError
+from .model import Machine, Registry
+
+COM1 = (0x3F8, 4)
+_FEATURE_PREFIXES = ("VRDE/Feature/", "VRDP/Feature/")
+USERS_PREFIX = "VBoxAuthSimple/users/"
+DEFAULT_AUTH_LIBRARY = "VBoxAuth"
+
+
+def _drives(m: Machine, reg: Registry) -> tuple[list[str], str]:
+    ide = [c for c in m.controllers if c.bus == "IDE"]
+    for c in m.controllers:
+        if c.bus != "IDE" and c.attachments:
+            raise ManagerError(E_INVALIDARG, f"SATA controllers are not emulated; attach the disk "
+                                             f"to an IDE controller (controller '{c.name}')")
+    used = [c for c in ide if c.attachments]
+    if len(used) > 1:
+        raise ManagerError(E_INVALIDARG, "Only one IDE controller is emulated; attach every drive "
+                                         f"to '{used[0].name}'")
+    controller = (used or ide or [None])[0]
+    if controller is None:
+        return [], "piix3"
+    drives = []
+    for a in sorted(controller.attachments, key=lambda a: (a.port, a.device)):
+        if a.medium is None:
+            drives.append(f"{a.port}:{a.device}:{a.type}")
+            continue
+        medium = reg.medium(a.medium)
+        if medium is None:
+            raise ManagerError(OBJECT_NOT_FOUND, f"Could not find a registered medium with UUID "
+                                                 f"{{{a.medium}}} (port {a.port}, device "
+                                                 f"{a.device} of '{controller.name}')")
+        if not os.path.exists(medium.location):
+            raise ManagerError(FILE_ERROR, f"Could not find file for the medium "
+                                           f"'{medium.location}' (VERR_FILE_NOT_FOUND)")
+        drives.append(f"{a.port}:{a.device}:{a.type}:{medium.location}")
+    return drives, "piix4" if controller.type == "PIIX4" else "piix3"
+
+
+def _serial_log(m: Machine) -> str | None:
+    if m.uart1 is None:
+        return None
+    if tuple(m.uart1) != COM1:
+        io, irq = m.uart1
+        raise ManagerError(E_INVALIDARG, f"UART 1 at I/O base 0x{io:X}, IRQ {irq} is not emulated: "
+                                         "only COM1 (--uart1 0x3F8 4) exists")
+    return m.uartmode1[1] if m.uartmode1 else None
+
+
+def launch_spec(m: Machine, reg: Registry, folder: str) -> dict:
+    """The services.headless.VmSpec fields that run this VM."""
+    boot = tuple(dict.fromkeys(d for d in m.boot if d in ("dvd", "disk")))   # once each, in order
+    if not boot:
+        raise ManagerError(E_INVALIDARG, "No boot device the VM can boot from: set --boot1 dvd "
+                                         "or --boot1 disk")
+    drives, ide_controller = _drives(m, reg)
+    return {"vm_id": m.uuid, "memory_mib": m.memory_mb, "cpus": m.cpus, "accel": m.accel,
+            "boot": boot, "drives": drives, "ide_controller": ide_controller, "acpi": m.acpi,
+            "serial_log": _serial_log(m), "state_dir": folder}
+
+
+def _users(m: Machine, reg: Registry) -> dict[str, str]:
+    users = {k[len(USERS_PREFIX):]: v for k, v in reg.extradata.items() if k.startswith(USERS_PREFIX)}
+    users.update({k[len(USERS_PREFIX):]: v for k, v in m.extradata.items() if k.startswith(USERS_PREFIX)})
+    return {name: digest for name, digest in users.items() if name and digest}
+
+
+def vrde_config(m: Machine, reg: Registry, folder: str) -> dict:
+    """The vrde.json fields of docs/control-api.md."""
+    v = m.vrde
+    features = {}
+    for prefix in reversed(_FEATURE_PREFIXES):    # VRDE/Feature/* wins over the legacy VRDP/
+        for key, value in m.extradata.items():
+            if key.startswith(prefix) and len(key) > len(prefix):
+                features[key[len(prefix):]] = value
+    library = v.auth_library or reg.properties.get("VRDEAuthLibrary") or DEFAULT_AUTH_LIBRARY
+    return {"vm_name": m.name, "vm_uuid": m.uuid, "enabled": v.enabled, "ports": v.ports,
+            "address": v.address, "auth_type": v.auth_type, "auth_library": library,
+            "auth_timeout_ms": v.auth_timeout_ms, "multicon": v.multicon, "reusecon": v.reusecon,
+            "video_channel": v.video_channel, "video_channel_quality": v.video_channel_quality,
+            "properties": dict(v.properties), "features": features, "users": _users(m, reg),
+            "state_dir": folder}

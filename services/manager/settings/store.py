@@ -1,0 +1,135 @@
+"""The settings files on disk: every change is a transaction under an exclusive flock that
+re-reads the files, and every file is replaced atomically (0600, in 0700 folders)."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import threading
+from collections.abc import Callable
+from contextlib import contextmanager
+
+from ..errors import FILE_ERROR, ManagerError
+from . import machine_xml, registry_xml
+from .model import Machine, Registry
+
+REGISTRY_FILE = "Headbox.xml"
+LOCK_FILE = ".settings.lock"
+
+
+def write_atomic(path: str, data: bytes) -> None:
+    """Replace path with data so that a reader sees the old or the new file, never a mix, and a
+    crash leaves one of the two."""
+    folder = os.path.dirname(path)
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        dirfd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dirfd)
+        finally:
+            os.close(dirfd)
+    except OSError as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise ManagerError(FILE_ERROR, f"Could not write the settings file '{path}': "
+                                       f"{exc.strerror}") from None
+
+
+def make_folder(path: str) -> None:
+    try:
+        os.makedirs(path, 0o700, exist_ok=True)
+    except OSError as exc:
+        raise ManagerError(FILE_ERROR, f"Could not create the folder '{path}': {exc.strerror}") from None
+
+
+class Transaction:
+    """What one operation read and wants written. Nothing touches the disk until commit(), so an
+    operation that raises halfway changes nothing."""
+
+    def __init__(self, store: Store, registry: Registry):
+        self.store = store
+        self.registry = registry
+        self.registry_dirty = False
+        self._machines: dict[str, Machine] = {}
+        self._writes: dict[str, Machine] = {}
+        self.before: list[Callable[[], None]] = []    # run before any file is written
+        self.after: list[Callable[[], None]] = []     # run once everything is written
+
+    def machine_at(self, path: str) -> Machine:
+        if path not in self._machines:
+            self._machines[path] = self.store.read_machine(path)
+        return self._machines[path]
+
+    def put_machine(self, path: str, machine: Machine) -> None:
+        self._machines[path] = machine
+        self._writes[path] = machine
+
+    def forget_write(self, path: str) -> None:
+        self._writes.pop(path, None)
+
+    def commit(self) -> None:
+        for action in self.before:
+            action()
+        for path, machine in self._writes.items():
+            make_folder(os.path.dirname(path))
+            write_atomic(path, machine_xml.to_xml(machine))
+        if self.registry_dirty:
+            write_atomic(self.store.registry_path, registry_xml.to_xml(self.registry))
+        for action in self.after:
+            action()
+
+
+class Store:
+    def __init__(self, home: str):
+        self.home = os.path.abspath(home)
+        self.registry_path = os.path.join(self.home, REGISTRY_FILE)
+        self.lock_path = os.path.join(self.home, LOCK_FILE)
+
+    @contextmanager
+    def transaction(self, write: bool = True):
+        """Lock (exclusive to write, shared to read), read the registry, yield a Transaction and
+        commit it if the block ends without an exception."""
+        make_folder(self.home)
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if write else fcntl.LOCK_SH)
+            tx = Transaction(self, self.read_registry())
+            yield tx
+            if write:
+                tx.commit()
+        finally:
+            os.close(fd)     # closing drops the flock
+
+    def read_registry(self) -> Registry:
+        try:
+            with open(self.registry_path, "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            return Registry()
+        except OSError as exc:
+            raise ManagerError(FILE_ERROR, f"Could not read the settings file "
+                                           f"'{self.registry_path}': {exc.strerror}") from None
+        return registry_xml.from_xml(data, self.registry_path)
+
+    def read_machine(self, path: str) -> Machine:
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            raise ManagerError(FILE_ERROR, f"Could not find the settings file '{path}' "
+                                           "(VERR_FILE_NOT_FOUND)") from None
+        except OSError as exc:
+            raise ManagerError(FILE_ERROR, f"Could not read the settings file '{path}': "
+                                           f"{exc.strerror}") from None
+        return machine_xml.from_xml(data, path)
