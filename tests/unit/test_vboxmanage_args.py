@@ -337,3 +337,11 @@ def test_vboxheadless_vrde_settings_follow_the_vm_and_the_command_line():
     assert on["state_dir"] == "/h/Windows XP/vrdp"
     assert not vrde_settings(info, [], [], "config", {})["enabled"]
     assert not vrde_settings(VM, [], [], "off", {})["enabled"]
+
+
+def test_system_properties_layout():
+    text = output.list_output("systemproperties", [
+        {"key": "machinefolder", "label": "Default machine folder", "value": "/h/Machines"},
+        {"key": "minguestram", "label": "Minimum guest RAM size", "value": "4 Megabytes"}])
+    assert text == ("Default machine folder:           /h/Machines\n"
+                    "Minimum guest RAM size:           4 Megabytes\n")

@@ -98,26 +98,21 @@ def _medium(medium: dict, what: str) -> str:
     return lines
 
 
-SYSTEM_PROPERTY_LABELS = {
-    "version": "API version", "min_guest_ram_mb": "Minimum guest RAM size",
-    "max_guest_ram_mb": "Maximum guest RAM size", "max_guest_cpus": "Maximum guest CPU count",
-    "machinefolder": "Default machine folder", "vrdeauthlibrary": "VRDE auth library",
-    "controlendpoint": "Control endpoint", "home": "Settings folder",
-}
+SYSTEM_PROPERTY_LABELS = {"machinefolder": "Default machine folder", "vrdeauthlibrary": "VRDE auth library",
+                          "controlendpoint": "Control endpoint"}
 
 
 def _system_properties(properties) -> str:
-    """The settings answer with a map or with {name, value} items; either prints as `Label: value`."""
+    """Items {key, label, value} (or a plain map) print as VirtualBox's `Label:  value` lines."""
     if isinstance(properties, dict):
-        pairs = list(properties.items())
+        items = [{"key": key, "value": value} for key, value in properties.items()]
     else:
-        pairs = [(item["name"], item["value"]) for item in properties]
+        items = properties
     lines = ""
-    for name, value in pairs:
-        label = SYSTEM_PROPERTY_LABELS.get(name, name)
-        if name.endswith("_mb"):
-            value = f"{value} Megabytes"
-        lines += f"{label + ':':<33} {value}\n"
+    for item in items:
+        name = item.get("key") or item.get("name", "")
+        label = item.get("label") or SYSTEM_PROPERTY_LABELS.get(name, name)
+        lines += f"{label + ':':<33} {item['value']}\n"
     return lines
 
 
