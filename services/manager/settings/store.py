@@ -47,8 +47,16 @@ def write_atomic(path: str, data: bytes) -> None:
 
 
 def make_folder(path: str) -> None:
+    """Create path and any missing parent, each 0700 (os.makedirs gives parents the umask's mode)."""
+    if os.path.isdir(path):
+        return
+    parent = os.path.dirname(path)
+    if parent != path:
+        make_folder(parent)
     try:
-        os.makedirs(path, 0o700, exist_ok=True)
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
     except OSError as exc:
         raise ManagerError(FILE_ERROR, f"Could not create the folder '{path}': {exc.strerror}") from None
 
