@@ -41,6 +41,7 @@ class FileSink:
 class DeviceService:
     def __init__(self, vm_id: str, devices: "Devices", irq: IrqSender, dma_log: DmaLog):
         self.bus = devices.bus
+        self.devices = devices
         self.irq = irq
         self.context = zmq.Context.instance()
         self.io = IoServer(endpoint(vm_id, "io"), devices.bus, self.context, dma_log=dma_log,
@@ -88,6 +89,21 @@ class DeviceService:
         if op == "serial-input":
             self.bus.device(request.get("device", "serial")).receive(bytes(request["data"]))
             return {"ok": True}
+        if op == "release-media":
+            # Teleport: flushed and unlocked for the target; the VM is paused meanwhile.
+            if self.devices.disks:
+                self.devices.disks.release_media()
+            return {"ok": True}
+        if op == "open-media":
+            try:
+                if self.devices.open_media is not None:
+                    self.devices.open_media()
+                    self.devices.open_media = None
+                elif self.devices.disks:
+                    self.devices.disks.take_media()
+            except (ImageError, ValueError) as error:
+                return {"ok": False, "error": str(error)}
+            return {"ok": True}
         if op == "stop":
             self.running = False
             return {"ok": True}
@@ -106,6 +122,7 @@ class Devices:
         self.bus = Bus()
         self.sinks: list = []
         self.disks: DiskController | None = None
+        self.open_media = None          # set while a teleport target waits to open its media
         self.pci_functions: dict[tuple[int, int], object] = {}
 
     def pci_config_write(self, device: int, function: int, offset: int, size: int, value: int) -> None:
@@ -138,17 +155,25 @@ def build_devices(args, irq: IrqSender, dma_log: DmaLog) -> Devices:
         uart = Uart16550(irq=lambda level, line=line: irq.set_irq(line, level), output=sink)
         bus.register(uart, "pio", port, 8, name="serial")
     if args.drive or args.ram_region:
-        ram = None
-        if args.ram_region:
-            try:
-                ram = GuestRam(SharedRegion.open(args.ram_region))
-            except FileNotFoundError:
-                raise ValueError(f"no guest RAM region '{args.ram_region}' (is the VM's vCPU process "
-                                 "running?)") from None
-        devices.disks = DiskController(bus, ram, [DriveSpec.parse(d) for d in args.drive],
-                                       model=args.ide_controller, set_irq=irq.set_irq, on_dma_write=dma_log)
-        devices.pci_functions[(1, 1)] = devices.disks.pci
+        if getattr(args, "incoming", False):
+            # A teleport target opens its media only when the source has let go of them.
+            devices.open_media = lambda: _attach_disks(devices, args, irq, dma_log)
+        else:
+            _attach_disks(devices, args, irq, dma_log)
     return devices
+
+
+def _attach_disks(devices: Devices, args, irq: IrqSender, dma_log: DmaLog) -> None:
+    ram = None
+    if args.ram_region:
+        try:
+            ram = GuestRam(SharedRegion.open(args.ram_region))
+        except FileNotFoundError:
+            raise ValueError(f"no guest RAM region '{args.ram_region}' (is the VM's vCPU process "
+                             "running?)") from None
+    devices.disks = DiskController(devices.bus, ram, [DriveSpec.parse(d) for d in args.drive],
+                                   model=args.ide_controller, set_irq=irq.set_irq, on_dma_write=dma_log)
+    devices.pci_functions[(1, 1)] = devices.disks.pci
 
 
 def main(argv=None) -> int:
@@ -161,6 +186,8 @@ def main(argv=None) -> int:
     parser.add_argument("--drive", action="append", default=[],
                         help="CHANNEL:UNIT:hdd|dvd[:PATH] on the IDE controller (repeatable)")
     parser.add_argument("--ide-controller", default="piix3", choices=("piix3", "piix4"))
+    parser.add_argument("--incoming", action="store_true",
+                        help="teleport target: open the media only on the open-media request")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s devices %(levelname)s %(message)s")
     dma_log = DmaLog()

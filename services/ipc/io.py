@@ -120,6 +120,11 @@ class RemoteBus:
     def mmio_read(self, addr: int, size: int) -> int:
         return self._read(Io.MMIO_READ, addr, size, default=(1 << (8 * size)) - 1)
 
+    def sync(self) -> None:
+        """Return once the device process has applied every access posted before (a snapshot of
+        both processes must not miss a write still on its way)."""
+        self._read(Io.SYNC, default=None)
+
     def close(self) -> None:
         self.flush()
         self.closed = True
@@ -198,6 +203,8 @@ class IoServer:
                     self.pci(*message[1:6])
             elif code == Io.RESET:
                 self.reset()
+            elif code == Io.SYNC:
+                replies.append([message[1], None, dma.take()])
             else:
                 raise ProtocolError(f"unknown io message {code}")
         return replies

@@ -27,6 +27,7 @@ class Io:
     MMIO_READ = 6          # [code, seq, addr, size]                   -> [seq, value, dma]
     PCI_CONFIG_WRITE = 7   # [code, device, function, offset, size, value]   posted
     RESET = 8              # [code]: platform reset                          posted
+    SYNC = 9               # [code, seq] -> [seq, None, dma]: every earlier access is applied
     READS = (PIO_READ, PIO_READ_STRING, MMIO_READ)
 
 
@@ -71,6 +72,7 @@ class Control:
     SCREEN_TEXT = "screen-text"    # -> {"rows": [str, ...] | None}: the text-mode console
     POWER_BUTTON = "power-button"  # ACPI power button -> {"handled": guest listens}
     KEYS = "keys"                  # {"scancodes": [[code, extended, pressed], ...]}
+    THROTTLE = "throttle"          # {"share": 0..0.99}: time kept out of the guest (teleport)
 
 
 INPUT_VERSION = 1

@@ -44,9 +44,12 @@ class LineSink:
 
 
 class VcpuService:
-    def __init__(self, machine: Machine, control_endpoint: str):
+    def __init__(self, machine: Machine, control_endpoint: str, incoming: bool = False):
         self.machine = machine
-        self.state = "running"
+        # An incoming (teleport target) VM waits paused for the state it is sent, before its
+        # first instruction.
+        self.state = "paused" if incoming else "running"
+        self.incoming = incoming
         self.paused = threading.Event()
         self.resume = threading.Event()
         self.poweroff = False
@@ -60,6 +63,15 @@ class VcpuService:
 
     def run(self) -> StopReason:
         self.thread.start()
+        if self.incoming:
+            self.paused.set()
+            self.resume.wait()
+            self.resume.clear()
+            self.paused.clear()
+            if self.poweroff:
+                self.state = "stopped"
+                return StopReason.POWEROFF
+            self.state = "running"
         while True:
             reason = self.machine.run()
             if reason == StopReason.PAUSED and not self.poweroff:
@@ -125,6 +137,8 @@ class VcpuService:
             if self.state != "paused":
                 return {"ok": False, "error": f"the VM must be paused for {op} (it is {self.state})"}
             if op == Control.SNAPSHOT:
+                if machine.device_bus is not None:
+                    machine.device_bus.sync()
                 return {"ok": True, "state": machine.snapshot()}
             machine.restore(request["state"])
             return {"ok": True}
@@ -137,6 +151,9 @@ class VcpuService:
             return {"ok": True, "rows": machine.screen_text()}
         if op == Control.POWER_BUTTON:
             return {"ok": True, "handled": machine.power_button()}
+        if op == Control.THROTTLE:
+            machine.engine.set_throttle(float(request.get("share", 0)))
+            return {"ok": True}
         if op == Control.KEYS:
             machine.keyboard([(int(c), bool(e), bool(p)) for c, e, p in request["scancodes"]])
             return {"ok": True}
@@ -180,6 +197,8 @@ def parse_args(argv):
     parser.add_argument("--ide-controller", default="piix3", choices=("piix3", "piix4", "none"))
     parser.add_argument("--devices", action="store_true",
                         help="send unclaimed port/MMIO accesses to the device process (io channel)")
+    parser.add_argument("--incoming", action="store_true",
+                        help="wait paused for a teleported VM's state instead of booting")
     parser.add_argument("--exit-port", type=lambda s: int(s, 0), help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -201,7 +220,7 @@ def main(argv=None) -> int:
             message = f"VM {args.vm_id} is already running (its RAM region exists)"
         print(f"headbox-vcpu: error: {message}", file=sys.stderr)
         return 2
-    service = VcpuService(machine, endpoint(args.vm_id, "control-vcpu"))
+    service = VcpuService(machine, endpoint(args.vm_id, "control-vcpu"), incoming=args.incoming)
     irq = IrqReceiver(endpoint(args.vm_id, "irq"), machine.engine.set_irq,
                       on_dma=machine.engine.note_dma) if args.devices else None
     keyboard = machine.bus.device("i8042")

@@ -69,6 +69,21 @@ class DiskController:
         for image in self.images:
             image.flush()
 
+    def release_media(self) -> None:
+        for image in self.images:
+            image.release_lock()
+
+    def take_media(self) -> None:
+        taken = []
+        try:
+            for image in self.images:
+                image.take_lock()
+                taken.append(image)
+        except BaseException:
+            for image in taken:
+                image.release_lock()
+            raise
+
     def close(self) -> None:
         for image in self.images:
             image.close()

@@ -124,6 +124,18 @@ class ImageFile:
         if self._modified:
             fsync(self._fd, self.path)
 
+    def release_lock(self) -> None:
+        """Flush and let another process take the image (a teleport hands it to the target);
+        the file stays open so that take_lock() can resume using it."""
+        self.flush()
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def take_lock(self) -> None:
+        try:
+            fcntl.flock(self._fd, (fcntl.LOCK_SH if self.readonly else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ImageError(f"'{self.path}' is already in use by another running VM") from None
+
     def close(self) -> None:
         if self._fd >= 0:
             fd, self._fd = self._fd, -1

@@ -159,6 +159,10 @@ class VdiImage(ImageFile):
             os.close(fd)
             raise
 
+    def take_lock(self) -> None:
+        super().take_lock()
+        self._load()     # whoever held the image meanwhile may have allocated blocks
+
     # -- opening ------------------------------------------------------------------------------
 
     def _bad(self, problem: str, code: str = "VERR_VD_VDI_INVALID_HEADER") -> ImageError:

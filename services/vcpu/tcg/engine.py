@@ -74,6 +74,7 @@ class TcgEngine(Engine):
         self._halted = False
         self._triple_fault = False
         self._poll_ns = 0
+        self._throttle = 0.0        # share of time kept out of the guest (teleport auto-converge)
         self._closing = False
         self._dma_written: list[tuple[int, int]] = []   # device writes not yet purged from the JIT
         self._dma_lock = threading.Lock()
@@ -390,6 +391,7 @@ class TcgEngine(Engine):
             if self._stop_pending():
                 self._in_guest = False
                 continue
+            started = time.monotonic()
             try:
                 uc.emu_start(env.eip, NO_UNTIL)
             except Exception as error:   # UcError, or a hook's exception the binding re-raises
@@ -397,6 +399,19 @@ class TcgEngine(Engine):
                 log.error("guest stopped by the JIT at RIP %#x: %s", env.eip, error)
                 return StopReason.ERROR
             self._in_guest = False
+            if self._throttle:
+                self._sleep_throttled(time.monotonic() - started)
+
+    def set_throttle(self, share: float) -> None:
+        """Keep the vCPU out of the guest for this share of the time (0 to 0.99), so that a guest
+        that dirties memory faster than a teleport can send it lets the teleport converge."""
+        self._throttle = min(max(float(share), 0.0), 0.99)
+
+    def _sleep_throttled(self, ran: float) -> None:
+        pause = ran * self._throttle / (1.0 - self._throttle)
+        with self._wake:
+            if not self._stop_pending():
+                self._wake.wait(min(pause, 0.1))
 
     def _idle(self) -> None:
         """HLT: sleep until the next timer deadline, an interrupt line, or a stop request."""

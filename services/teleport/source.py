@@ -1,0 +1,258 @@
+"""The source end of a teleport: pre-copies a running VM's memory to a waiting target, pauses it for
+the last pages and the processor and device state, hands its media and the VM over, powers off.
+
+Until the target has taken the media (the point of no return) any failure leaves the source VM
+running as before; after it the target owns the VM and the source powers off."""
+
+from __future__ import annotations
+
+import logging
+import select
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from services.teleport import records, wire
+from services.teleport.areas import AREAS, Area
+from services.teleport.records import PAGE
+from services.teleport.vm import TeleportError, VmControl
+
+log = logging.getLogger("headbox.teleport")
+
+DEFAULT_MAX_DOWNTIME_MS = 250
+MAX_ROUNDS = 30
+THROTTLE_FIRST, THROTTLE_STEP, THROTTLE_MAX = 0.2, 0.1, 0.99    # QEMU's auto-converge steps
+REPLY_TIMEOUT_S = 60.0
+FIXED_COST_S = 0.02          # state, media hand-over and resume, beyond the pages themselves
+
+
+@dataclass
+class TeleportStats:
+    rounds: int = 0
+    bytes_sent: int = 0
+    pages_sent: int = 0
+    throttle: float = 0.0
+    downtime_start: float = 0.0
+    downtime_ms: float = 0.0
+    total_ms: float = 0.0
+    round_pages: list = field(default_factory=list)
+
+
+class _Link:
+    """The TCP connection to the target: lines, blocks, and a watch for a NACK mid-stream."""
+
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+        self.reader = wire.Reader()
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def _fill(self, timeout: float, what: str) -> None:
+        readable, _, _ = select.select([self.sock], [], [], timeout)
+        if not readable:
+            raise TeleportError(f"the target did not answer ({what}) within {timeout:.0f} s")
+        data = self.sock.recv(65536)
+        if not data:
+            raise TeleportError(f"the target closed the connection ({what})")
+        self.reader.feed(data)
+
+    def line(self, what: str, timeout: float = REPLY_TIMEOUT_S) -> bytes:
+        deadline = time.monotonic() + timeout
+        while (line := self.reader.line()) is None:
+            self._fill(max(0.0, deadline - time.monotonic()), what)
+        return line
+
+    def exact(self, n: int, what: str) -> bytes:
+        deadline = time.monotonic() + REPLY_TIMEOUT_S
+        while (data := self.reader.exact(n)) is None:
+            self._fill(max(0.0, deadline - time.monotonic()), what)
+        return data
+
+    def reply(self, what: str, timeout: float = REPLY_TIMEOUT_S) -> None:
+        try:
+            wire.parse_reply(self.line(what, timeout), what)
+        except wire.WireError as error:
+            raise TeleportError(str(error)) from None
+
+    def check_target(self) -> None:
+        """The target speaks during the stream only to refuse it (a NACK): raise its message."""
+        readable, _, _ = select.select([self.sock], [], [], 0)
+        if readable:
+            self.reply("load")
+            raise TeleportError("the target acknowledged the stream before its end")
+
+
+def teleport_out(vm_id: str, config: dict, host: str, port: int, password: str = "",
+                 max_downtime_ms: int = DEFAULT_MAX_DOWNTIME_MS,
+                 progress: Callable[[int], None] | None = None, connect_timeout: float = 10.0) -> TeleportStats:
+    """Move the running VM vm_id to the target waiting at host:port. Returns the figures; raises
+    TeleportError with the reason when the VM stayed here (it then runs as before)."""
+    if wire.is_hashed(password):
+        raise TeleportError("The specified password resembles a hashed password, expected plain text")
+    report = progress or (lambda percent: None)
+    started = time.monotonic()
+    try:
+        sock = socket.create_connection((host, port), timeout=connect_timeout)
+    except OSError as error:
+        raise TeleportError(f"Failed to connect to port {port} on '{host}': {error.strerror or error}") from None
+    sock.settimeout(None)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    link, vm = _Link(sock), VmControl(vm_id)
+    areas: list[Area] = []
+    run = _SourceRun(vm, link, report)
+    try:
+        welcome = link.exact(len(wire.WELCOME), "welcome")
+        if welcome != wire.WELCOME:
+            raise TeleportError(f"Unexpected welcome {welcome!r}: the peer is not a Headbox teleport target")
+        link.send(wire.hash_password(password).encode() + b"\n")
+        link.reply("password")
+        link.send(b"load\n")
+        link.reply("load")
+        areas = [Area(vm_id, name) for name in AREAS]
+        stats = run.stream(config, areas, max_downtime_ms)
+        run.hand_over()
+        stats.total_ms = (time.monotonic() - started) * 1000
+        log.info("VM %s teleported to %s:%d: %d rounds, %.1f MiB sent, downtime %.0f ms, total %.0f ms",
+                 vm_id, host, port, stats.rounds, stats.bytes_sent / 2**20, stats.downtime_ms, stats.total_ms)
+        return stats
+    except (TeleportError, OSError) as error:
+        if not run.past_point_of_no_return:
+            run.undo()
+        message = str(error) if isinstance(error, TeleportError) else f"connection to the target failed: {error}"
+        raise TeleportError(message) from None
+    finally:
+        for area in areas:
+            area.close()
+        vm.close()
+        sock.close()
+
+
+class _SourceRun:
+    def __init__(self, vm: VmControl, link: _Link, report):
+        self.vm, self.link, self.report = vm, link, report
+        self.stats = TeleportStats()
+        self.paused_by_us = False
+        self.was_paused = False
+        self.media_released = False
+        self.streaming = False
+        self.past_point_of_no_return = False
+
+    # -- pre-copy and the final pass -----------------------------------------------------------
+    def _send_pages(self, area_index: int, area: Area, dirty) -> int:
+        sent = 0
+        for record, data_bytes in records.page_records(area_index, area.shadow, dirty):
+            self.link.send(wire.frame(record))
+            sent += len(record)
+            if data_bytes:
+                self.stats.pages_sent += data_bytes // PAGE
+        return sent
+
+    def stream(self, config: dict, areas: list[Area], max_downtime_ms: int) -> TeleportStats:
+        stats, link = self.stats, self.link
+        self.was_paused = self.vm.vcpu_op("status").get("state") == "paused"
+        total_pages = sum(a.pages for a in areas)
+        self.streaming = True
+        link.send(wire.frame(records.pack(records.CONFIG, {**config, "pages": total_pages})))
+        bandwidth = None          # bytes per second, measured per round
+        budget = max_downtime_ms / 1000.0
+        previous_sent = None
+        while True:
+            round_start = time.monotonic()
+            dirty = [area.changed() for area in areas]
+            scan_s = time.monotonic() - round_start
+            dirty_pages = sum(len(d) for d in dirty)
+            stats.round_pages.append(dirty_pages)
+            dirty_bytes = dirty_pages * PAGE
+            if stats.rounds > 0 and bandwidth:
+                if scan_s + dirty_bytes / bandwidth + FIXED_COST_S <= budget or stats.rounds >= MAX_ROUNDS:
+                    break
+                if previous_sent and dirty_bytes > previous_sent / 2:
+                    self._throttle_more()
+            sent = 0
+            for index, (area, pages) in enumerate(zip(areas, dirty)):
+                sent += self._send_pages(index, area, pages)
+                link.check_target()
+            elapsed = time.monotonic() - round_start
+            if sent >= 1 << 20 or bandwidth is None:
+                bandwidth = max(sent, PAGE) / max(elapsed - scan_s, 1e-3)
+            previous_sent = sent
+            stats.rounds += 1
+            stats.bytes_sent += sent
+            link.send(wire.frame(records.pack(records.ROUND, stats.rounds, dirty_pages)))
+            self.report(min(90, 10 + 80 * stats.rounds // (stats.rounds + 2)))
+        # Stop and copy: from here to the target's resume is the downtime.
+        pause_at = time.monotonic()
+        if not self.was_paused:
+            self.vm.vcpu_op("pause")
+            self.paused_by_us = True
+        self.stats.downtime_start = pause_at
+        for index, area in enumerate(areas):
+            stats.bytes_sent += self._send_pages(index, area, area.changed())
+        cpu = self.vm.vcpu_op("snapshot")["state"]
+        devices = self.vm.devices_op("snapshot")["state"]
+        for record in (records.pack(records.CPU, cpu), records.pack(records.DEVICES, devices)):
+            link.send(wire.frame(record))
+            stats.bytes_sent += len(record)
+        link.send(wire.END_OF_STREAM)
+        self.streaming = False
+        link.reply("load-complete")
+        self.report(95)
+        return stats
+
+    def _throttle_more(self) -> None:
+        stats = self.stats
+        share = THROTTLE_FIRST if not stats.throttle else min(THROTTLE_MAX, stats.throttle + THROTTLE_STEP)
+        if share != stats.throttle:
+            stats.throttle = share
+            self.vm.vcpu_op("throttle", share=share)
+            log.info("the guest dirties memory faster than it can be sent: vCPU throttled to %d%%",
+                     round(100 * (1 - share)))
+
+    # -- the switch --------------------------------------------------------------------------
+    def hand_over(self) -> None:
+        link = self.link
+        self.vm.devices_op("release-media")
+        self.media_released = True
+        link.send(b"lock-media\n")
+        link.reply("lock-media")
+        # The target holds the media now: it owns the VM, whatever happens to this connection.
+        self.past_point_of_no_return = True
+        try:
+            link.send(b"hand-over-paused\n" if self.was_paused else b"hand-over-resume\n")
+            link.reply("hand-over", timeout=15)
+        except (TeleportError, OSError) as error:
+            log.warning("the target did not confirm the hand-over (%s); it owns the VM", error)
+        self.stats.downtime_ms = (time.monotonic() - self.stats.downtime_start) * 1000
+        try:
+            self.vm.vcpu_op("poweroff")
+        except TeleportError as error:
+            log.warning("powering off the source after the teleport: %s", error)
+        self.report(100)
+
+    def undo(self) -> None:
+        """Leave the source VM as it was: media taken back, throttle off, running again."""
+        try:
+            self.link.send(wire.CANCEL if self.streaming else b"cancel\n")
+        except OSError:
+            pass
+        if self.media_released:
+            try:
+                self.vm.devices_op("open-media")
+            except TeleportError as error:
+                # The target took the media although its answer never arrived: it owns the VM.
+                log.error("the target holds the VM's media (%s): powering off the source", error)
+                self.past_point_of_no_return = True
+                self.vm.vcpu_op("poweroff")
+                return
+        steps = []
+        if self.stats.throttle:
+            steps.append(lambda: self.vm.vcpu_op("throttle", share=0))
+        if self.paused_by_us:
+            steps.append(lambda: self.vm.vcpu_op("resume"))
+        for step in steps:
+            try:
+                step()
+            except TeleportError as error:
+                log.error("restoring the source VM after a failed teleport: %s", error)
