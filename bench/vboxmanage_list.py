@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from services.manager.client import connect_or_start  # noqa: E402
+from services.manager.client import connect_or_start
 
 TARGET_MS = 150.0
 

@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     client = None
     try:
         call = arguments.parse(argv, os.getcwd(), read_secret)
-        from services.manager.client import connect_or_start    # zmq and msgpack only
+        from services.manager.client import connect_or_start  # zmq and msgpack only
         client = connect_or_start()
         run(call, client, sys.stdout)
         sys.stdout.flush()
