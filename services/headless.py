@@ -40,6 +40,7 @@ class VmSpec:
     rdp_address: str = "127.0.0.1"       # only what the user asks for listens beyond loopback
     state_dir: str | None = None         # where the VRDP TLS certificate and key are kept
     firmware: str = DEFAULT_FIRMWARE
+    incoming: bool = False               # a teleport target: wait paused for the VM's state
 
 
 def vcpu_argv(spec: VmSpec, python: str = sys.executable) -> list[str]:
@@ -50,6 +51,8 @@ def vcpu_argv(spec: VmSpec, python: str = sys.executable) -> list[str]:
             "--ide-controller", spec.ide_controller]
     if spec.debug_log:
         argv += ["--debug-log", spec.debug_log]
+    if spec.incoming:
+        argv.append("--incoming")
     return argv
 
 
@@ -61,6 +64,8 @@ def devices_argv(spec: VmSpec, python: str = sys.executable) -> list[str]:
         argv += ["--drive", drive]
     if spec.serial_log:
         argv += ["--serial1", spec.serial_log]
+    if spec.incoming:
+        argv.append("--incoming")
     return argv
 
 
