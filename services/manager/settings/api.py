@@ -45,7 +45,7 @@ _PROPERTY_LABELS = (
     ("loghistorycount", "Log history count"),
     ("controlendpoint", "Control endpoint"),
 )
-_CONTROLLER_TYPES = {"ide": ("PIIX4", ("PIIX3", "PIIX4", "ICH6"), 2, 2),
+_CONTROLLER_TYPES = {"ide": ("PIIX4", ("PIIX3", "PIIX4", "ICH6"), 2, 1),
                      "sata": ("IntelAhci", ("IntelAhci",), 30, 1)}
 
 
