@@ -17,7 +17,7 @@ def _worker(home, index, barrier, failures):
         settings.setextradata(target="shared", key=f"Worker/{index}", value=str(index))
         settings.setextradata(target="global", key=f"Worker/{index}", value=str(index))
         settings.modifyvm(vm="shared", changes={"cpuid": {f"{0x40000000 + index:x}": [index, 0, 0, 0]}})
-    except BaseException as exc:  # reported to the parent: a failing child must fail the test
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent, which fails the test
         failures.put(f"{index}: {exc!r}")
 
 
