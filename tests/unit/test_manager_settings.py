@@ -362,3 +362,30 @@ def test_launch_spec_refuses_what_cannot_run(settings, xp):
     os.unlink(xp["iso"])
     with pytest.raises(ManagerError, match="Could not find file for the medium .*VERR_FILE_NOT_FOUND"):
         settings.launch_spec("Windows XP")
+
+
+def test_vm_state_may_be_the_daemons_map(tmp_path):
+    run = {"state": "Running", "state_since": "2026-01-02T03:04:05Z", "vrde_port_bound": 3390}
+    settings = Settings(str(tmp_path / "home"), vm_state=lambda uuid: run)
+    settings.createvm(name="vm", register=True)
+    info = settings.showvminfo(vm="vm")
+    assert (info["state"], info["state_since"], info["vrde_port_bound"]) == ("Running", "2026-01-02T03:04:05Z", 3390)
+    with pytest.raises(ManagerError, match=r"not mutable \(state is Running\)"):
+        settings.modifyvm(vm="vm", changes={"cpus": 2})
+    run.update(state="PoweredOff", vrde_port_bound=None)
+    settings.modifyvm(vm="vm", changes={"cpus": 2})
+    assert settings.showvminfo(vm="vm")["vrde_port_bound"] is None
+
+
+def test_the_consumers_accept_what_the_daemon_is_given(settings, xp):
+    """The VRDP process's VrdeConfig and headless's VmSpec take these fields as they are."""
+    from services.headless import VmSpec
+    from services.vrdp.config import VrdeConfig
+    settings.modifyvm(vm="Windows XP", changes={"vrde": True, "vrde_ports": "5000,5010-5012",
+                                                "vrde_auth_type": "external"})
+    settings.setextradata(target="Windows XP", key="VBoxAuthSimple/users/u", value="p")
+    config = VrdeConfig.from_dict(settings.vrde_config("Windows XP"))
+    assert (config.ports, config.auth_type, config.users["u"]) == (
+        "5000,5010-5012", "external", hashlib.sha256(b"p").hexdigest())
+    spec = VmSpec(**settings.launch_spec("Windows XP"))
+    assert spec.drives[0] == f"0:0:hdd:{xp['disk']}"

@@ -66,10 +66,19 @@ def _iso_now() -> str:
 
 
 class Settings:
-    def __init__(self, home: str, vm_state: Callable[[str], str] = lambda uuid: "PoweredOff"):
+    def __init__(self, home: str, vm_state: Callable[[str], str | dict] = lambda uuid: "PoweredOff"):
+        """vm_state(uuid) is the VM's run state: a state name, or a map with "state" and
+        optionally "state_since" and "vrde_port_bound" (which showvminfo then reports)."""
         self.store = Store(home)
         self.home = self.store.home
-        self.vm_state = vm_state
+        self._vm_state = vm_state
+
+    def _state_info(self, uuid: str) -> dict:
+        info = self._vm_state(uuid)
+        return dict(info) if isinstance(info, dict) else {"state": info}
+
+    def vm_state(self, uuid: str) -> str:
+        return str(self._state_info(uuid).get("state") or "PoweredOff")
 
     # -- lookups ------------------------------------------------------------------------------
 
@@ -468,10 +477,13 @@ class Settings:
             storage.append({"name": c.name, "type": c.bus.lower(), "controller": c.type,
                             "ports": c.port_count, "attachments": rows})
         v, t = m.vrde, m.teleporter
-        try:
-            since = m.last_state_change or _iso_mtime(entry.src)
-        except OSError:
-            since = ""
+        run = self._state_info(m.uuid)
+        since = run.get("state_since")
+        if not since:
+            try:
+                since = m.last_state_change or _iso_mtime(entry.src)
+            except OSError:
+                since = ""
         return {
             "name": m.name, "uuid": m.uuid, "ostype": m.ostype,
             "ostype_description": getattr(ostypes.find(m.ostype), "description", m.ostype),
@@ -497,7 +509,8 @@ class Settings:
             "accel": m.accel,
             "cpuid": {f"{leaf:08x}": list(regs) for leaf, regs in sorted(m.cpuid.items())},
             "extradata_count": len(m.extradata),
-            "state": self.vm_state(m.uuid), "state_since": since, "vrde_port_bound": None,
+            "state": str(run.get("state") or "PoweredOff"), "state_since": since,
+            "vrde_port_bound": run.get("vrde_port_bound"),
         }
 
     def setextradata(self, target, key, value=None) -> None:
