@@ -6,10 +6,11 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
+import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from contextlib import contextmanager
 
-from ..errors import FILE_ERROR, ManagerError
+from ..errors import E_INVALIDARG, FILE_ERROR, ManagerError
 from . import machine_xml, registry_xml
 from .model import Machine, Registry
 
@@ -87,15 +88,31 @@ class Transaction:
         self._writes.pop(path, None)
 
     def commit(self) -> None:
-        for action in self.before:
-            action()
-        for path, machine in self._writes.items():
-            make_folder(os.path.dirname(path))
-            write_atomic(path, machine_xml.to_xml(machine))
+        files = {path: machine_xml.to_xml(machine) for path, machine in self._writes.items()}
         if self.registry_dirty:
-            write_atomic(self.store.registry_path, registry_xml.to_xml(self.registry))
-        for action in self.after:
-            action()
+            files[self.store.registry_path] = registry_xml.to_xml(self.registry)
+        for data in files.values():
+            _check_readable(data)
+        try:
+            for action in self.before:
+                action()
+            for path, data in files.items():
+                make_folder(os.path.dirname(path))
+                write_atomic(path, data)
+            for action in self.after:
+                action()
+        except OSError as exc:
+            raise ManagerError(FILE_ERROR, f"Could not update '{exc.filename}': {exc.strerror}") from None
+
+
+def _check_readable(data: bytes) -> None:
+    """Refuse to write a file we could not read back (XML cannot hold most control characters),
+    before anything is written."""
+    try:
+        ET.fromstring(data)
+    except ET.ParseError:
+        raise ManagerError(E_INVALIDARG, "A name or value contains a control character, which a "
+                                         "settings file cannot hold") from None
 
 
 class Store:
