@@ -46,6 +46,8 @@ def main(argv=None) -> int:
     else:
         logging.basicConfig(level=logging.INFO, format=fmt, filename=os.path.join(home, "manager.log"))
     logging.getLogger("headbox.manager.zap").setLevel(logging.WARNING)
+    if os.environ.get("HEADBOX_DEBUG"):
+        logging.getLogger("headbox").setLevel(logging.DEBUG)
     from services.manager.daemon import AlreadyRunning, Daemon, PidLock
     try:
         lock = PidLock(home)
@@ -56,6 +58,8 @@ def main(argv=None) -> int:
         daemon = Daemon(home, idle_exit=idle_exit_seconds(args), tcp=args.tcp)
 
         def stop(signum, frame):
+            logging.getLogger("headbox.manager").info("%s: exiting once no request is pending",
+                                                      signal.Signals(signum).name)
             daemon.exiting = True
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)

@@ -130,9 +130,14 @@ def start_daemon(home: str, extra_args: tuple[str, ...] = ()) -> subprocess.Pope
     os.makedirs(home, mode=0o700, exist_ok=True)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO_ROOT, env.get("PYTHONPATH")]))
-    return subprocess.Popen([sys.executable, "-m", "services.manager", "--home", home, *extra_args],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            cwd=REPO_ROOT, env=env, start_new_session=True)
+    # Its stderr (a failure before its logging is set up) goes to the same log as its log lines.
+    log_fd = os.open(os.path.join(home, "manager.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        return subprocess.Popen([sys.executable, "-m", "services.manager", "--home", home, *extra_args],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log_fd,
+                                cwd=REPO_ROOT, env=env, start_new_session=True)
+    finally:
+        os.close(log_fd)
 
 
 def connect_or_start(home: str | None = None, timeout_s: float = 20.0, **client_args) -> ManagerClient:
@@ -148,10 +153,16 @@ def connect_or_start(home: str | None = None, timeout_s: float = 20.0, **client_
         if daemon_running(home) and (socket_path_fits(home) or os.path.exists(os.path.join(home, "manager.endpoint"))):
             client = ManagerClient(home=home, **client_args)
             try:
-                client.request("ping", timeout_ms=500)
-                return client
+                pid = client.request("ping", timeout_ms=500)["pid"]
             except ManagerError:
                 client.close()
+            else:
+                if pid != process.pid and process.poll() is None:
+                    # Ours lost the race but may still be starting; left alone it would take over
+                    # once the winner exits.
+                    process.terminate()
+                    process.wait(5)
+                return client
         elif process.poll() not in (None, 0) and not daemon_running(home):
             raise ManagerError(IPRT_ERROR, f"the manager for {home} failed to start (exit code "
                                f"{process.returncode}; see {os.path.join(home, 'manager.log')})")

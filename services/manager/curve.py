@@ -9,6 +9,7 @@ import logging
 import os
 
 import zmq
+import zmq.auth
 
 log = logging.getLogger("headbox.manager")
 
@@ -46,7 +47,6 @@ def server_keys(home: str) -> tuple[bytes, bytes]:
         _write_private(secret_path, certificate_text(public, secret), 0o600)
         _write_private(os.path.join(folder, SERVER_PUBLIC), certificate_text(public, None), 0o644)
         log.info("CurveZMQ server key pair created in %s", folder)
-    import zmq.auth
     public, secret = zmq.auth.load_certificate(secret_path)
     return public, secret
 

@@ -43,8 +43,9 @@ class PidLock:
     def __init__(self, home: str):
         self.path = os.path.join(home, "manager.pid")
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        # A client probing the lock holds it shared for microseconds: retry briefly.
-        deadline = time.monotonic() + 1.0
+        # A client probing the lock holds it shared for microseconds: retry briefly (not longer, or
+        # a loser of a start race could take over from a winner that already exited).
+        deadline = time.monotonic() + 0.2
         while True:
             try:
                 fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -54,7 +55,7 @@ class PidLock:
                     other = os.pread(self.fd, 32, 0).decode(errors="replace").strip()
                     os.close(self.fd)
                     raise AlreadyRunning(f"a manager already serves {home} (pid {other or '?'})") from None
-                time.sleep(0.02)
+                time.sleep(0.005)
         os.ftruncate(self.fd, 0)
         os.pwrite(self.fd, f"{os.getpid()}\n".encode(), 0)
 
@@ -221,6 +222,7 @@ class Daemon:
         if not isinstance(request, dict) or request.get("v") != paths.PROTOCOL_VERSION:
             raise ManagerError(E_INVALIDARG, f"malformed request (expected a map with v={paths.PROTOCOL_VERSION})")
         op = request.get("op")
+        log.debug("request %r", op)
         fields = {k: v for k, v in request.items() if k not in ("v", "op")}
         if not all(isinstance(k, str) for k in fields):
             raise ManagerError(E_INVALIDARG, "malformed request (field names must be strings)")
@@ -277,6 +279,7 @@ class Daemon:
     def op_shutdown(self) -> None:
         if self.runtime.busy():
             raise ManagerError(INVALID_VM_STATE, "VMs are running; power them off first")
+        log.info("shutdown requested")
         self.exiting = True
         return None
 
