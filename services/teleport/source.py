@@ -7,6 +7,7 @@ running as before; after it the target owns the VM and the source powers off."""
 from __future__ import annotations
 
 import logging
+import numpy as np
 import select
 import socket
 import time
@@ -47,7 +48,10 @@ class _Link:
         self.reader = wire.Reader()
 
     def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
+        try:
+            self.sock.sendall(data)
+        except OSError as error:
+            raise TeleportError(f"connection to the target failed: {error.strerror or error}") from None
 
     def _fill(self, timeout: float, what: str) -> None:
         readable, _, _ = select.select([self.sock], [], [], timeout)
@@ -143,6 +147,7 @@ class _SourceRun:
     def _send_pages(self, area_index: int, area: Area, dirty) -> int:
         sent = 0
         for record, data_bytes in records.page_records(area_index, area.shadow, dirty):
+            self.link.check_target()
             self.link.send(wire.frame(record))
             sent += len(record)
             if data_bytes:
@@ -151,7 +156,9 @@ class _SourceRun:
 
     def stream(self, config: dict, areas: list[Area], max_downtime_ms: int) -> TeleportStats:
         stats, link = self.stats, self.link
-        self.was_paused = self.vm.vcpu_op("status").get("state") == "paused"
+        status = self.vm.vcpu_op("status")
+        self.was_paused = status.get("state") == "paused"
+        config = {**config, "accel": status.get("accel")}
         total_pages = sum(a.pages for a in areas)
         self.streaming = True
         link.send(wire.frame(records.pack(records.CONFIG, {**config, "pages": total_pages})))
@@ -188,8 +195,9 @@ class _SourceRun:
             self.vm.vcpu_op("pause")
             self.paused_by_us = True
         self.stats.downtime_start = pause_at
-        for index, area in enumerate(areas):
-            stats.bytes_sent += self._send_pages(index, area, area.changed())
+        for index, (area, found) in enumerate(zip(areas, dirty)):
+            # The pages of the round that decided to stop are in the shadow but not sent yet.
+            stats.bytes_sent += self._send_pages(index, area, np.union1d(found, area.changed()))
         cpu = self.vm.vcpu_op("snapshot")["state"]
         devices = self.vm.devices_op("snapshot")["state"]
         for record in (records.pack(records.CPU, cpu), records.pack(records.DEVICES, devices)):

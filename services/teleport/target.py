@@ -46,6 +46,14 @@ def config_mismatch(source: dict, target: dict) -> str | None:
     return None
 
 
+def hardware_config(spec) -> dict:
+    """What both ends compare, from a services.headless.VmSpec (the accelerator is filled in from
+    the running vCPU process, which knows what "auto" chose)."""
+    return {"memory_mib": spec.memory_mib, "cpus": spec.cpus, "acpi": spec.acpi,
+            "ide_controller": spec.ide_controller, "drives": list(spec.drives),
+            "cpuid": getattr(spec, "cpuid", None)}
+
+
 @dataclass
 class TargetResult:
     peer: str
@@ -88,6 +96,19 @@ class _Conn:
 
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)
+
+    def refuse(self, data: bytes) -> None:
+        """Send a NACK and close gently: reading what the source still sends until it stops, so
+        that our close does not reset the connection and destroy the NACK before it is read."""
+        try:
+            self.sock.sendall(data)
+            self.sock.shutdown(socket.SHUT_WR)
+            self.sock.settimeout(0.2)
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and self.sock.recv(1 << 20):
+                pass
+        except OSError:
+            pass
 
 
 def teleport_in(vm_id: str, config: dict, address: str, port: int, password_hash: str = "",
@@ -154,6 +175,7 @@ def _receive(vm_id: str, config: dict, conn: _Conn, report) -> TargetResult:
     areas = [TargetArea(vm_id, name) for name in AREAS]
     owns_vm = False
     try:
+        config = {**config, "accel": vm.vcpu_op("status").get("accel")}
         if conn.line() != b"load\n":
             raise TeleportError(f"the source {conn.peer} did not ask to load a VM")
         conn.send(wire.ack())
@@ -190,7 +212,7 @@ def _receive(vm_id: str, config: dict, conn: _Conn, report) -> TargetResult:
         report(100)
         log.info("teleport from %s complete; the VM %s", conn.peer, "runs" if resume else "is paused")
         return TargetResult(conn.peer, resume, conn.received)
-    except (TeleportError, OSError, ValueError, wire.WireError) as error:
+    except (TeleportError, OSError, ValueError, TypeError, wire.WireError) as error:
         if owns_vm:
             raise
         message = str(error) if not isinstance(error, OSError) else f"connection to the source failed: {error}"
@@ -206,6 +228,12 @@ def _describe(command: bytes | None) -> str:
     return "connection closed" if command is None else command.decode("ascii", "replace").strip()[:40]
 
 
+def _area(areas: list[TargetArea], index) -> TargetArea:
+    if not isinstance(index, int) or not 0 <= index < len(areas):
+        raise ValueError(f"stream record for unknown memory area {index!r}")
+    return areas[index]
+
+
 def _load_stream(conn: _Conn, config: dict, areas: list[TargetArea], report):
     try:
         first = records.unpack(conn.block())
@@ -215,7 +243,7 @@ def _load_stream(conn: _Conn, config: dict, areas: list[TargetArea], report):
         raise TeleportError("the stream does not start with the VM's configuration")
     mismatch = config_mismatch(first[1], config)
     if mismatch:
-        conn.send(wire.nack(wire.VERR_SSM_LOAD_CONFIG_MISMATCH, mismatch))
+        conn.refuse(wire.nack(wire.VERR_SSM_LOAD_CONFIG_MISMATCH, mismatch))
         raise TeleportError(mismatch)
     total = max(1, int(first[1].get("pages", 1)))
     cpu = devices = None
@@ -228,11 +256,11 @@ def _load_stream(conn: _Conn, config: dict, areas: list[TargetArea], report):
         kind = record[0]
         if kind == records.DATA:
             _, area, first_page, data = record
-            areas[area].write(first_page, data)
+            _area(areas, area).write(first_page, data)
             pages += len(data) // records.PAGE
         elif kind == records.ZERO:
             _, area, first_page, count = record
-            areas[area].zero(first_page, count)
+            _area(areas, area).zero(first_page, count)
             pages += count
         elif kind == records.ROUND:
             report(min(90, 90 * pages // total))

@@ -1,0 +1,215 @@
+"""Teleporting on one host (tcg): a guest that prints a counter with a checksum of a RAM buffer to
+its serial port moves from a source VM to a waiting target VM; the output carries on without a gap
+or repeat. Then every refusal and fault leaves the source running."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import threading
+import time
+import uuid
+
+import pytest
+
+from services.headless import VmProcesses, VmSpec
+from services.teleport import wire
+from services.teleport.source import teleport_out
+from services.teleport.target import hardware_config, teleport_in
+from services.teleport.vm import TeleportError
+from tests.guests.build import build_program, counter_expected_lines
+
+RAM_MIB = 64
+BUF_DWORDS = 8192
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def counter_lines(path) -> list[str]:
+    try:
+        text = open(path, "rb").read().decode("latin-1")
+    except FileNotFoundError:
+        return []
+    return [line for line in text.split("\n")[:-1] if line.startswith("n=")]
+
+
+def wait_lines(path, count: int, timeout: float = 120) -> list[str]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        lines = counter_lines(path)
+        if len(lines) >= count:
+            return lines
+        time.sleep(0.1)
+    raise AssertionError(f"{path}: only {len(counter_lines(path))} counter lines after {timeout} s")
+
+
+@pytest.fixture(scope="module")
+def firmware(tmp_path_factory):
+    image = build_program("counter", {"BUF_DWORDS": BUF_DWORDS, "OUT_PORT": 0x3F8})
+    path = tmp_path_factory.mktemp("teleport") / "counter.bin"
+    path.write_bytes(image)
+    return str(path)
+
+
+class Vm:
+    def __init__(self, firmware: str, folder, incoming: bool = False, memory_mib: int = RAM_MIB):
+        self.spec = VmSpec(vm_id="tp" + uuid.uuid4().hex[:8], memory_mib=memory_mib, accel="tcg",
+                           firmware=firmware, boot=(), serial_log=str(folder / f"{uuid.uuid4().hex[:6]}.log"),
+                           incoming=incoming)
+        self.processes = VmProcesses(self.spec)
+        self.processes.start()
+        self.exit_code = None
+        self.waiter = threading.Thread(target=self._wait, daemon=True)
+        self.waiter.start()
+
+    def _wait(self):
+        self.exit_code = self.processes.wait()
+
+    @property
+    def log(self):
+        return self.spec.serial_log
+
+    @property
+    def running(self) -> bool:
+        return self.waiter.is_alive()
+
+    def close(self):
+        if self.waiter.is_alive():
+            self.processes.kill()
+            self.waiter.join(10)
+
+
+class Target:
+    """teleport_in on a thread, as the manager runs it."""
+
+    def __init__(self, vm: Vm, password: str = "", port: int | None = None, wait_s: float = 120):
+        self.vm, self.port = vm, port or free_port()
+        self.result = self.error = None
+        self.listening = threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(wire.hash_password(password), wait_s), daemon=True)
+        self.thread.start()
+        assert self.listening.wait(10), "the target did not start listening"
+
+    def _run(self, password_hash, wait_s):
+        try:
+            self.result = teleport_in(self.vm.spec.vm_id, hardware_config(self.vm.spec), "127.0.0.1", self.port,
+                                      password_hash, wait_s=wait_s, on_listening=lambda p: self.listening.set())
+        except TeleportError as error:
+            self.error = str(error)
+            self.listening.set()
+
+
+def assert_continuous(source_log, target_log):
+    before, after = counter_lines(source_log), counter_lines(target_log)
+    lines = before + after
+    assert lines == counter_expected_lines(len(lines), BUF_DWORDS), \
+        "the counter must continue on the target with no gap or repeat (and the same RAM checksums)"
+    return before, after
+
+
+def test_teleport_on_localhost_continues_the_guest(firmware, tmp_path):
+    source = Vm(firmware, tmp_path)
+    target_vm = Vm(firmware, tmp_path, incoming=True)
+    try:
+        wait_lines(source.log, 20)
+        target = Target(target_vm, password="s3cret")
+        stats = teleport_out(source.spec.vm_id, hardware_config(source.spec), "127.0.0.1", target.port,
+                             password="s3cret")
+        target.thread.join(30)
+        assert target.error is None and target.result is not None and target.result.resumed
+        source.waiter.join(15)
+        assert not source.running, "the source VM powers off after the hand-over"
+        count = len(counter_lines(source.log))
+        wait_lines(target_vm.log, 10)
+        before, after = assert_continuous(source.log, target_vm.log)
+        assert len(before) == count and len(after) >= 10
+        assert stats.rounds >= 1 and stats.downtime_ms > 0
+        print(f"teleport: {stats.rounds} rounds, {stats.bytes_sent / 2**20:.1f} MiB, "
+              f"downtime {stats.downtime_ms:.0f} ms, total {stats.total_ms:.0f} ms")
+    finally:
+        source.close()
+        target_vm.close()
+
+
+@pytest.fixture(scope="module")
+def source_vm(firmware, tmp_path_factory):
+    """One running source for the refusal tests: each must leave it running and counting."""
+    vm = Vm(firmware, tmp_path_factory.mktemp("source"))
+    wait_lines(vm.log, 5)
+    yield vm
+    vm.close()
+
+
+def assert_source_unharmed(vm: Vm):
+    count = len(counter_lines(vm.log))
+    wait_lines(vm.log, count + 5, timeout=60)
+    assert vm.running
+    lines = counter_lines(vm.log)
+    assert lines == counter_expected_lines(len(lines), BUF_DWORDS)
+
+
+def test_wrong_password_is_refused_and_the_target_keeps_waiting(source_vm, firmware, tmp_path):
+    target_vm = Vm(firmware, tmp_path, incoming=True)
+    try:
+        target = Target(target_vm, password="right")
+        with pytest.raises(TeleportError, match="Invalid password"):
+            teleport_out(source_vm.spec.vm_id, hardware_config(source_vm.spec), "127.0.0.1", target.port,
+                         password="wrong")
+        assert target.thread.is_alive(), "a wrong password ends that connection, not the target's wait"
+        assert_source_unharmed(source_vm)
+    finally:
+        target_vm.close()
+
+
+def test_ram_mismatch_is_refused_on_both_ends(source_vm, firmware, tmp_path):
+    target_vm = Vm(firmware, tmp_path, incoming=True, memory_mib=RAM_MIB * 2)
+    try:
+        target = Target(target_vm)
+        with pytest.raises(TeleportError, match=r"Config mismatch - RAM"):
+            teleport_out(source_vm.spec.vm_id, hardware_config(source_vm.spec), "127.0.0.1", target.port)
+        target.thread.join(30)
+        assert target.error and "Config mismatch - RAM" in target.error
+        assert_source_unharmed(source_vm)
+    finally:
+        target_vm.close()
+
+
+def test_target_not_waiting(source_vm):
+    with pytest.raises(TeleportError, match=r"Failed to connect to port \d+ on '127.0.0.1'"):
+        teleport_out(source_vm.spec.vm_id, hardware_config(source_vm.spec), "127.0.0.1", free_port())
+    assert_source_unharmed(source_vm)
+
+
+def test_target_dying_mid_stream_leaves_the_source_running(source_vm, firmware, tmp_path):
+    target_vm = Vm(firmware, tmp_path, incoming=True)
+    try:
+        target = Target(target_vm)
+        # The target's processes die once the first round is through.
+        with pytest.raises(TeleportError):
+            teleport_out(source_vm.spec.vm_id, hardware_config(source_vm.spec), "127.0.0.1", target.port,
+                         progress=lambda percent: target_vm.processes.kill())
+        target.thread.join(30)
+        assert target.error
+        assert_source_unharmed(source_vm)
+    finally:
+        target_vm.close()
+
+
+def test_a_second_teleport_after_failures_still_works(source_vm, firmware, tmp_path):
+    """After the refusals above, the same source moves for real."""
+    target_vm = Vm(firmware, tmp_path, incoming=True)
+    try:
+        target = Target(target_vm)
+        teleport_out(source_vm.spec.vm_id, hardware_config(source_vm.spec), "127.0.0.1", target.port)
+        target.thread.join(30)
+        assert target.error is None and target.result.resumed
+        source_vm.waiter.join(15)
+        wait_lines(target_vm.log, 5)
+        assert_continuous(source_vm.log, target_vm.log)
+    finally:
+        target_vm.close()
