@@ -35,10 +35,10 @@ def read_secret(path: str) -> str:
 
 def run(call: arguments.Call, client, out) -> None:
     """Send the request, follow its job if it starts one, print the answer as VirtualBox would."""
-    if call.op == "startvm":
+    result = client.request(call.op, **call.fields)
+    if call.op == "startvm":    # after the request: an unknown VM is refused before this line
         out.write(f'Waiting for VM "{call.options["vm"]}" to power on...\n')
         out.flush()
-    result = client.request(call.op, **call.fields)
     if isinstance(result, dict) and set(result) == {"job"}:
         result = _follow(client, result["job"], out, show_progress=call.output != "startvm")
     if call.output == "createvm":
@@ -56,10 +56,12 @@ def run(call: arguments.Call, client, out) -> None:
 
 
 def _follow(client, job, out, show_progress: bool):
+    """Wait for a job; its progress line starts only once it advances, so a job refused at once
+    (a file that exists) prints nothing but its error."""
     line = ProgressLine()
 
     def on_progress(percent):
-        if show_progress:
+        if show_progress and percent > 0:
             out.write(line.advance(percent))
             out.flush()
     try:
