@@ -1,0 +1,334 @@
+"""Shared helpers of the RDP client acceptance tests: the Linux test guest booted once with its RDP
+server, and real clients (xfreerdp, rdesktop) driven under Xvfb with xdotool and ImageMagick."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from services.devices.display.surface import frame_view
+from services.headless import VmProcesses, VmSpec
+from services.ipc.naming import endpoint, shm_name
+from services.ipc.shm import SharedRegion
+from services.vcpu.service import ControlClient
+from services.vrdp.codecs import convert
+from services.vrdp.config import VrdeConfig
+from tests.guests.linux_iso import linux_iso
+
+BOOT_TIMEOUT = 300
+TOOLS = {"Xvfb": "xvfb", "xdotool": "xdotool", "import": "imagemagick", "xfreerdp": "freerdp2-x11",
+         "rdesktop": "rdesktop"}
+
+
+def require(*tools: str) -> None:
+    """Acceptance tests fail loudly, never skip, when a client or tool is missing."""
+    missing = [tool for tool in tools if shutil.which(tool) is None]
+    assert not missing, "missing " + ", ".join(f"{t} (apt-get install {TOOLS.get(t, t)})" for t in missing)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for(check, timeout, what, processes=()):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for process in processes:
+            assert process.poll() is None, f"{process.args[0]} exited with {process.returncode} ({what})"
+        result = check()
+        if result:
+            return result
+        time.sleep(0.1)
+    raise AssertionError(f"timed out: {what}")
+
+
+def stop(process):
+    if process is not None and process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+# --- the guest ---------------------------------------------------------------------------------
+
+@dataclass
+class Guest:
+    """The Linux test ISO running on tcg with its RDP server told by a vrde.json."""
+    vm_id: str
+    tmp: Path
+    processes: VmProcesses
+    port: int
+    vrdp: subprocess.Popen | None = None
+    logs: dict = field(default_factory=dict)
+
+    @property
+    def serial_log(self) -> Path:
+        return self.tmp / "serial.log"
+
+    def serial(self) -> str:
+        return self.serial_log.read_bytes().decode("latin-1") if self.serial_log.exists() else ""
+
+    def wait_serial(self, marker: str, timeout: float, after: int = 0) -> int:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            pos = self.serial().find(marker, after)
+            if pos >= 0:
+                return pos
+            time.sleep(0.1)
+        raise AssertionError(f"{marker!r} not on serial within {timeout} s; it ends with:\n"
+                             + self.serial()[-1500:])
+
+    def vrdp_log(self) -> str:
+        self.logs["vrdp"].flush()
+        return (self.tmp / "vrdp.log").read_text(errors="replace")
+
+    def frame(self) -> np.ndarray:
+        region = SharedRegion.open(shm_name(self.vm_id, "surface"))
+        try:
+            return frame_view(region).copy()
+        finally:
+            region.close()
+
+    def screen_text(self) -> list[str]:
+        control = ControlClient(endpoint(self.vm_id, "control-vcpu"))
+        try:
+            return control.request("screen-text")["rows"] or []
+        finally:
+            control.close()
+
+    def type_serial(self, line: str) -> None:
+        """Type on the guest's serial shell (COM1, through the device process)."""
+        control = ControlClient(endpoint(self.vm_id, "control-devices"))
+        try:
+            assert control.request("serial-input", data=line.encode())["ok"]
+        finally:
+            control.close()
+
+    def configure(self, properties: dict[str, str]) -> None:
+        """(Re)write vrde.json; the server rereads it and rebinds when Security/* changed."""
+        config = VrdeConfig(vm_name=self.vm_id, vm_uuid=self.vm_id, enabled=True, ports=str(self.port),
+                            address="127.0.0.1", properties=dict(properties),
+                            state_dir=str(self.tmp / "vrdp-state"))
+        config.save(str(self.tmp / "vrde.json"))
+
+    def start_vrdp(self, properties: dict[str, str]) -> None:
+        self.configure(properties)
+        self.logs["vrdp"] = (self.tmp / "vrdp.log").open("w+")
+        self.vrdp = subprocess.Popen([sys.executable, "-m", "services.vrdp", "--vm-id", self.vm_id,
+                                      "--config", str(self.tmp / "vrde.json")],
+                                     stdout=self.logs["vrdp"], stderr=self.logs["vrdp"])
+        wait_for(lambda: listening(self.port), 60, "VRDP listener", [self.vrdp])
+
+    def reconfigure(self, properties: dict[str, str]) -> None:
+        count = self.vrdp_log().count("Security method ")
+        self.configure(properties)
+        wait_for(lambda: self.vrdp_log().count("Security method ") > count, 20, "new security policy",
+                 [self.vrdp])
+        wait_for(lambda: listening(self.port), 20, "VRDP listener after the change", [self.vrdp])
+
+
+def boot_guest(tmp: Path, properties: dict[str, str]):
+    """A generator for a module fixture: yields a Guest whose shell is ready and RDP server listens."""
+    old = os.environ.get("XDG_RUNTIME_DIR")
+    os.environ["XDG_RUNTIME_DIR"] = str(tmp)  # endpoint() and shm_name() here and in the children
+    vm_id = "rdp" + uuid.uuid4().hex[:6]
+    spec = VmSpec(vm_id=vm_id, memory_mib=256, accel="tcg", drives=[f"1:0:dvd:{linux_iso()}"],
+                  serial_log=str(tmp / "serial.log"))
+    processes = VmProcesses(spec)
+    guest = Guest(vm_id, tmp, processes, free_port())
+    started = time.monotonic()
+    try:
+        processes.start()
+        guest.wait_serial("GUEST-READY", BOOT_TIMEOUT)
+        guest.wait_serial("guest# ", 60)
+        print(f"\nLinux test ISO ready after {time.monotonic() - started:.1f} s on tcg")
+        guest.start_vrdp(properties)
+        yield guest
+    finally:
+        stop(guest.vrdp)
+        processes.kill()
+        for log in guest.logs.values():
+            log.close()
+        if old is None:
+            os.environ.pop("XDG_RUNTIME_DIR", None)
+        else:
+            os.environ["XDG_RUNTIME_DIR"] = old
+
+
+# --- the X server and the clients --------------------------------------------------------------
+
+class Display:
+    """An Xvfb without a window manager: client windows sit at 0,0 and take focus when told."""
+
+    def __init__(self, tmp: Path):
+        self.log = (tmp / "xvfb.log").open("w")
+        read_fd, write_fd = os.pipe()
+        self.process = subprocess.Popen(["Xvfb", "-displayfd", str(write_fd), "-screen", "0", "1024x768x24",
+                                         "-nolisten", "tcp", "-noreset"], pass_fds=(write_fd,),
+                                        stdout=self.log, stderr=self.log)
+        os.close(write_fd)
+        with os.fdopen(read_fd) as pipe:
+            number = pipe.readline().strip()
+        assert number, "Xvfb did not report its display"
+        self.name = f":{number}"
+        self.home = tmp / "home"
+        self.home.mkdir(exist_ok=True)
+        self.env = {**os.environ, "DISPLAY": self.name, "HOME": str(self.home)}
+
+    def xdotool(self, *args: str, check: bool = True) -> str:
+        result = subprocess.run(["xdotool", *args], env=self.env, capture_output=True, text=True, check=False)
+        if check:
+            assert result.returncode == 0, f"xdotool {' '.join(args)}: {result.stderr.strip()}"
+        return result.stdout
+
+    def close(self) -> None:
+        stop(self.process)
+        self.log.close()
+
+
+class Client:
+    """One RDP client process on the display; its log is kept for the assertion messages."""
+
+    def __init__(self, display: Display, argv: list[str], log_path: Path, title: str, answer: str = "yes\n"):
+        self.display = display
+        self.title = title
+        self.log_path = log_path
+        self.log = log_path.open("w+")
+        # rdesktop reads its certificate question from stdin (EOF there makes it crash).
+        self.process = subprocess.Popen(argv, env=display.env, stdin=subprocess.PIPE, stdout=self.log,
+                                        stderr=self.log)
+        self.process.stdin.write(answer.encode())
+        self.process.stdin.flush()
+        self.window: str | None = None
+
+    def text(self) -> str:
+        self.log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def wait_window(self, others=()) -> str:
+        def found():
+            out = self.display.xdotool("search", "--name", self.title, check=False).split()
+            return out[0] if out else None
+        try:
+            self.window = wait_for(found, 40, f"{self.title} window", [self.process, *others])
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; client log:\n{self.text()[-2000:]}") from None
+        return self.window
+
+    def screenshot(self) -> np.ndarray | None:
+        shot = subprocess.run(["import", "-window", self.window, "png:-"], env=self.display.env,
+                              capture_output=True, check=False)
+        if shot.returncode != 0:
+            return None
+        return np.asarray(Image.open(io.BytesIO(shot.stdout)).convert("RGB"))
+
+    def focus(self) -> None:
+        self.display.xdotool("mousemove", "--window", self.window, "5", "5")
+        self.display.xdotool("windowfocus", "--sync", self.window)
+
+    def type_line(self, text: str) -> None:
+        self.focus()
+        self.display.xdotool("type", "--delay", "60", text)
+        self.display.xdotool("key", "--delay", "60", "Return")
+
+    def close(self) -> None:
+        stop(self.process)
+        self.log.close()
+
+
+def expected_image(frame: np.ndarray, bpp: int) -> np.ndarray:
+    """What a client must show for the guest frame at `bpp`: every pixel, after the depth's quantisation
+    (565/555 rounding, the 6x6x6 palette at 8 bpp); R,G,B."""
+    if bpp in (24, 32):
+        return frame[..., 2::-1]
+    return convert.quantise(frame, bpp)[..., 2::-1]
+
+
+def assert_screen_matches(client: Client, guest: Guest, bpp: int, tmp: Path, timeout: float = 60) -> None:
+    """The client window equals the guest framebuffer; the guest frame must be the same before and
+    after the shot (the console cursor blinks)."""
+    last = {}
+
+    def matches():
+        before = guest.frame()
+        image = client.screenshot()
+        after = guest.frame()
+        if image is None or not (before == after).all() or not before[..., :3].any():
+            return False
+        last["shot"], last["guest"] = image, before
+        want = expected_image(before, bpp)
+        return image.shape == want.shape and (image == want).all()
+    try:
+        wait_for(matches, timeout, f"client window equal to the guest framebuffer at {bpp} bpp",
+                 [client.process])
+    except AssertionError:
+        if "shot" in last:
+            Image.fromarray(last["shot"]).save(tmp / "client.png")
+            Image.fromarray(np.ascontiguousarray(expected_image(last["guest"], bpp))).save(tmp / "guest.png")
+            want = expected_image(last["guest"], bpp)
+            if last["shot"].shape == want.shape:
+                differ = int((last["shot"] != want).any(-1).sum())
+                raise AssertionError(f"{differ} pixels differ (client.png, guest.png in {tmp}); "
+                                     f"client log:\n{client.text()[-1500:]}") from None
+            raise AssertionError(f"client window {last['shot'].shape} vs guest {want.shape}") from None
+        raise
+
+
+def assert_typing_reaches_the_shell(client: Client, guest: Guest, seed: int) -> None:
+    """Typed into the client window, evaluated by the guest's tty1 shell, printed on its serial line:
+    the arithmetic proves the shell ran the line rather than something echoing the keys."""
+    mark = len(guest.serial())
+    client.type_line(f"echo typed-$(({seed}*2)) > /dev/ttyS0")
+    try:
+        guest.wait_serial(f"typed-{seed * 2}", 60, after=mark)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\nscreen:\n" + "\n".join(guest.screen_text())) from None
+
+
+# The input_event a press of the left button makes in the guest: EV_KEY (1), BTN_LEFT (0x110), value 1.
+LEFT_PRESS_EVENT = "01 00 10 01 01 00 00 00"
+
+
+def assert_click_reaches_the_mouse(client: Client, guest: Guest) -> None:
+    """A click in the client window arrives at the guest kernel's PS/2 mouse: the serial shell reads
+    the mouse's event device and prints the first input_event after the click (dd: evdev refuses
+    reads shorter than one event, which busybox od makes)."""
+    client.focus()
+    client.display.xdotool("mousemove", "--window", client.window, "100", "100")
+    time.sleep(1)  # the motion is delivered and drained before the guest starts listening
+    mark = len(guest.serial())
+    guest.type_serial("M=; while [ -z \"$M\" ]; do for e in /sys/class/input/event*; do "
+                      "grep -qi mouse $e/device/name && M=${e##*/}; done; sleep 1; done; echo mouse=$M; "
+                      "echo click-event:$(dd if=/dev/input/$M bs=24 count=1 2>/dev/null "
+                      "| od -A n -t x1 | tr -d '\\n'); "
+                      "echo click-done\n")
+    guest.wait_serial("mouse=event", 60, after=mark)
+    time.sleep(1)
+    client.display.xdotool("click", "1")
+    end = guest.wait_serial("click-done", 30, after=mark)
+    line = guest.serial()[mark:end].split("click-event:")[-1]
+    assert LEFT_PRESS_EVENT in " ".join(line.split()), f"not a left-button press: {line!r}"
