@@ -585,3 +585,33 @@ def test_max_bpp_never_picks_an_unannounced_depth(server_key):
                               post_beta2_color_depth=0xCA01, client_product_id=1, serial_number=0)
     # wants 32, capped at 24, and 24 was not announced in supportedColorDepths: 16 it is
     assert conn._choose_bpp(core) == 16
+
+
+def test_rc4_matches_freerdp_for_rdp_key_lengths():
+    """WinPR's RC4 (what xfreerdp encrypts with) as the oracle for the 8-byte salted and 16-byte keys."""
+    path = ctypes.util.find_library("winpr2") or "libwinpr2.so.2"
+    try:
+        winpr = ctypes.CDLL(path)
+    except OSError:
+        pytest.fail("libwinpr2 is missing: apt-get install libwinpr2-2")
+    winpr.winpr_InitializeSSL.argtypes = [ctypes.c_uint32]
+    assert winpr.winpr_InitializeSSL(0)  # loads OpenSSL 3's legacy provider, as xfreerdp does
+    winpr.winpr_RC4_New.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+    winpr.winpr_RC4_New.restype = ctypes.c_void_p
+    winpr.winpr_RC4_Update.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_char_p]
+    winpr.winpr_RC4_Free.argtypes = [ctypes.c_void_p]
+    client_random, server_random = os.urandom(32), os.urandom(32)
+    for method in (M40, M56, M128):
+        keys = security.derive_session_keys(client_random, server_random, method)
+        key = keys.encrypt_key
+        ours = security.Rc4(key)
+        context = winpr.winpr_RC4_New(key, len(key))
+        assert context
+        try:
+            for size in (1, 100, 5000):
+                data = os.urandom(size)
+                out = ctypes.create_string_buffer(size)
+                assert winpr.winpr_RC4_Update(context, size, data, out)
+                assert ours.update(data) == out.raw
+        finally:
+            winpr.winpr_RC4_Free(context)
