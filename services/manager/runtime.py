@@ -99,12 +99,6 @@ def keyboard_events(args: list) -> list[list]:
     return events
 
 
-def first_port(ports: str) -> int:
-    """The first port of a VRDE port list ("5000,5010-5012"; 0 or "default" is 3389)."""
-    head = ports.split(",")[0].split("-")[0].strip()
-    return 3389 if head in ("", "0", "default") else int(head)
-
-
 def control_request(vm_id: str, channel: str, op: str, timeout_ms: int = 5000, **fields) -> dict:
     """One request on a VM service's control socket; ManagerError when it does not answer or fails."""
     sock = zmq.Context.instance().socket(zmq.REQ)
@@ -130,15 +124,6 @@ def sweep_shared_memory(vm_id: str) -> None:
             os.unlink(f"/dev/shm/{shm_name(vm_id, region)}")
         except FileNotFoundError:
             pass
-
-
-def _vrdp_reads_config() -> bool:
-    # The --config option of the RDP server lands separately; until then it is told port and address.
-    try:
-        with open(os.path.join(REPO_ROOT, "services", "vrdp", "server.py"), encoding="utf-8") as file:
-            return '"--config"' in file.read()
-    except OSError:
-        return False
 
 
 class Runtime:
@@ -232,8 +217,7 @@ class Runtime:
             return [uuid for uuid, run in self.vms.items() if run.state in LIVE_STATES]
 
     def _name(self, vm: str) -> str:
-        info = self.settings.showvminfo(vm=vm)
-        return info["name"]
+        return self.settings.vm_name(vm)
 
     def _resolve(self, vm) -> tuple[str, str]:
         if not isinstance(vm, str) or not vm:
@@ -294,12 +278,7 @@ class Runtime:
         vrde.save(config_path)
         programs = [supervision.Program("vcpu", vcpu_argv(spec), False, os.path.join(logs, "vcpu.log")),
                     supervision.Program("devices", devices_argv(spec), False, os.path.join(logs, "devices.log"))]
-        if _vrdp_reads_config():
-            vrdp = vrdp_argv(spec, config=config_path)
-        else:
-            legacy = dataclasses.replace(spec, rdp_port=first_port(vrde.ports) if vrde.enabled else None,
-                                         rdp_address=vrde.address or "0.0.0.0", state_dir=vrde.state_dir or None)
-            vrdp = vrdp_argv(legacy)
+        vrdp = vrdp_argv(spec, config=config_path)
         if vrdp:
             programs.append(supervision.Program("vrdp", vrdp, True, os.path.join(logs, "vrdp.log"), startsecs=1))
         supervisor = self.supervisor()
@@ -315,7 +294,9 @@ class Runtime:
             if vrdp:
                 supervisor.start_program(group, "vrdp")
                 run.vrde_port = self._vrdp_port(uuid, timeout_ms=int(VRDP_TIMEOUT_S * 1000))
-                if vrde.enabled and not run.vrde_port:
+                if run.vrde_port is None:
+                    log.warning("VM '%s': its RDP server does not answer status", run.name)
+                elif vrde.enabled and not run.vrde_port:
                     raise ManagerError(IPRT_ERROR, "VirtualBox Remote Desktop Extension server can't bind "
                                        f"to the port(s): {vrde.ports}")
         except BaseException:

@@ -1,0 +1,260 @@
+"""A VM run by the manager through supervisor (Linux test ISO on tcg, booted once for the module):
+startvm to the guest's ready marker; vrdp killed and restarted while the guest runs, xfreerdp still
+connects; the manager restarted finds the VM; pause, resume, screenshot, live VRDE change; the vCPU
+killed makes it Aborted; a taken VRDE port fails startvm; shutdown stops our supervisord."""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+from PIL import Image
+
+from services.ipc.naming import runtime_dir
+from services.manager.client import ManagerClient, connect_or_start, daemon_running
+from services.manager.errors import INVALID_VM_STATE, IPRT_ERROR, ManagerError
+from services.manager.runtime import control_request
+from services.manager.supervision import connect as supervisor_for
+from tests.guests.linux_iso import linux_iso
+
+BOOT_TIMEOUT = 300
+
+
+def wait_until(check, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(0.1)
+    raise AssertionError(f"timed out: {what}")
+
+
+def gone(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Vm:
+    def __init__(self, home, name, serial, port):
+        self.home, self.name, self.serial, self.port = home, name, serial, port
+        self.client = connect_or_start(home)
+        self.uuid = None
+
+    def request(self, op, **fields):
+        return self.client.request(op, **fields)
+
+    def state(self):
+        return self.request("vmstate", vm=self.name)
+
+    def processes(self):
+        group = f"vm-{self.uuid}"
+        return {info["name"]: info for info in supervisor_for(self.home, start=False).processes()
+                if info["group"] == group}
+
+    def text(self):
+        return self.serial.read_bytes().decode("latin-1") if self.serial.exists() else ""
+
+    def wait_serial(self, marker, timeout, after=0):
+        return wait_until(lambda: self.text().find(marker, after) + 1, timeout,
+                          f"{marker!r} on serial; it ends with {self.text()[-800:]!r}") - 1
+
+    def type(self, line):
+        control_request(self.uuid, "control-devices", "serial-input", data=line.encode())
+
+    def vrdp_log(self):
+        path = os.path.join(self.home, "Machines", self.name, "Logs", "vrdp.log")
+        return open(path, encoding="utf-8", errors="replace").read() if os.path.exists(path) else ""
+
+    def start(self):
+        return self.client.wait_job(self.request("startvm", vm=self.name, type="headless")["job"])
+
+
+@pytest.fixture(scope="module")
+def vm(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("manager-vm")
+    # VM sockets live in <runtime>/headbox/<uuid>/: pytest's folders are too deep for unix socket paths.
+    run = tempfile.mkdtemp(prefix="hb-", dir="/tmp")
+    saved = {key: os.environ.get(key) for key in ("VBOX_USER_HOME", "XDG_RUNTIME_DIR", "HEADBOX_IDLE_EXIT")}
+    home = str(tmp / "home")
+    os.environ.update(VBOX_USER_HOME=home, XDG_RUNTIME_DIR=run, HEADBOX_IDLE_EXIT="900")
+    machine = Vm(home, "lg", tmp / "serial.log", free_port())
+    try:
+        machine.uuid = machine.request("createvm", name="lg", register=True)["uuid"]
+        machine.request("modifyvm", vm="lg", changes={
+            "memory": 256, "accel": "tcg", "boot1": "dvd", "uart1": [0x3F8, 4],
+            "uartmode1": ["file", str(machine.serial)], "vrde": True, "vrde_ports": str(machine.port),
+            "vrde_address": "127.0.0.1"})
+        machine.request("storagectl", vm="lg", name="IDE", add="ide")
+        machine.request("storageattach", vm="lg", storagectl="IDE", port=1, device=0, type="dvddrive",
+                        medium=str(linux_iso()))
+        yield machine
+    finally:
+        try:
+            if machine.state()["state"] in ("Running", "Paused"):
+                machine.request("controlvm", vm="lg", action="poweroff")
+            machine.request("shutdown")
+            wait_until(lambda: not daemon_running(home), 20, "the manager exits")
+        finally:
+            machine.client.close()
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+            shutil.rmtree(run, ignore_errors=True)
+
+
+def test_startvm_runs_the_guest_under_supervisor(vm):
+    started = time.monotonic()
+    vm.start()
+    print(f"\nstartvm job done (vCPU running) after {time.monotonic() - started:.2f} s")
+    state = vm.state()
+    assert state["state"] == "Running" and state["vrde_port_bound"] == vm.port and state["pid_vcpu"] > 0
+    processes = vm.processes()
+    assert {name: info["statename"] for name, info in processes.items()} == \
+        {"vcpu": "RUNNING", "devices": "RUNNING", "vrdp": "RUNNING"}
+    assert processes["vcpu"]["pid"] == state["pid_vcpu"]
+    assert vm.request("list", what="runningvms") == [{"name": "lg", "uuid": vm.uuid}]
+    info = vm.request("showvminfo", vm="lg")
+    assert info["state"] == "Running" and info["vrde_port_bound"] == vm.port
+    vrde_json = os.path.join(runtime_dir(vm.uuid), "vrde.json")
+    assert oct(os.stat(vrde_json).st_mode & 0o777) == "0o600"
+    with pytest.raises(ManagerError) as error:
+        vm.request("startvm", vm="lg", type="headless")
+    assert error.value.code == INVALID_VM_STATE
+    vm.wait_serial("GUEST-READY", BOOT_TIMEOUT)
+    vm.wait_serial("guest# ", 60)
+    print(f"GUEST-READY after {time.monotonic() - started:.1f} s")
+
+
+def xfreerdp_connects(vm, tmp_path):
+    """A real xfreerdp (TLS, under Xvfb) gets through to an active session with the VM's RDP server."""
+    for tool in ("Xvfb", "xfreerdp"):
+        assert shutil.which(tool), f"{tool} is needed for this test"
+    offset = len(vm.vrdp_log())
+    logs = open(tmp_path / "x.log", "w")
+    read_fd, write_fd = os.pipe()
+    xvfb = subprocess.Popen(["Xvfb", "-displayfd", str(write_fd), "-screen", "0", "1024x768x24", "-nolisten",
+                             "tcp"], pass_fds=(write_fd,), stdout=logs, stderr=logs)
+    os.close(write_fd)
+    client = None
+    try:
+        with os.fdopen(read_fd) as pipe:
+            display = pipe.readline().strip()
+        (tmp_path / "xhome").mkdir(exist_ok=True)
+        env = {**os.environ, "DISPLAY": f":{display}", "HOME": str(tmp_path / "xhome")}
+        client = subprocess.Popen(["xfreerdp", f"/v:127.0.0.1:{vm.port}", "/cert:ignore", "/sec:tls",
+                                   "/size:720x400", "/u:tester", "/p:x"], env=env, stdin=subprocess.DEVNULL,
+                                  stdout=logs, stderr=logs)
+        wait_until(lambda: "active at 720x400" in vm.vrdp_log()[offset:], 60, "an active xfreerdp session")
+    finally:
+        for process in (client, xvfb):
+            if process is not None and process.poll() is None:
+                process.terminate()
+                process.wait(10)
+        logs.close()
+
+
+def test_a_killed_rdp_server_is_restarted_while_the_guest_runs(vm, tmp_path):
+    before = vm.processes()["vrdp"]["pid"]
+    vcpu = vm.state()["pid_vcpu"]
+    os.kill(before, signal.SIGKILL)
+    wait_until(lambda: vm.processes()["vrdp"]["statename"] == "RUNNING"
+               and vm.processes()["vrdp"]["pid"] != before, 30, "supervisor restarts vrdp")
+    assert vm.state() == {"state": "Running", "vrde_port_bound": vm.port, "pid_vcpu": vcpu}
+    mark = len(vm.text())
+    vm.type("echo alive-$((6*7))\n")
+    vm.wait_serial("alive-42", 60, after=mark)
+    xfreerdp_connects(vm, tmp_path)
+
+
+def test_a_restarted_manager_finds_the_running_vm(vm):
+    old = vm.request("ping")["pid"]
+    vcpu = vm.state()["pid_vcpu"]
+    os.kill(old, signal.SIGTERM)
+    wait_until(lambda: not daemon_running(vm.home), 20, "the manager exits")
+    assert vm.processes()["vcpu"]["pid"] == vcpu        # the VM did not notice
+    vm.client.close()
+    vm.client = connect_or_start(vm.home)
+    assert vm.request("ping")["pid"] != old
+    assert vm.state() == {"state": "Running", "vrde_port_bound": vm.port, "pid_vcpu": vcpu}
+    assert vm.request("list", what="runningvms") == [{"name": "lg", "uuid": vm.uuid}]
+
+
+def test_pause_resume_screenshot_and_a_live_vrde_change(vm, tmp_path):
+    vm.request("controlvm", vm="lg", action="pause")
+    assert vm.state()["state"] == "Paused"
+    with pytest.raises(ManagerError) as error:
+        vm.request("modifyvm", vm="lg", changes={"memory": 128})
+    assert error.value.code == INVALID_VM_STATE
+    vm.request("controlvm", vm="lg", action="resume")
+    assert vm.state()["state"] == "Running"
+    mark = len(vm.text())
+    vm.type("echo resumed-$((7*7))\n")
+    vm.wait_serial("resumed-49", 60, after=mark)
+    shot = tmp_path / "screen.png"
+    vm.request("controlvm", vm="lg", action="screenshotpng", args=[str(shot)])
+    with Image.open(shot) as image:
+        assert image.format == "PNG" and image.width >= 640 and image.height >= 400
+    vrde_json = os.path.join(runtime_dir(vm.uuid), "vrde.json")
+    vm.request("setextradata", target="lg", key="VBoxAuthSimple/users/alice", value="secret")
+    wait_until(lambda: '"alice"' in open(vrde_json).read(), 5, "vrde.json rewritten")
+    assert "secret" not in open(vrde_json).read()
+
+
+def test_killing_the_vcpu_process_aborts_the_vm(vm):
+    pid = vm.state()["pid_vcpu"]
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: vm.state()["state"] == "Aborted", 15, "the VM is Aborted")
+    assert vm.processes() == {}
+    assert vm.state() == {"state": "Aborted", "vrde_port_bound": None, "pid_vcpu": None}
+    log = open(os.path.join(vm.home, "manager.log")).read()
+    assert "aborted: the vCPU process died (killed by a signal)" in log
+    assert not any(name.startswith(f"headbox-{vm.uuid}-") for name in os.listdir("/dev/shm"))
+
+
+def test_poweroff_ends_a_second_run(vm):
+    vm.start()
+    assert vm.state()["state"] == "Running"
+    vm.request("controlvm", vm="lg", action="poweroff")
+    assert vm.state() == {"state": "PoweredOff", "vrde_port_bound": None, "pid_vcpu": None}
+    assert vm.processes() == {}
+    with pytest.raises(ManagerError) as error:
+        vm.request("controlvm", vm="lg", action="pause")
+    assert error.value.code == INVALID_VM_STATE
+
+
+def test_a_taken_vrde_port_fails_startvm_and_leaves_nothing_running(vm):
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", vm.port))
+        squatter.listen()
+        with pytest.raises(ManagerError) as error:
+            vm.start()
+    assert error.value.code == IPRT_ERROR
+    assert error.value.message == \
+        f"VirtualBox Remote Desktop Extension server can't bind to the port(s): {vm.port}"
+    assert vm.state()["state"] == "PoweredOff" and vm.processes() == {}
+
+
+def test_shutdown_stops_the_supervisord_it_started(vm):
+    pid = int(open(os.path.join(vm.home, "supervisor", "supervisord.pid")).read())
+    vm.request("shutdown")
+    wait_until(lambda: not daemon_running(vm.home), 20, "the manager exits")
+    wait_until(lambda: gone(pid), 20, "supervisord exits")
+    vm.client.close()
+    vm.client = connect_or_start(vm.home)     # for the fixture's teardown
