@@ -44,3 +44,24 @@ def test_twenty_processes_lose_no_change(tmp_path):
     ET.parse(path)
     ET.parse(f"{home}/Headbox.xml")
     assert settings.list(what="vms") == [{"name": "shared", "uuid": info["uuid"]}]
+
+
+def test_threads_of_one_process_lose_no_change_either(tmp_path):
+    """The daemon serves requests from a pool of threads sharing one Settings."""
+    import threading
+    settings = Settings(str(tmp_path / "home"))
+    settings.createvm(name="shared", register=True)
+    errors = []
+
+    def change(index):
+        try:
+            settings.setextradata(target="shared", key=f"Thread/{index}", value=str(index))
+        except Exception as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+    threads = [threading.Thread(target=change, args=(i,)) for i in range(WORKERS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert errors == []
+    assert len(settings.getextradata(target="shared", key=None)) == WORKERS
