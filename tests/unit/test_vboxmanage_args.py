@@ -273,7 +273,8 @@ def test_showvminfo_machine_readable():
 
 
 def test_showvminfo_cpuid_and_vrde_off():
-    text = output.showvminfo({**VM, "cpuid": {"00000001": [1, 2, 3, 4]}, "vrde": {"enabled": False}})
+    text = output.showvminfo({**VM, "cpuid": {"00000001": [1, 2, 3, 4]}, "vrde": {"enabled": False},
+                              "state": "PoweredOff"})
     assert "CPUID overrides:             Leaf no.  EAX      EBX      ECX      EDX" in text
     assert "\n                             00000001  00000001 00000002 00000003 00000004\n" in text
     assert "VRDE:                        disabled\n" in text and "VRDE port" not in text
@@ -345,3 +346,10 @@ def test_system_properties_layout():
         {"key": "minguestram", "label": "Minimum guest RAM size", "value": "4 Megabytes"}])
     assert text == ("Default machine folder:           /h/Machines\n"
                     "Minimum guest RAM size:           4 Megabytes\n")
+
+
+def test_showvminfo_vrde_on_for_a_vboxheadless_run_of_a_vm_with_vrde_off():
+    info = {**VM, "vrde": {**VM["vrde"], "enabled": False}}
+    assert "VRDE port:                   3390\n" in output.showvminfo(info)
+    assert "vrdeport=3390\n" in output.showvminfo(info, machine_readable=True)
+    assert "VRDE:                        disabled\n" in output.showvminfo({**info, "state": "PoweredOff"})

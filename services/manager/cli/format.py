@@ -206,9 +206,16 @@ def _uart_human(uart, mode) -> str:
     return text + "disconnected"
 
 
+def _vrde_on(info: dict) -> bool:
+    """VBoxHeadless turns VRDE on for its run whatever the setting (VirtualBox changes the session's
+    copy): a running VM with a bound port shows as enabled."""
+    bound = info.get("vrde_port_bound") if info.get("state") in RUNNING_STATES else None
+    return bool((info.get("vrde") or {}).get("enabled") or bound)
+
+
 def _vrde_human(info: dict) -> str:
     vrde = info.get("vrde") or {}
-    if not vrde.get("enabled"):
+    if not _vrde_on(info):
         return _line("VRDE", "disabled")
     out = _line("VRDE", f"enabled (Address {vrde.get('address') or '0.0.0.0'}, Ports {vrde.get('ports', '3389')}, "
                         f"MultiConn: {_on_off(vrde.get('multicon'))}, "
@@ -295,7 +302,7 @@ def _machine_readable(info: dict) -> str:
 
 def _vrde_machine(info: dict) -> list[str]:
     vrde = info.get("vrde") or {}
-    if not vrde.get("enabled"):
+    if not _vrde_on(info):
         return ['vrde="off"']
     bound = info.get("vrde_port_bound") if info.get("state") in RUNNING_STATES else None
     lines = ['vrde="on"',
