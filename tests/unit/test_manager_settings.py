@@ -330,6 +330,14 @@ def test_openmedium_closemedium(settings, tmp_path, xp):
     settings.storageattach(vm="Windows XP", storagectl="IDE Controller", port=0, device=0, medium="none")
     settings.closemedium(kind="disk", target=xp["disk"], delete=True)
     assert settings.list(what="hdds") == [] and not os.path.exists(xp["disk"])
+    # an unregistered image is opened and closed, as VirtualBox does: nothing to forget
+    loose = str(tmp_path / "loose.vdi")
+    settings.createmedium(filename=loose, size_mb=1)
+    settings.closemedium(kind="disk", target=loose)
+    settings.closemedium(kind="disk", target=loose)
+    assert settings.list(what="hdds") == [] and os.path.exists(loose)
+    settings.closemedium(kind="disk", target=loose, delete=True)
+    assert not os.path.exists(loose)
 
 
 def test_storageattach_registers_a_new_path_empties_and_detaches(settings, xp, tmp_path):

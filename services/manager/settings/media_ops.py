@@ -12,22 +12,29 @@ from .base import SettingsBase, as_uuid, unlink_quietly
 from .model import Attachment, Controller, Machine, Medium, Registry
 from .store import Transaction
 
+_KIND_WORDS = {"hdd": "hard disk", "dvd": "DVD image"}
 _CONTROLLER_TYPES = {"ide": ("PIIX4", ("PIIX3", "PIIX4", "ICH6"), 2, 1),
                      "sata": ("IntelAhci", ("IntelAhci",), 30, 1)}
 
 
 class MediaOps(SettingsBase):
-    def _find_medium(self, reg: Registry, kind: str, target) -> Medium:
+    def _find_medium(self, reg: Registry, kind: str, target) -> Medium | None:
+        """The registered medium a UUID or path names; None for a path that is not registered."""
         wanted = as_uuid(target)
-        medium = reg.medium(wanted) if wanted else None
-        if medium is None and isinstance(target, str) and target:
-            medium = reg.medium_at(os.path.abspath(target))
-        if medium is None or medium.kind != kind:
-            if wanted:
+        if wanted:
+            medium = reg.medium(wanted)
+            if medium is None:
                 raise ManagerError(OBJECT_NOT_FOUND, f"Could not find a registered medium with "
                                                      f"UUID {{{wanted}}}")
-            raise ManagerError(OBJECT_NOT_FOUND, f"Could not find file for the medium "
-                                                 f"'{os.path.abspath(str(target))}' (VERR_FILE_NOT_FOUND)")
+        else:
+            if not isinstance(target, str) or not target:
+                raise ManagerError(E_INVALIDARG, f"Invalid medium '{target}': give a UUID or a path")
+            medium = reg.medium_at(os.path.abspath(target))
+            if medium is None:
+                return None
+        if medium.kind != kind:
+            raise ManagerError(E_INVALIDARG, f"The medium '{medium.location}' is registered as "
+                                             f"a {_KIND_WORDS[medium.kind]}")
         return medium
 
     def _register_medium(self, reg: Registry, kind: str, path: str) -> Medium:
@@ -36,14 +43,15 @@ class MediaOps(SettingsBase):
         medium = reg.medium_at(path)
         if medium is not None:
             if medium.kind != kind:
-                what = "a DVD image" if medium.kind == "dvd" else "a hard disk"
-                raise ManagerError(E_INVALIDARG, f"The medium '{path}' is registered as {what}")
+                raise ManagerError(E_INVALIDARG, f"The medium '{path}' is registered as "
+                                                 f"a {_KIND_WORDS[medium.kind]}")
             return medium
         uuid, fmt = media.probe(path, kind)
         clash = reg.medium(uuid)
         if clash is not None:
-            raise ManagerError(INVALID_OBJECT_STATE, f"Cannot register the hard disk '{path}' "
-                               f"{{{uuid}}} because a hard disk '{clash.location}' with UUID "
+            what = _KIND_WORDS[kind]
+            raise ManagerError(INVALID_OBJECT_STATE, f"Cannot register the {what} '{path}' "
+                               f"{{{uuid}}} because a {what} '{clash.location}' with UUID "
                                f"{{{uuid}}} already exists")
         medium = Medium(uuid, path, kind, fmt)
         reg.media.append(medium)
@@ -87,6 +95,16 @@ class MediaOps(SettingsBase):
         kind = media.kind_of(kind)
         with self.store.transaction() as tx:
             medium = self._find_medium(tx.registry, kind, target)
+            if medium is None:
+                # VirtualBox opens a medium named by an unregistered path, then closes it.
+                path = os.path.abspath(target)
+                media.probe(path, kind)
+                if delete and kind == "hdd":
+                    tx.after.append(lambda: unlink_quietly(path))
+                elif delete:
+                    raise ManagerError(E_INVALIDARG, "Only hard disk images can be deleted; close "
+                                                     "the DVD image without --delete")
+                return
             users = self._users_of(tx, medium.uuid)
             if users:
                 raise ManagerError(INVALID_OBJECT_STATE, f"Medium '{medium.location}' cannot be "
@@ -177,8 +195,8 @@ class MediaOps(SettingsBase):
                 raise ManagerError(OBJECT_NOT_FOUND, f"Could not find a registered medium with "
                                                      f"UUID {{{wanted}}}")
             if found.kind != kind:
-                what = "a DVD image" if found.kind == "dvd" else "a hard disk"
-                raise ManagerError(E_INVALIDARG, f"The medium '{found.location}' is {what}")
+                raise ManagerError(E_INVALIDARG, f"The medium '{found.location}' is a "
+                                                 f"{_KIND_WORDS[found.kind]}")
             return found
         before = len(tx.registry.media)
         found = self._register_medium(tx.registry, kind, os.path.abspath(medium))
