@@ -221,3 +221,5 @@ def test_a_corrupt_settings_file_is_a_clear_error(world):
         settings.modifyvm(vm=uuid, changes={"memory": 64})
     assert err.value.code == FILE_ERROR
     assert err.value.message.startswith(f"Settings file '{path}' is not valid XML")
+    settings.unregistervm(vm=uuid)             # an inaccessible VM can still be unregistered
+    assert [vm["name"] for vm in settings.list(what="vms")] == ["busy"]

@@ -13,7 +13,7 @@ from ..errors import (E_INVALIDARG, FILE_ERROR, INVALID_OBJECT_STATE, INVALID_VM
                       ManagerError)
 from . import changes as changes_mod
 from . import launch, passwords
-from .base import STOPPED_STATES, SettingsBase, unlink_quietly
+from .base import STOPPED_STATES, SettingsBase, as_uuid, unlink_quietly
 from .model import Machine, MachineEntry
 from .store import Transaction, make_folder
 
@@ -100,6 +100,12 @@ class VmOps(SettingsBase):
 
     def unregistervm(self, vm, delete=False) -> None:
         with self.store.transaction() as tx:
+            entry = tx.registry.machine_entry(as_uuid(vm) or "")
+            if entry is not None and not self._readable(tx, entry):
+                # An inaccessible VM (its settings file is gone or unreadable) can still go.
+                tx.registry.machines.remove(entry)
+                tx.registry_dirty = True
+                return
             entry, m = self._find(tx, vm)
             state = self.vm_state(m.uuid)
             if state not in STOPPED_STATES:
@@ -116,6 +122,14 @@ class VmOps(SettingsBase):
                     tx.registry.media.remove(medium)
                     doomed.append(medium.location)
             tx.after.append(lambda: _delete_vm_files(entry.src, doomed))
+
+    @staticmethod
+    def _readable(tx: Transaction, entry: MachineEntry) -> bool:
+        try:
+            tx.machine_at(entry.src)
+        except ManagerError:
+            return False
+        return True
 
     def modifyvm(self, vm, changes) -> None:
         with self.store.transaction() as tx:
