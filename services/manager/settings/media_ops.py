@@ -17,6 +17,14 @@ _CONTROLLER_TYPES = {"ide": ("PIIX4", ("PIIX3", "PIIX4", "ICH6"), 2, 1),
                      "sata": ("IntelAhci", ("IntelAhci",), 30, 1)}
 
 
+def _slot_number(label: str, value, high: int) -> int:
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= high:
+        raise ManagerError(E_INVALIDARG, f"Invalid {label} number {value} (must be in range [0, {high}])")
+    return value
+
+
 class MediaOps(SettingsBase):
     def _find_medium(self, reg: Registry, kind: str, target) -> Medium | None:
         """The registered medium a UUID or path names; None for a path that is not registered."""
@@ -157,10 +165,8 @@ class MediaOps(SettingsBase):
                 raise ManagerError(OBJECT_NOT_FOUND, f"Could not find a storage controller named "
                                                      f"'{storagectl}'")
             max_device = 1 if c.bus == "IDE" else 0
-            for label, value, high in (("port", port, c.port_count - 1), ("device", device, max_device)):
-                if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= high:
-                    raise ManagerError(E_INVALIDARG, f"Invalid {label} number {value} (must be in "
-                                                     f"range [0, {high}])")
+            port = _slot_number("port", port, c.port_count - 1)
+            device = _slot_number("device", device, max_device)
             current = c.attachment_at(port, device)
             if medium == "none":
                 if current is None:
