@@ -7,7 +7,7 @@ import os
 import re
 from collections.abc import Callable
 
-from ..errors import INVALID_VM_STATE, OBJECT_NOT_FOUND, ManagerError
+from ..errors import E_INVALIDARG, INVALID_VM_STATE, OBJECT_NOT_FOUND, ManagerError
 from . import changes as changes_mod
 from .model import Machine, MachineEntry, Registry
 from .store import Store, Transaction
@@ -23,6 +23,16 @@ def as_uuid(text) -> str | None:
 
 def not_found(vm) -> ManagerError:
     return ManagerError(OBJECT_NOT_FOUND, f"Could not find a registered machine named '{vm}'")
+
+
+def absolute(path, what: str = "file") -> str:
+    """path, normalized; a relative path is refused: the caller's folder is not the manager's
+    (VBoxManage makes paths absolute before it asks)."""
+    if not isinstance(path, str) or not path:
+        raise ManagerError(E_INVALIDARG, f"Give the {what}'s path")
+    if not os.path.isabs(path):
+        raise ManagerError(E_INVALIDARG, f"The {what} path '{path}' is relative; give an absolute path")
+    return os.path.normpath(path)
 
 
 def unlink_quietly(path: str) -> None:

@@ -4,6 +4,7 @@ Machine, with VBoxManage's messages for bad values; which keys a running VM acce
 from __future__ import annotations
 
 import copy
+import os
 import re
 
 from .. import ostypes
@@ -122,10 +123,10 @@ def _apply_uartmode1(m: Machine, value) -> None:
         m.uartmode1 = None
         return
     if (isinstance(value, (list, tuple)) and len(value) == 2 and value[0] == "file"
-            and isinstance(value[1], str) and value[1]):
+            and isinstance(value[1], str) and os.path.isabs(value[1])):
         m.uartmode1 = ("file", value[1])
         return
-    raise invalid(f"Invalid --uartmode1 argument '{value}': expected disconnected or file <path>")
+    raise invalid(f"Invalid --uartmode1 argument '{value}': expected disconnected or file <absolute path>")
 
 
 def _apply_one(m: Machine, key: str, value, state: str) -> None:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from ..errors import E_INVALIDARG, INVALID_OBJECT_STATE, OBJECT_NOT_FOUND, ManagerError
 from . import media
-from .base import SettingsBase, as_uuid, unlink_quietly
+from .base import SettingsBase, absolute, as_uuid, unlink_quietly
 from .model import Attachment, Controller, Machine, Medium, Registry
 from .store import Transaction
 
@@ -37,7 +37,7 @@ class MediaOps(SettingsBase):
         else:
             if not isinstance(target, str) or not target:
                 raise ManagerError(E_INVALIDARG, f"Invalid medium '{target}': give a UUID or a path")
-            medium = reg.medium_at(os.path.abspath(target))
+            medium = reg.medium_at(absolute(target, "medium"))
             if medium is None:
                 return None
         if medium.kind != kind:
@@ -72,9 +72,7 @@ class MediaOps(SettingsBase):
         long and must not stall every other settings request."""
         if media.kind_of(kind) != "hdd":
             raise ManagerError(E_INVALIDARG, "Only disk images can be created (createmedium disk)")
-        if not isinstance(filename, str) or not filename:
-            raise ManagerError(E_INVALIDARG, "Give the image's file name (--filename)")
-        path = os.path.abspath(filename)
+        path = absolute(filename, "image")
         with self.store.transaction(write=False) as tx:
             if tx.registry.medium_at(path) is not None:
                 raise ManagerError(INVALID_OBJECT_STATE, f"Could not create the medium storage "
@@ -91,11 +89,10 @@ class MediaOps(SettingsBase):
 
     def openmedium(self, kind, path) -> dict:
         kind = media.kind_of(kind)
-        if not isinstance(path, str) or not path:
-            raise ManagerError(E_INVALIDARG, "Give the medium's file name")
+        path = absolute(path, "medium")
         with self.store.transaction() as tx:
             before = len(tx.registry.media)
-            medium = self._register_medium(tx.registry, kind, os.path.abspath(path))
+            medium = self._register_medium(tx.registry, kind, path)
             tx.registry_dirty = len(tx.registry.media) != before
         return {"uuid": medium.uuid, "path": medium.location}
 
@@ -105,7 +102,7 @@ class MediaOps(SettingsBase):
             medium = self._find_medium(tx.registry, kind, target)
             if medium is None:
                 # VirtualBox opens a medium named by an unregistered path, then closes it.
-                path = os.path.abspath(target)
+                path = absolute(target, "medium")
                 media.probe(path, kind)
                 if delete and kind == "hdd":
                     tx.after.append(lambda: unlink_quietly(path))
@@ -205,7 +202,7 @@ class MediaOps(SettingsBase):
                                                  f"{_KIND_WORDS[found.kind]}")
             return found
         before = len(tx.registry.media)
-        found = self._register_medium(tx.registry, kind, os.path.abspath(medium))
+        found = self._register_medium(tx.registry, kind, absolute(medium, "medium"))
         tx.registry_dirty = tx.registry_dirty or len(tx.registry.media) != before
         return found
 

@@ -13,7 +13,7 @@ from ..errors import (E_INVALIDARG, FILE_ERROR, INVALID_OBJECT_STATE, INVALID_VM
                       ManagerError)
 from . import changes as changes_mod
 from . import launch, passwords
-from .base import STOPPED_STATES, SettingsBase, as_uuid, unlink_quietly
+from .base import STOPPED_STATES, SettingsBase, absolute, as_uuid, unlink_quietly
 from .model import Machine, MachineEntry
 from .store import Transaction, make_folder
 
@@ -57,7 +57,7 @@ class VmOps(SettingsBase):
             if os_type is None:
                 raise ManagerError(OBJECT_NOT_FOUND, f"Guest OS type '{ostype}' is invalid")
         with self.store.transaction() as tx:
-            base = os.path.abspath(basefolder) if basefolder else self._machine_folder(tx.registry)
+            base = absolute(basefolder, "base folder") if basefolder else self._machine_folder(tx.registry)
             folder = os.path.join(base, name)
             path = os.path.join(folder, name + ".vbox")
             if os.path.lexists(path):
@@ -82,9 +82,7 @@ class VmOps(SettingsBase):
         return {"uuid": m.uuid, "name": m.name, "settings_file": path}
 
     def registervm(self, path) -> dict:
-        if not isinstance(path, str) or not path:
-            raise ManagerError(E_INVALIDARG, "Give the path of a .vbox settings file")
-        path = os.path.abspath(path)
+        path = absolute(path, "settings file")
         with self.store.transaction() as tx:
             m = tx.machine_at(path)
             entry = tx.registry.machine_entry(m.uuid)
