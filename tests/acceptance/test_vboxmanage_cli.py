@@ -74,6 +74,9 @@ class Cli:
 
     def close(self) -> None:
         if daemon_running(str(self.home)):
+            # The manager refuses to shut down while VMs run (a failed test may leave one running).
+            for line in self.run("list", "runningvms").stdout.splitlines():
+                self.run("controlvm", line.rsplit(" {", 1)[0].strip('"'), "poweroff")
             client = ManagerClient(home=str(self.home), timeout_ms=30000)
             try:
                 client.request("shutdown")

@@ -158,7 +158,7 @@ def test_startvm_with_every_vrde_port_taken_fails_and_stays_off(walk):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        walk.cli("modifyvm", VM, "--vrdeport", str(port))
+        walk.cli("modifyvm", VM, "--vrde", "on", "--vrdeport", str(port))     # startvm follows the setting
         before = walk.cli.settings_files()
         done = walk.cli.run("startvm", VM, "--type", "headless")
         lines = done.stderr.splitlines()
