@@ -230,12 +230,10 @@ class Runtime:
         uuid, name = self._resolve(vm)
         with self.lock:
             run = self.vms.get(uuid)
-        if run is None or run.state not in ("Running", "Paused") or run.foreground_pid:
-            state = run.state if run else "PoweredOff"
-            raise ManagerError(INVALID_VM_STATE, f"Machine '{name}' is not currently running"
-                               if run is None or not run.foreground_pid else
-                               f"Machine '{name}' runs in the foreground of VBoxHeadless ({state}); "
-                               "control it there")
+        # A VBoxHeadless run is controlled the same way (its processes' control sockets), as VirtualBox
+        # lets controlvm drive a VM that VBoxHeadless started.
+        if run is None or run.state not in ("Running", "Paused"):
+            raise ManagerError(INVALID_VM_STATE, f"Machine '{name}' is not currently running")
         return run
 
     # -- startvm ---------------------------------------------------------------------------------
