@@ -67,7 +67,9 @@ class Control:
     POWEROFF = "poweroff"
     SNAPSHOT = "snapshot"    # paused only -> {"state": machine state}
     RESTORE = "restore"      # paused only, {"state": ...}
-    DIRTY = "dirty"          # -> {"bitmap": bytes}: RAM pages written since the last call
+    DIRTY = "dirty"          # -> {"bitmap": bytes}: RAM pages written since the last call;
+                             # {"areas": ["ram", "vram"]} -> {"pages": {area: uint32 indices | None}}
+                             # from the write tracker, {"stop": True} ends tracking
     SCREENSHOT = "screenshot"      # {"path"}: the screen as PNG
     SCREEN_TEXT = "screen-text"    # -> {"rows": [str, ...] | None}: the text-mode console
     POWER_BUTTON = "power-button"  # ACPI power button -> {"handled": guest listens}

@@ -1,16 +1,24 @@
-"""The guest memory a teleport moves: the VM's shared regions (RAM, video RAM) opened by name.
+"""The guest memory a teleport moves: the VM's shared regions (RAM, video RAM) opened by name, and
+which of their pages changed since the last look.
 
-Changed pages are found by comparing each region with a private copy (the shadow) of what was sent:
-that sees every writer (vCPUs, DMA by the device process, device emulation) on both accelerators,
-and sending from the shadow means the target always holds exactly what the last comparison saw."""
+The vCPU process's write log (services/vcpu/write_tracker.py: the kernel marks written pages, plus
+the device DMA it is told of) is the fast way: pages are sent from the live region, and a page
+written after the look is seen again at the next one. Where the kernel lacks it, each region is
+compared with a private copy (the shadow) of what was sent, and pages are sent from the shadow, so
+the target always holds exactly what the last comparison saw."""
 
 from __future__ import annotations
+
+import logging
+import os
 
 import numpy as np
 
 from services.ipc.naming import shm_name
 from services.ipc.shm import SharedRegion
 from services.teleport.records import PAGE, PAGE_WORDS
+
+log = logging.getLogger("headbox.teleport")
 
 AREAS = ("ram", "vram")            # index in this tuple = area number in the stream
 COMPARE_PAGES = 4096               # pages per comparison step: 16 MiB temporaries
@@ -26,12 +34,44 @@ class Area:
         self.live = np.frombuffer(self.region.buf, dtype=np.uint64).reshape(self.pages, PAGE_WORDS)
         self.shadow: np.ndarray | None = None
 
+    def holes(self) -> list[tuple[int, int]]:
+        """(first page, count) of the runs of pages never written (holes of the shared-memory file):
+        zero without reading them, which is most of a fresh guest's RAM."""
+        runs, fd = [], os.open(self.region.path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            offset, size = 0, self.region.size
+            while offset < size:
+                try:
+                    data = os.lseek(fd, offset, os.SEEK_DATA)
+                except OSError:          # ENXIO: nothing but hole up to the end
+                    data = size
+                if data > offset:
+                    runs.append((offset // PAGE, (min(data, size) - offset) // PAGE))
+                if data >= size:
+                    break
+                offset = os.lseek(fd, data, os.SEEK_HOLE)
+        finally:
+            os.close(fd)
+        return runs
+
+    def populated(self) -> np.ndarray:
+        """Indices of the pages outside holes()."""
+        mask = np.ones(self.pages, dtype=bool)
+        for first, count in self.holes():
+            mask[first:first + count] = False
+        return np.flatnonzero(mask)
+
+    @property
+    def send_view(self) -> np.ndarray:
+        """Where page data is read from: the shadow when comparing, the region with the write log."""
+        return self.live if self.shadow is None else self.shadow
+
     def changed(self) -> np.ndarray:
         """Indices of the pages that differ from the shadow, which is brought up to date; the first
         call takes the shadow and reports every page."""
         if self.shadow is None:
             self.shadow = self.live.copy()
-            return np.arange(self.pages)
+            return None
         found = []
         for first in range(0, self.pages, COMPARE_PAGES):
             live = self.live[first:first + COMPARE_PAGES]
@@ -45,6 +85,39 @@ class Area:
     def close(self) -> None:
         self.live = self.shadow = None
         self.region.close()
+
+
+class ChangeFinder:
+    """One look per round at every area: the vCPU's write log when it has one, else shadows."""
+
+    def __init__(self, vm, areas: list[Area]):
+        self.vm, self.areas = vm, areas
+        self.write_log = True
+        self.started = False
+
+    def look(self) -> list[np.ndarray | None]:
+        """Changed page indices per area; None for an area seen for the first time (every page)."""
+        if self.write_log:
+            try:
+                reply = self.vm.vcpu_op("dirty", areas=[area.name for area in self.areas])
+            except Exception as error:       # noqa: BLE001 - any refusal means: no write log here
+                if self.started:
+                    raise
+                self.write_log = False
+                log.info("no write log in the vCPU process (%s): comparing memory instead", error)
+            else:
+                self.started = True
+                return [None if reply["pages"][area.name] is None
+                        else np.frombuffer(reply["pages"][area.name], dtype="<u4").astype(np.int64)
+                        for area in self.areas]
+        return [area.changed() for area in self.areas]
+
+    def stop(self) -> None:
+        if self.write_log and self.started:
+            try:
+                self.vm.vcpu_op("dirty", areas=[], stop=True)
+            except Exception as error:       # noqa: BLE001 - the VM may be gone already
+                log.debug("ending the write log: %s", error)
 
 
 class TargetArea:

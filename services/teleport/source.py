@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from services.teleport import records, wire
-from services.teleport.areas import AREAS, Area
+from services.teleport.areas import AREAS, Area, ChangeFinder
 from services.teleport.records import PAGE
 from services.teleport.vm import TeleportError, VmControl
 
@@ -142,11 +142,19 @@ class _SourceRun:
         self.media_released = False
         self.streaming = False
         self.past_point_of_no_return = False
+        self.finder = None
 
     # -- pre-copy and the final pass -----------------------------------------------------------
     def _send_pages(self, area_index: int, area: Area, dirty) -> int:
         sent = 0
-        for record, data_bytes in records.page_records(area_index, area.shadow, dirty):
+        if dirty is None:
+            # Every page: the never-written ones as zero runs without reading them.
+            for first, count in area.holes():
+                record = records.pack(records.ZERO, area_index, first, count)
+                self.link.send(wire.frame(record))
+                sent += len(record)
+            dirty = area.populated()
+        for record, data_bytes in records.page_records(area_index, area.send_view, dirty):
             self.link.check_target()
             self.link.send(wire.frame(record))
             sent += len(record)
@@ -160,6 +168,7 @@ class _SourceRun:
         self.was_paused = status.get("state") == "paused"
         config = {**config, "accel": status.get("accel")}
         total_pages = sum(a.pages for a in areas)
+        finder = self.finder = ChangeFinder(self.vm, areas)
         self.streaming = True
         link.send(wire.frame(records.pack(records.CONFIG, {**config, "pages": total_pages})))
         bandwidth = None          # bytes per second, measured per round
@@ -167,9 +176,9 @@ class _SourceRun:
         previous_sent = None
         while True:
             round_start = time.monotonic()
-            dirty = [area.changed() for area in areas]
+            dirty = finder.look()
             scan_s = time.monotonic() - round_start
-            dirty_pages = sum(len(d) for d in dirty)
+            dirty_pages = sum(area.pages if d is None else len(d) for area, d in zip(areas, dirty))
             stats.round_pages.append(dirty_pages)
             dirty_bytes = dirty_pages * PAGE
             if stats.rounds > 0 and bandwidth:
@@ -195,9 +204,10 @@ class _SourceRun:
             self.vm.vcpu_op("pause")
             self.paused_by_us = True
         self.stats.downtime_start = pause_at
-        for index, (area, found) in enumerate(zip(areas, dirty)):
-            # The pages of the round that decided to stop are in the shadow but not sent yet.
-            stats.bytes_sent += self._send_pages(index, area, np.union1d(found, area.changed()))
+        for index, (area, found, last) in enumerate(zip(areas, dirty, finder.look())):
+            # The pages of the round that decided to stop were taken from the log but not sent yet.
+            pages = None if found is None or last is None else np.union1d(found, last)
+            stats.bytes_sent += self._send_pages(index, area, pages)
         cpu = self.vm.vcpu_op("snapshot")["state"]
         devices = self.vm.devices_op("snapshot")["state"]
         for record in (records.pack(records.CPU, cpu), records.pack(records.DEVICES, devices)):
@@ -255,6 +265,8 @@ class _SourceRun:
                 self.vm.vcpu_op("poweroff")
                 return
         steps = []
+        if self.finder is not None:
+            steps.append(self.finder.stop)
         if self.stats.throttle:
             steps.append(lambda: self.vm.vcpu_op("throttle", share=0))
         if self.paused_by_us:

@@ -95,6 +95,8 @@ class Machine:
         self.vga = self.surface = None
         self.display_lock = threading.Lock()     # one renderer at a time: publisher or screenshot
         self._regions: list = []
+        self._trackers: dict = {}         # area name -> WriteTracker, while a teleport looks
+        self._dma_written: list = []      # device DMA into RAM since the last written_pages("ram")
         try:
             self.memory = GuestMemory(ram, image)
             self.memory.load_firmware_shadow()
@@ -110,7 +112,7 @@ class Machine:
                 self._add_vga()
             self.engine = create_engine(self.accel, self.memory, self.bus, config.cpus, **config.engine_options)
             if device_bus is not None:
-                device_bus.on_dma = self.engine.note_dma
+                device_bus.on_dma = self.note_dma
         except BaseException:
             self._release_ram()
             raise
@@ -153,6 +155,42 @@ class Machine:
         self.bus.unregister(self._vga_mmio)
         if address is not None:
             self.bus.register(self._vga_mmio, "mmio", address, 4096, name="vga-mmio")
+
+    def note_dma(self, ranges) -> None:
+        """The device process wrote guest RAM: the engine forgets stale code, and a teleport in
+        progress learns the pages (they are written through another process's mapping)."""
+        self.engine.note_dma(ranges)
+        if self._trackers:
+            self._dma_written.extend(ranges)
+
+    def written_pages(self, area: str):
+        """Indices of the pages of a shared area ("ram" or "vram") written since the last call,
+        as a numpy array; None on the first call, which starts tracking (every page counts)."""
+        from services.vcpu.write_tracker import PAGE, WriteTracker
+        import numpy as np
+        region = self.ram if area == "ram" else next(
+            (r for r in self._regions if getattr(r, "name", "").endswith("-" + area)), None)
+        if region is None:
+            raise EngineError(f"this VM has no shared memory area {area!r}")
+        tracker = self._trackers.get(area)
+        if tracker is None:
+            self._trackers[area] = WriteTracker(region.address, region.size)
+            if area == "ram":
+                self._dma_written = []
+            return None
+        pages = tracker.take_written()
+        if area == "ram" and self._dma_written:
+            ranges, self._dma_written = self._dma_written, []
+            extra = [np.arange(gpa // PAGE, (gpa + length + PAGE - 1) // PAGE) for gpa, length in ranges]
+            pages = np.union1d(pages, np.concatenate(extra))
+            pages = pages[pages < region.size // PAGE]
+        return pages
+
+    def stop_tracking(self) -> None:
+        for tracker in self._trackers.values():
+            tracker.close()
+        self._trackers = {}
+        self._dma_written = []
 
     def screenshot_png(self, dest) -> None:
         if self.surface is None:
@@ -218,6 +256,7 @@ class Machine:
         self.bus.restore(state["platform"])
 
     def close(self) -> None:
+        self.stop_tracking()
         if self.engine is not None:
             self.engine.close()
         self._release_ram()

@@ -143,7 +143,15 @@ class VcpuService:
             machine.restore(request["state"])
             return {"ok": True}
         if op == Control.DIRTY:
-            return {"ok": True, "bitmap": machine.engine.dirty_pages()}
+            if "areas" not in request:
+                return {"ok": True, "bitmap": machine.engine.dirty_pages()}
+            if request.get("stop"):
+                machine.stop_tracking()
+                return {"ok": True}
+            # Page indices as little-endian uint32s; None = every page (tracking just started).
+            written = {area: machine.written_pages(area) for area in request["areas"]}
+            return {"ok": True, "pages": {area: None if pages is None else pages.astype("<u4").tobytes()
+                                          for area, pages in written.items()}}
         if op == Control.SCREENSHOT:
             machine.screenshot_png(request["path"])
             return {"ok": True}
@@ -222,7 +230,7 @@ def main(argv=None) -> int:
         return 2
     service = VcpuService(machine, endpoint(args.vm_id, "control-vcpu"), incoming=args.incoming)
     irq = IrqReceiver(endpoint(args.vm_id, "irq"), machine.engine.set_irq,
-                      on_dma=machine.engine.note_dma) if args.devices else None
+                      on_dma=machine.note_dma) if args.devices else None
     keyboard = machine.bus.device("i8042")
     display = DisplayPublisher(machine.surface, endpoint(args.vm_id, "display"),
                                machine.display_lock) if machine.surface is not None else None
