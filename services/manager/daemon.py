@@ -118,7 +118,21 @@ class Daemon:
         self.exiting = False
 
     # -- the loop --------------------------------------------------------------------------------
+    def _configured_endpoint(self) -> str | None:
+        """`setproperty controlendpoint tcp://...` applies when no --tcp is given."""
+        if self.settings is None:
+            return None
+        try:
+            with self.settings_lock:
+                rows = self.settings.list(what="systemproperties")
+        except ManagerError as error:
+            log.warning("system properties unreadable: %s", error)
+            return None
+        value = next((row.get("value") for row in rows if row.get("key") == "controlendpoint"), None)
+        return value if isinstance(value, str) and value.startswith("tcp://") else None
+
     def serve(self, ready=None) -> None:
+        self.tcp = self.tcp or self._configured_endpoint()
         local, path = bind_local(self.context, self.home)
         replies = self.context.socket(zmq.PULL)
         replies.bind(REPLIES)

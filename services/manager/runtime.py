@@ -103,12 +103,15 @@ def control_request(vm_id: str, channel: str, op: str, timeout_ms: int = 5000, *
     """One request on a VM service's control socket; ManagerError when it does not answer or fails."""
     sock = zmq.Context.instance().socket(zmq.REQ)
     sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.RECONNECT_IVL, 10)    # a service binding its socket right now answers sooner
     try:
         sock.connect(endpoint(vm_id, channel))
         sock.send(pack({"v": CONTROL_VERSION, "op": op, **fields}))
         if not sock.poll(timeout_ms):
             raise ManagerError(IPRT_ERROR, f"the {channel[len('control-'):]} process of the VM did not answer {op}")
         reply = unpack(sock.recv())
+    except zmq.ZMQError as error:
+        raise ManagerError(IPRT_ERROR, f"the VM's {channel} socket: {error.strerror}") from None
     finally:
         sock.close()
     if not reply.get("ok"):
@@ -279,19 +282,26 @@ class Runtime:
         vrdp = vrdp_argv(spec, config=config_path)
         if vrdp:
             programs.append(supervision.Program("vrdp", vrdp, True, os.path.join(logs, "vrdp.log"), startsecs=1))
+        t0 = time.monotonic()
         supervisor = self.supervisor()
         supervisor.add_group(group, supervision.group_config(group, programs, REPO_ROOT, self._environment()))
+        marks = {"group added": time.monotonic() - t0}
         try:
             job.progress(10)
             run.pid_vcpu = self._start_program(supervisor, run, "vcpu", programs[0].log_file)
+            marks["vCPU answers"] = time.monotonic() - t0
             job.progress(50)
+            if vrdp:
+                # It needs only the vCPU's display surface: it starts while the devices do.
+                supervisor.start_program(group, "vrdp")
             self._start_program(supervisor, run, "devices", programs[1].log_file)
+            marks["devices answer"] = time.monotonic() - t0
             job.progress(70)
             with self.lock:
                 run.set_state("Running")
             if vrdp:
-                supervisor.start_program(group, "vrdp")
                 run.vrde_port = self._vrdp_port(uuid, timeout_ms=int(VRDP_TIMEOUT_S * 1000))
+                marks["RDP server answers"] = time.monotonic() - t0
                 if run.vrde_port is None:
                     log.warning("VM '%s': its RDP server does not answer status", run.name)
                 elif vrde.enabled and not run.vrde_port:
@@ -301,6 +311,7 @@ class Runtime:
             log.warning("VM '%s': start failed; stopping its processes", run.name)
             self._stop_group(run)
             raise
+        log.info("VM '%s' start: %s", run.name, ", ".join(f"{what} at {at:.2f} s" for what, at in marks.items()))
 
     def _start_program(self, supervisor, run: VmRun, program: str, log_file: str) -> int:
         """Start one program and wait until it answers `status` with the pid supervisor gave it."""
@@ -315,7 +326,7 @@ class Runtime:
                                    f"the {program} process of VM '{run.name}' failed to start ({_how(info)}); "
                                    f"see {log_file}")
             try:
-                status = control_request(run.uuid, f"control-{program}", "status", timeout_ms=300)
+                status = control_request(run.uuid, f"control-{program}", "status", timeout_ms=100)
                 if status.get("pid") == info["pid"]:
                     return info["pid"]
             except ManagerError:

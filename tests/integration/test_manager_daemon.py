@@ -171,3 +171,33 @@ def test_tcp_endpoint_admits_only_authorized_curve_keys(home, tmp_path):
     finally:
         daemon.terminate()
         daemon.wait(15)
+
+
+def test_a_foreground_session_is_reported_and_forgotten(home):
+    client = connect_or_start(str(home))
+    try:
+        uuid = client.request("createvm", name="fg", register=True)["uuid"]
+        client.request("modifyvm", vm="fg", changes={"memory": 32})
+        spec = client.request("launchspec", vm="fg")
+        assert spec["vm_id"] == uuid and spec["memory_mib"] == 32
+        client.request("session", vm="fg", action="open", pid=os.getpid(), vrde_port_bound=5000)
+        assert client.request("vmstate", vm=uuid) == {"state": "Running", "vrde_port_bound": 5000,
+                                                      "pid_vcpu": os.getpid()}
+        assert client.request("list", what="runningvms") == [{"name": "fg", "uuid": uuid}]
+        for op, fields in (("startvm", {"type": "headless"}), ("modifyvm", {"changes": {"memory": 64}})):
+            with pytest.raises(ManagerError) as error:
+                client.request(op, vm="fg", **fields)
+            assert error.value.code == "VBOX_E_INVALID_VM_STATE", op
+        client.request("session", vm="fg", action="close", pid=os.getpid())
+        assert client.request("vmstate", vm="fg")["state"] == "PoweredOff"
+
+        # A VBoxHeadless that dies without closing its session is noticed.
+        short = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.5)"])
+        client.request("session", vm="fg", action="open", pid=short.pid)
+        short.wait()
+        wait_until(lambda: client.request("vmstate", vm="fg")["state"] == "PoweredOff", 5, "session gone")
+        with pytest.raises(ManagerError) as error:
+            client.request("session", vm="fg", action="sideways", pid=1)
+        assert error.value.code == E_INVALIDARG
+    finally:
+        client.close()
