@@ -49,8 +49,13 @@ def _int(key: str, value, low: int, high: int, message: str | None = None) -> in
     number = None
     if isinstance(value, int) and not isinstance(value, bool):
         number = value
-    elif isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        number = int(value)
+    elif isinstance(value, str):
+        for base in (10, 16 if value.strip().lower().startswith("0x") else 10):
+            try:
+                number = int(value.strip(), base)      # 256, 010, 0x3F8 as VBoxManage reads them
+                break
+            except ValueError:
+                pass
     if number is None or not low <= number <= high:
         raise invalid(message or f"Invalid value '{value}' for '{key}' (must be in range "
                                  f"[{low}, {high}])")
