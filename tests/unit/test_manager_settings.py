@@ -276,6 +276,16 @@ def test_vrde_config_has_the_contract_fields(settings, xp):
         "users": {}, "state_dir": info["folder"]}
     settings.setproperty(name="vrdpauthlibrary", value="VBoxAuthSimple")
     assert settings.vrde_config("Windows XP")["auth_library"] == "VBoxAuthSimple"
+    # a hand-edited settings file cannot hand the RDP server what it would refuse
+    path = settings.showvminfo(vm="Windows XP")["settings_file"]
+    with open(path) as f:
+        text = f.read()
+    text = text.replace('authTimeout="5000"', 'authTimeout="9999999"').replace(
+        "</ExtraData>", '<ExtraDataItem name="VBoxAuthSimple/users/eve" value="plain" /></ExtraData>')
+    with open(path, "w") as f:
+        f.write(text)
+    config = settings.vrde_config("Windows XP")
+    assert config["auth_timeout_ms"] == 600_000 and "eve" not in config["users"]
     settings.modifyvm(vm="Windows XP", changes={"vrde_auth_library": "/opt/mylib.so"})
     assert settings.vrde_config("Windows XP")["auth_library"] == "/opt/mylib.so"
 

@@ -89,6 +89,8 @@ CASES = [
     ("modifyvm", {"vm": "vm1", "changes": {"vrde_auth_type": "pam"}}, E_INVALIDARG, "Invalid --vrdeauthtype argument 'pam'"),
     ("modifyvm", {"vm": "vm1", "changes": {"vrde_video_channel_quality": 5}}, E_INVALIDARG,
      "Invalid --vrdevideochannelquality argument '5' (must be in range [10, 100])"),
+    ("modifyvm", {"vm": "vm1", "changes": {"vrde_properties": {"VideoChannel/Quality": "5"}}}, E_INVALIDARG,
+     "Invalid VideoChannel/Quality '5' (must be in range [10, 100])"),
     ("modifyvm", {"vm": "vm1", "changes": {"teleporter_port": 65536}}, E_INVALIDARG, "Invalid port number 65536"),
     ("modifyvm", {"vm": "vm1", "changes": {"teleporter_password": "#SHA-512##abc"}}, E_INVALIDARG,
      "Cannot set an already hashed password, only plain text password please"),

@@ -77,6 +77,9 @@ def _str(key: str, value) -> str:
 def _set_property(m: Machine, name: str, value: str) -> None:
     if name == "TCP/Ports" and value:
         value = normalize_ports(value)
+    if name == "VideoChannel/Quality" and value:
+        value = str(_int(name, value, 10, 100, f"Invalid VideoChannel/Quality '{value}' (must be in "
+                                               "range [10, 100])"))
     if value:
         m.vrde.properties[name] = value
     else:

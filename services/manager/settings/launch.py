@@ -4,6 +4,7 @@ device processes and the vrde.json fields for the RDP server; settings we cannot
 from __future__ import annotations
 
 import os
+import re
 
 from ..errors import E_INVALIDARG, FILE_ERROR, OBJECT_NOT_FOUND, ManagerError
 from .model import Machine, Registry
@@ -12,6 +13,7 @@ COM1 = (0x3F8, 4)
 _FEATURE_PREFIXES = ("VRDE/Feature/", "VRDP/Feature/")
 USERS_PREFIX = "VBoxAuthSimple/users/"
 DEFAULT_AUTH_LIBRARY = "VBoxAuth"
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def _drives(m: Machine, reg: Registry) -> tuple[list[str], str]:
@@ -69,7 +71,8 @@ def launch_spec(m: Machine, reg: Registry, folder: str) -> dict:
 def _users(m: Machine, reg: Registry) -> dict[str, str]:
     users = {k[len(USERS_PREFIX):]: v for k, v in reg.extradata.items() if k.startswith(USERS_PREFIX)}
     users.update({k[len(USERS_PREFIX):]: v for k, v in m.extradata.items() if k.startswith(USERS_PREFIX)})
-    return {name: digest for name, digest in users.items() if name and digest}
+    # Only a SHA-256 can match (setextradata stores nothing else); a hand-edited value is no user.
+    return {name: digest for name, digest in users.items() if name and _SHA256.fullmatch(digest)}
 
 
 def vrde_config(m: Machine, reg: Registry, folder: str) -> dict:
@@ -83,7 +86,8 @@ def vrde_config(m: Machine, reg: Registry, folder: str) -> dict:
     library = v.auth_library or reg.properties.get("VRDEAuthLibrary") or DEFAULT_AUTH_LIBRARY
     return {"vm_name": m.name, "vm_uuid": m.uuid, "enabled": v.enabled, "ports": v.ports,
             "address": v.address, "auth_type": v.auth_type, "auth_library": library,
-            "auth_timeout_ms": v.auth_timeout_ms, "multicon": v.multicon, "reusecon": v.reusecon,
-            "video_channel": v.video_channel, "video_channel_quality": v.video_channel_quality,
+            "auth_timeout_ms": min(max(v.auth_timeout_ms, 0), 600_000), "multicon": v.multicon,
+            "reusecon": v.reusecon, "video_channel": v.video_channel,
+            "video_channel_quality": min(max(v.video_channel_quality, 10), 100),
             "properties": dict(v.properties), "features": features, "users": _users(m, reg),
             "state_dir": folder}
