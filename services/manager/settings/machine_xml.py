@@ -129,8 +129,8 @@ def from_xml(data: bytes, path: str) -> Machine:
         m.cpuid[int_attr(leaf, "id", 0)] = [int_attr(leaf, r, 0) for r in ("eax", "ebx", "ecx", "edx")]
     m.memory_mb = int_attr(hw.find("Memory"), "RAMSize", m.memory_mb)
     accel = hw.find("Accel")
-    if accel is not None:
-        m.accel = accel.get("type", "auto")
+    if accel is not None and accel.get("type") in ACCELS:
+        m.accel = accel.get("type")
     orders = sorted(hw.findall("Boot/Order"), key=lambda o: int_attr(o, "position", 0))
     if orders:
         boot = [_BOOT_BACK.get(o.get("device", "None").lower(), "none") for o in orders][:4]
