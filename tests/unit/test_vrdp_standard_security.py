@@ -30,7 +30,11 @@ from services.vrdp.tpkt import (
     parse_tpkt,
 )
 from tests.unit.test_vrdp_connection import client_caps, frame_pattern, paint
-from tests.unit.test_vrdp_gcc import RDESKTOP4_CONNECT_INITIAL, XFREERDP_CONNECT_INITIAL
+from tests.unit.test_vrdp_gcc import (
+    RDESKTOP4_CONNECT_INITIAL,
+    XFREERDP_CONNECT_INITIAL,
+    mutations,
+)
 from tests.unit.test_vrdp_security import ref_keys, ref_mac, ref_update
 
 M40, M56 = security.ENCRYPTION_METHOD_40BIT, security.ENCRYPTION_METHOD_56BIT
@@ -615,3 +619,26 @@ def test_rc4_matches_freerdp_for_rdp_key_lengths():
                 assert ours.update(data) == out.raw
         finally:
             winpr.winpr_RC4_Free(context)
+
+
+def test_fuzz_security_exchange_and_first_encrypted_pdu(server_key):
+    """Mutated exchanges: a ProtocolError for that connection or a clean accept, never another
+    exception; any bit flipped in the signature or ciphertext of the Client Info is refused."""
+    conn, client = connected_before_exchange(server_key)
+    seeds = [exchange_payload(client)]
+    for data in mutations(seeds, 150, seed=7):
+        conn, client = connected_before_exchange(server_key)
+        try:
+            client.io(bytes(data))
+        except ProtocolError:
+            assert conn.closed
+    client_random = os.urandom(32)
+    for index in range(60):
+        conn, client = connected_before_exchange(server_key)
+        client.exchange(client_random=client_random)
+        mac, ciphertext = client.channel.seal(info.build_client_info(info.ClientInfo(user_name="u")), False)
+        pdu = bytearray(struct.pack("<HH", security.SEC_INFO_PKT | security.SEC_ENCRYPT, 0) + mac + ciphertext)
+        pdu[4 + index * 7 % (len(pdu) - 4)] ^= 1 << (index % 8)  # signature or ciphertext
+        with pytest.raises(ProtocolError):
+            client.io(bytes(pdu))
+        assert conn.closed
