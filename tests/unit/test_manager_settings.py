@@ -407,3 +407,32 @@ def test_the_consumers_accept_what_the_daemon_is_given(settings, xp):
         "5000,5010-5012", "external", hashlib.sha256(b"p").hexdigest())
     spec = VmSpec(**settings.launch_spec("Windows XP"))
     assert spec.drives[0] == f"0:0:hdd:{xp['disk']}"
+
+
+def test_machine_and_registry_xml_round_trip():
+    """Every field survives to_xml/from_xml, so no setting is lost between two operations."""
+    from services.manager.settings import machine_xml, registry_xml
+    from services.manager.settings.model import Attachment, Controller, Machine, MachineEntry, Medium
+    from services.manager.settings.model import Nic, Registry, Teleporter, Vrde
+    m = Machine(uuid="0b5e9a3c-1111-2222-3333-444455556666", name="Ünïcode & <xml>", ostype="Debian_64",
+                memory_mb=777, vram_mb=32, cpus=3, acpi=False, ioapic=True, rtc_utc=True,
+                boot=["net", "disk", "none", "dvd"],
+                nics=[Nic("bridged", "I82540EM", "080027000001"), Nic("null", "Am79C973", "080027000002")]
+                + [Nic("none", "Am79C973", f"08002700000{i}") for i in range(3, 9)],
+                usb=True, uart1=(0x3F8, 4), uartmode1=("file", "/var/log/com1.log"), accel="kvm",
+                cpuid={1: [1, 2, 3, 4], 0x80000001: [0xFFFFFFFF, 0, 0, 7]},
+                vrde=Vrde(True, "external", "VBoxAuthSimple", 3000, True, False,
+                          {"TCP/Ports": "5000-5010", "Security/Method": "TLS"}),
+                teleporter=Teleporter(True, 6000, "10.0.0.2", "#SHA-512##abcd"),
+                controllers=[Controller("IDE Controller", "IDE", "PIIX3", 2,
+                                        [Attachment(0, 0, "hdd", "aaaaaaaa-1111-2222-3333-444455556666"),
+                                         Attachment(1, 0, "dvd", None)]),
+                             Controller("SATA", "SATA", "IntelAhci", 30, [])],
+                extradata={"a": "1", "VRDE/Feature/Client/DisableUSB": "1"},
+                last_state_change="2026-01-01T00:00:00Z")
+    assert machine_xml.from_xml(machine_xml.to_xml(m), "x.vbox") == m
+    reg = Registry([MachineEntry(m.uuid, "/vms/x/x.vbox")],
+                   [Medium("aaaaaaaa-1111-2222-3333-444455556666", "/d/a.vdi", "hdd", "VDI"),
+                    Medium("bbbbbbbb-1111-2222-3333-444455556666", "/d/b.iso", "dvd", "ISO")],
+                   {"GUI/x": "y"}, {"defaultMachineFolder": "/vms", "VRDEAuthLibrary": "VBoxAuthSimple"})
+    assert registry_xml.from_xml(registry_xml.to_xml(reg), "Headbox.xml") == reg
