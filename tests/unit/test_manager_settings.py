@@ -9,7 +9,9 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from services.manager.errors import INVALID_VM_STATE, ManagerError
-from services.manager.settings import Settings
+from services.manager.settings import Settings, machine_xml, registry_xml
+from services.manager.settings.model import (Attachment, Controller, Machine, MachineEntry, Medium, Nic, Registry,
+                                             Teleporter, Vrde)
 
 MiB = 1 << 20
 
@@ -411,9 +413,6 @@ def test_the_consumers_accept_what_the_daemon_is_given(settings, xp):
 
 def test_machine_and_registry_xml_round_trip():
     """Every field survives to_xml/from_xml, so no setting is lost between two operations."""
-    from services.manager.settings import machine_xml, registry_xml
-    from services.manager.settings.model import Attachment, Controller, Machine, MachineEntry, Medium
-    from services.manager.settings.model import Nic, Registry, Teleporter, Vrde
     m = Machine(uuid="0b5e9a3c-1111-2222-3333-444455556666", name="Ünïcode & <xml>", ostype="Debian_64",
                 memory_mb=777, vram_mb=32, cpus=3, acpi=False, ioapic=True, rtc_utc=True,
                 boot=["net", "disk", "none", "dvd"],
