@@ -297,8 +297,6 @@ class Runtime:
             self._start_program(supervisor, run, "devices", programs[1].log_file)
             marks["devices answer"] = time.monotonic() - t0
             job.progress(70)
-            with self.lock:
-                run.set_state("Running")
             if vrdp:
                 run.vrde_port = self._vrdp_port(uuid, timeout_ms=int(VRDP_TIMEOUT_S * 1000))
                 marks["RDP server answers"] = time.monotonic() - t0
@@ -311,6 +309,8 @@ class Runtime:
             log.warning("VM '%s': start failed; stopping its processes", run.name)
             self._stop_group(run)
             raise
+        with self.lock:
+            run.set_state("Running")     # from now on the poller watches it
         log.info("VM '%s' start: %s", run.name, ", ".join(f"{what} at {at:.2f} s" for what, at in marks.items()))
 
     def _start_program(self, supervisor, run: VmRun, program: str, log_file: str) -> int:
@@ -440,7 +440,10 @@ class Runtime:
             groups.setdefault(info["group"], {})[info["name"]] = info
         for run in supervised:
             result = verdict(groups.get(group_name(run.uuid), {}))
-            if result is not None:
+            with self.lock:
+                # startvm's failure path or a session may have settled it since the snapshot above.
+                still_watched = run.state in ("Running", "Paused", "Stopping") and self.vms.get(run.uuid) is run
+            if result is not None and still_watched:
                 self._finish(run, *result)
 
     # -- runtime ops -------------------------------------------------------------------------------
