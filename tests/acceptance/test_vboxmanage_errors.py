@@ -64,3 +64,32 @@ def test_nothing_changed_after_all_mistakes(cli):
     assert info["acpi"] == "on" and info["cpus"] == "1" and info["boot1"] != "disk"
     assert info['IDE Controller-0-0'].endswith("/disk.vdi")
     assert "IDE-0-0" not in cli.showvminfo("other")
+
+
+def vboxheadless(cli: Cli, *args: str):
+    import subprocess
+    return subprocess.run([cli.vboxheadless, *args], cwd=cli.work, env=cli.env, capture_output=True, text=True,
+                          timeout=120, check=False)
+
+
+def test_vboxheadless_early_errors_are_one_line(cli):
+    done = vboxheadless(cli, "--startvm", "no such vm")
+    assert done.returncode == 1 and done.stdout.startswith("Headbox Headless Interface 0.1.0\n")
+    assert done.stderr.splitlines() == ["VBoxHeadless: error: Could not find a registered machine named 'no such vm'"]
+    cli("createvm", "--name", "lost", "--register")
+    cli("storagectl", "lost", "--name", "IDE", "--add", "ide")
+    cli("createhd", "--filename", "lost.vdi", "--size", "8")
+    cli("storageattach", "lost", "--storagectl", "IDE", "--port", "0", "--device", "0", "--type", "hdd",
+        "--medium", "lost.vdi")
+    cli("modifyvm", "lost", "--boot1", "disk")
+    (cli.work / "lost.vdi").unlink()
+    before = cli.settings_files()
+    done = vboxheadless(cli, "--startvm", "lost")
+    lines = done.stderr.splitlines()
+    assert done.returncode == 1 and len(lines) == 1 and lines[0].startswith("VBoxHeadless: error: "), done.stderr
+    assert str(cli.work / "lost.vdi") in lines[0]
+    assert cli.showvminfo("lost")["VMState"] == "poweroff" and cli("list", "runningvms") == ""
+    assert cli.settings_files() == before
+    done = vboxheadless(cli, "--startvm", "lost", "--vrde", "sometimes")
+    assert done.returncode == 1
+    assert done.stderr == "VBoxHeadless: error: --vrde requires an argument (on|off|config), not 'sometimes'\n"
