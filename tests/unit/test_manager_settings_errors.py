@@ -49,6 +49,7 @@ def world(tmp_path):
     make_iso(media / "unregistered.iso")
     with open(media / "junk.bin", "wb") as f:
         f.write(b"not an image")
+    os.makedirs(os.path.join(s.home, "Machines", "occupied"))
     states[running] = "Running"
     return s, str(media)
 
@@ -101,6 +102,8 @@ CASES = [
     ("modifyvm", {"vm": "vm1", "changes": {"accel": "hvf"}}, E_INVALIDARG, "Invalid --accel argument 'hvf' (kvm, tcg or auto)"),
     ("modifyvm", {"vm": "vm1", "changes": {"ostype": "Amiga"}}, OBJECT_NOT_FOUND, "Guest OS type 'Amiga' is invalid"),
     ("modifyvm", {"vm": "vm1", "changes": {"name": "busy"}}, INVALID_OBJECT_STATE, "A machine named 'busy' is already registered"),
+    ("modifyvm", {"vm": "vm1", "changes": {"name": "occupied", "memory": 64}}, FILE_ERROR,
+     "Could not rename the directory '{home}/Machines/vm1' to '{home}/Machines/occupied'..."),
     ("modifyvm", {"vm": "vm1", "changes": {"bogus": 1}}, E_INVALIDARG, "Unknown setting 'bogus'"),
     # all or nothing: a good change next to a bad one is not applied either
     ("modifyvm", {"vm": "vm1", "changes": {"memory": 512, "cpus": 999}}, E_INVALIDARG, "Invalid virtual CPU count: 999..."),
