@@ -9,6 +9,7 @@ the target always holds exactly what the last comparison saw."""
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 
@@ -94,12 +95,16 @@ class ChangeFinder:
         self.vm, self.areas = vm, areas
         self.write_log = True
         self.started = False
+        self.cpu_state = None
 
-    def look(self) -> list[np.ndarray | None]:
-        """Changed page indices per area; None for an area seen for the first time (every page)."""
+    def look(self, pause: bool = False) -> list[np.ndarray | None]:
+        """Changed page indices per area; None for an area seen for the first time (every page).
+        With pause, the vCPUs stop first and their state is kept in self.cpu_state."""
+        self.cpu_state = None
         if self.write_log:
             try:
-                reply = self.vm.vcpu_op("dirty", areas=[area.name for area in self.areas])
+                reply = self.vm.vcpu_op("dirty", areas=[area.name for area in self.areas], pause=pause)
+                self.cpu_state = reply.get("state")
             except Exception as error:       # noqa: BLE001 - any refusal means: no write log here
                 if self.started:
                     raise
@@ -110,6 +115,8 @@ class ChangeFinder:
                 return [None if reply["pages"][area.name] is None
                         else np.frombuffer(reply["pages"][area.name], dtype="<u4").astype(np.int64)
                         for area in self.areas]
+        if pause:
+            self.vm.vcpu_op("pause")
         return [area.changed() for area in self.areas]
 
     def stop(self) -> None:
@@ -120,11 +127,18 @@ class ChangeFinder:
                 log.debug("ending the write log: %s", error)
 
 
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.fallocate.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long)
+_fallocate = _libc.fallocate
+_KEEP_SIZE, _PUNCH_HOLE = 0x01, 0x02
+
+
 class TargetArea:
     """The target's side: pages written straight into the waiting VM's region."""
 
     def __init__(self, vm_id: str, name: str):
         self.region = SharedRegion.open(shm_name(vm_id, name))
+        self.fd = os.open(self.region.path, os.O_RDWR | os.O_CLOEXEC)
         self.pages = self.region.size // PAGE
         self.view = np.frombuffer(self.region.buf, dtype=np.uint8).reshape(self.pages, PAGE)
 
@@ -135,10 +149,16 @@ class TargetArea:
         self.view[first:first + count] = np.frombuffer(data, dtype=np.uint8).reshape(count, PAGE)
 
     def zero(self, first: int, count: int) -> None:
+        """Zero pages by punching a hole in the shared-memory file: writing zeros would allocate
+        every page of a fresh region (most of a big guest's RAM is never touched)."""
         if first < 0 or count < 0 or first + count > self.pages:
             raise ValueError(f"zero run outside the region ({first}+{count} of {self.pages})")
-        self.view[first:first + count] = 0
+        if count == 0:
+            return
+        if _fallocate(self.fd, _PUNCH_HOLE | _KEEP_SIZE, first * PAGE, count * PAGE) != 0:
+            self.view[first:first + count] = 0      # a file system without holes
 
     def close(self) -> None:
         self.view = None
+        os.close(self.fd)
         self.region.close()

@@ -38,6 +38,12 @@ class TeleportStats:
     downtime_ms: float = 0.0
     total_ms: float = 0.0
     round_pages: list = field(default_factory=list)
+    phases: dict = field(default_factory=dict)      # downtime by step, ms (for profiling)
+
+    def mark(self, phase: str, since: float) -> float:
+        now = time.monotonic()
+        self.phases[phase] = round((now - since) * 1000, 1)
+        return now
 
 
 class _Link:
@@ -118,8 +124,9 @@ def teleport_out(vm_id: str, config: dict, host: str, port: int, password: str =
         stats = run.stream(config, areas, max_downtime_ms)
         run.hand_over()
         stats.total_ms = (time.monotonic() - started) * 1000
-        log.info("VM %s teleported to %s:%d: %d rounds, %.1f MiB sent, downtime %.0f ms, total %.0f ms",
-                 vm_id, host, port, stats.rounds, stats.bytes_sent / 2**20, stats.downtime_ms, stats.total_ms)
+        log.info("VM %s teleported to %s:%d: %d rounds, %.1f MiB sent, downtime %.0f ms (%s), total %.0f ms",
+                 vm_id, host, port, stats.rounds, stats.bytes_sent / 2**20, stats.downtime_ms,
+                 ", ".join(f"{k} {v:g}" for k, v in stats.phases.items()), stats.total_ms)
         return stats
     except (TeleportError, OSError) as error:
         if not run.past_point_of_no_return:
@@ -199,23 +206,25 @@ class _SourceRun:
             link.send(wire.frame(records.pack(records.ROUND, stats.rounds, dirty_pages)))
             self.report(min(90, 10 + 80 * stats.rounds // (stats.rounds + 2)))
         # Stop and copy: from here to the target's resume is the downtime.
-        pause_at = time.monotonic()
-        if not self.was_paused:
-            self.vm.vcpu_op("pause")
-            self.paused_by_us = True
-        self.stats.downtime_start = pause_at
-        for index, (area, found, last) in enumerate(zip(areas, dirty, finder.look())):
+        pause_at = stats.downtime_start = time.monotonic()
+        self.paused_by_us = not self.was_paused
+        last_look = finder.look(pause=True)
+        step = stats.mark("pause", pause_at)
+        for index, (area, found, last) in enumerate(zip(areas, dirty, last_look)):
             # The pages of the round that decided to stop were taken from the log but not sent yet.
             pages = None if found is None or last is None else np.union1d(found, last)
             stats.bytes_sent += self._send_pages(index, area, pages)
-        cpu = self.vm.vcpu_op("snapshot")["state"]
+        step = stats.mark("last pages", step)
+        cpu = finder.cpu_state or self.vm.vcpu_op("snapshot")["state"]
         devices = self.vm.devices_op("snapshot")["state"]
+        step = stats.mark("state", step)
         for record in (records.pack(records.CPU, cpu), records.pack(records.DEVICES, devices)):
             link.send(wire.frame(record))
             stats.bytes_sent += len(record)
         link.send(wire.END_OF_STREAM)
         self.streaming = False
         link.reply("load-complete")
+        stats.mark("load", step)
         self.report(95)
         return stats
 
@@ -230,11 +239,13 @@ class _SourceRun:
 
     # -- the switch --------------------------------------------------------------------------
     def hand_over(self) -> None:
-        link = self.link
+        link, stats = self.link, self.stats
+        step = time.monotonic()
         self.vm.devices_op("release-media")
         self.media_released = True
         link.send(b"lock-media\n")
         link.reply("lock-media")
+        step = stats.mark("media", step)
         # The target holds the media now: it owns the VM, whatever happens to this connection.
         self.past_point_of_no_return = True
         try:
@@ -242,7 +253,8 @@ class _SourceRun:
             link.reply("hand-over", timeout=15)
         except (TeleportError, OSError) as error:
             log.warning("the target did not confirm the hand-over (%s); it owns the VM", error)
-        self.stats.downtime_ms = (time.monotonic() - self.stats.downtime_start) * 1000
+        stats.mark("resume", step)
+        stats.downtime_ms = (time.monotonic() - stats.downtime_start) * 1000
         try:
             self.vm.vcpu_op("poweroff")
         except TeleportError as error:

@@ -148,10 +148,21 @@ class VcpuService:
             if request.get("stop"):
                 machine.stop_tracking()
                 return {"ok": True}
+            reply = {"ok": True}
+            if request.get("pause"):
+                # A teleport's stop-and-copy in one round trip: pause, last pages, state.
+                paused = self._handle({"v": CONTROL_VERSION, "op": Control.PAUSE})
+                if not paused["ok"]:
+                    return paused
             # Page indices as little-endian uint32s; None = every page (tracking just started).
             written = {area: machine.written_pages(area) for area in request["areas"]}
-            return {"ok": True, "pages": {area: None if pages is None else pages.astype("<u4").tobytes()
-                                          for area, pages in written.items()}}
+            reply["pages"] = {area: None if pages is None else pages.astype("<u4").tobytes()
+                              for area, pages in written.items()}
+            if request.get("pause"):
+                if machine.device_bus is not None:
+                    machine.device_bus.sync()
+                reply["state"] = machine.snapshot()
+            return reply
         if op == Control.SCREENSHOT:
             machine.screenshot_png(request["path"])
             return {"ok": True}

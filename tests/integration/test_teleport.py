@@ -130,7 +130,7 @@ def test_teleport_on_localhost_continues_the_guest(firmware, tmp_path):
         assert len(before) == count and len(after) >= 10
         assert stats.rounds >= 1 and stats.downtime_ms > 0
         print(f"teleport: {stats.rounds} rounds, {stats.bytes_sent / 2**20:.1f} MiB, "
-              f"downtime {stats.downtime_ms:.0f} ms, total {stats.total_ms:.0f} ms")
+              f"downtime {stats.downtime_ms:.0f} ms {stats.phases}, total {stats.total_ms:.0f} ms")
     finally:
         source.close()
         target_vm.close()
