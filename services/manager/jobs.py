@@ -40,6 +40,11 @@ class Job:
             raise Cancelled()
         self.percent = max(self.percent, min(99, int(percent)))
 
+    def report(self, percent: int) -> None:
+        """Progress from work that must not be interrupted halfway (a teleport undoes itself only on
+        its own errors)."""
+        self.percent = max(self.percent, min(99, int(percent)))
+
     def view(self) -> dict:
         return {"percent": self.percent, "done": self.done, "result": self.result, "error": self.error}
 

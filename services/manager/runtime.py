@@ -28,7 +28,8 @@ log = logging.getLogger("headbox.manager")
 POLL_S = 0.5
 START_TIMEOUT_S = 30.0
 VRDP_TIMEOUT_S = 15.0
-LIVE_STATES = ("Starting", "Running", "Paused", "Stopping")
+LIVE_STATES = ("Starting", "Running", "Paused", "Stopping", "Teleporting", "TeleportingIn")
+WATCHED_STATES = ("Running", "Paused", "Stopping", "Teleporting")   # the poller settles these
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -229,13 +230,13 @@ class Runtime:
             uuid = self.settings.vm_uuid(vm)
             return uuid, self._name(uuid)
 
-    def _live(self, vm) -> VmRun:
+    def _live(self, vm, states=("Running", "Paused")) -> VmRun:
         uuid, name = self._resolve(vm)
         with self.lock:
             run = self.vms.get(uuid)
         # A VBoxHeadless run is controlled the same way (its processes' control sockets), as VirtualBox
         # lets controlvm drive a VM that VBoxHeadless started.
-        if run is None or run.state not in ("Running", "Paused"):
+        if run is None or run.state not in states:
             raise ManagerError(INVALID_VM_STATE, f"Machine '{name}' is not currently running")
         return run
 
@@ -271,7 +272,9 @@ class Runtime:
             spec = spec if isinstance(spec, VmSpec) else VmSpec(**spec)
             vrde = self._vrde_config(uuid)
             folder = self.settings.vm_folder(uuid)
-        spec = dataclasses.replace(spec, vm_id=uuid)
+            teleporter = self._teleporter(uuid)
+        # A teleporter-enabled VM is a teleport target: its processes start waiting for the state.
+        spec = dataclasses.replace(spec, vm_id=uuid, incoming=bool(teleporter.get("enabled")))
         run.vrde_enabled = vrde.enabled
         logs = os.path.join(folder, "Logs")
         os.makedirs(logs, mode=0o700, exist_ok=True)
@@ -309,9 +312,42 @@ class Runtime:
             log.warning("VM '%s': start failed; stopping its processes", run.name)
             self._stop_group(run)
             raise
+        if spec.incoming:
+            self._teleport_in(job, run, spec, teleporter)
         with self.lock:
-            run.set_state("Running")     # from now on the poller watches it
+            if run.state == "PoweredOff":
+                raise ManagerError(INVALID_VM_STATE, f"Machine '{run.name}' was powered off while starting")
+            if run.state != "Paused":
+                run.set_state("Running")     # from now on the poller watches it
         log.info("VM '%s' start: %s", run.name, ", ".join(f"{what} at {at:.2f} s" for what, at in marks.items()))
+
+    def _teleporter(self, uuid: str) -> dict:
+        getter = getattr(self.settings, "teleporter", None)
+        return getter(uuid) if getter is not None else {"enabled": False}
+
+    def _teleport_in(self, job: Job, run: VmRun, spec: VmSpec, teleporter: dict) -> None:
+        """Wait (VirtualBox: up to 5 minutes) for a source to send this VM; it then runs here."""
+        from services.teleport.source import TeleportError
+        from services.teleport.target import hardware_config, teleport_in
+        with self.lock:
+            run.set_state("TeleportingIn")
+        try:
+            result = teleport_in(run.uuid, hardware_config(spec), teleporter.get("address") or "",
+                                 int(teleporter["port"]), teleporter.get("password_hash") or "",
+                                 progress=lambda percent: job.report(70 + percent * 29 // 100))
+        except BaseException as error:
+            with self.lock:
+                current = run.state == "TeleportingIn" and self.vms.get(run.uuid) is run
+            if current:     # not powered off (and maybe started again) meanwhile
+                log.warning("VM '%s': no teleport arrived (%s); stopping its processes", run.name, error)
+                self._stop_group(run)
+            if isinstance(error, TeleportError):
+                raise ManagerError(IPRT_ERROR, str(error)) from None
+            raise
+        log.info("VM '%s' teleported in from %s", run.name, result.peer)
+        if not result.resumed:
+            with self.lock:
+                run.set_state("Paused")
 
     def _start_program(self, supervisor, run: VmRun, program: str, log_file: str) -> int:
         """Start one program and wait until it answers `status` with the pid supervisor gave it."""
@@ -424,7 +460,7 @@ class Runtime:
 
     def poll(self) -> None:
         with self.lock:
-            watched = [run for run in self.vms.values() if run.state in ("Running", "Paused", "Stopping")]
+            watched = [run for run in self.vms.values() if run.state in WATCHED_STATES]
         foreground = [run for run in watched if run.foreground_pid]
         for run in foreground:
             if not _pid_alive(run.foreground_pid):
@@ -442,7 +478,7 @@ class Runtime:
             result = verdict(groups.get(group_name(run.uuid), {}))
             with self.lock:
                 # startvm's failure path or a session may have settled it since the snapshot above.
-                still_watched = run.state in ("Running", "Paused", "Stopping") and self.vms.get(run.uuid) is run
+                still_watched = run.state in WATCHED_STATES and self.vms.get(run.uuid) is run
             if result is not None and still_watched:
                 self._finish(run, *result)
 
@@ -482,13 +518,15 @@ class Runtime:
         return None
 
     def controlvm(self, vm=None, action=None, args=None):
-        args = list(args or [])
+        args = dict(args) if isinstance(args, dict) else list(args or [])
         if not isinstance(action, str):
             raise ManagerError(E_INVALIDARG, "controlvm needs an action")
         handler = getattr(self, f"_control_{action}", None)
         if handler is None:
             raise ManagerError(E_INVALIDARG, f"Invalid parameter '{action}'")
-        return handler(self._live(vm), args)
+        # A teleport target still waiting for its VM can be powered off (VirtualBox cancels the wait).
+        states = ("Running", "Paused", "TeleportingIn") if action == "poweroff" else ("Running", "Paused")
+        return handler(self._live(vm, states), args)
 
     def _control_pause(self, run: VmRun, args) -> None:
         control_request(run.uuid, "control-vcpu", "pause", timeout_ms=15000)
@@ -507,7 +545,14 @@ class Runtime:
 
     def _control_poweroff(self, run: VmRun, args) -> None:
         with self.lock:
-            run.set_state("Stopping")
+            waiting = run.state == "TeleportingIn"
+            run.set_state("PoweredOff" if waiting else "Stopping")
+        if waiting:
+            # Its processes hold no guest yet; the teleport listener gives up on its own.
+            self._stop_group(run)
+            sweep_shared_memory(run.uuid)
+            log.info("VM '%s': powered off while waiting for a teleport", run.name)
+            return None
         control_request(run.uuid, "control-vcpu", "poweroff")
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -552,8 +597,35 @@ class Runtime:
     def _control_setvideomodehint(self, run: VmRun, args):
         raise ManagerError(E_FAIL, "setvideomodehint is not supported yet")
 
-    def _control_teleport(self, run: VmRun, args):
-        raise ManagerError(E_FAIL, "teleport is not supported yet")
+    def _control_teleport(self, run: VmRun, args) -> dict:
+        """A job: stream the running VM to a target waiting at host:port; this end powers off after."""
+        if not isinstance(args, dict) or not args.get("host") or not isinstance(args.get("port"), int):
+            raise ManagerError(E_INVALIDARG, "teleport needs a map with host and port")
+        from services.teleport.source import DEFAULT_MAX_DOWNTIME_MS, TeleportError, teleport_out
+        from services.teleport.target import hardware_config
+        with self.settings_lock:
+            spec = self.settings.launch_spec(run.uuid)
+        spec = spec if isinstance(spec, VmSpec) else VmSpec(**spec)
+        with self.lock:
+            if run.state not in ("Running", "Paused"):
+                raise ManagerError(INVALID_VM_STATE, f"Machine '{run.name}' is {run.state}")
+            before = run.state
+            run.set_state("Teleporting")
+
+        def work(job: Job) -> dict:
+            try:
+                stats = teleport_out(run.uuid, hardware_config(spec), str(args["host"]), args["port"],
+                                     str(args.get("password") or ""),
+                                     int(args.get("maxdowntime") or DEFAULT_MAX_DOWNTIME_MS), progress=job.report)
+            except TeleportError as error:
+                with self.lock:
+                    if run.state == "Teleporting":
+                        run.set_state(before)
+                raise ManagerError(IPRT_ERROR, str(error)) from None
+            # The source's vCPU powers off after the hand-over; the poller sees it end.
+            return {"downtime_ms": round(stats.downtime_ms, 1), "total_ms": round(stats.total_ms, 1),
+                    "bytes_sent": stats.bytes_sent}
+        return {"job": self.jobs.start("teleport", work)}
 
 
 def _pid_alive(pid: int) -> bool:
