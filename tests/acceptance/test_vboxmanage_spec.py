@@ -152,6 +152,22 @@ def test_controlvm_poweroff_ends_vboxheadless(walk):
     assert walk.cli("list", "runningvms") == ""
 
 
+def test_startvm_type_vrdp_runs_it_under_the_manager(walk):
+    assert not headless_alive(walk)
+    port = free_port()
+    walk.cli("modifyvm", VM, "--vrde", "on", "--vrdeport", str(port))
+    out = walk.cli("startvm", VM, "--type", "vrdp")
+    assert out == f'Waiting for VM "{VM}" to power on...\nVM "{VM}" has been successfully started.\n'
+    info = walk.cli.showvminfo(VM)
+    assert info["VMState"] == "running" and info["vrdeport"] == str(port)
+    assert f'"{VM}"' in walk.cli("list", "runningvms")
+    reply = x224_confirm(port)
+    assert reply[:2] == b"\x03\x00" and reply[5] == 0xD0, reply.hex()
+    walk.cli("controlvm", VM, "poweroff")
+    assert walk.cli.showvminfo(VM)["VMState"] == "poweroff"
+    assert walk.cli("list", "runningvms") == ""
+
+
 def test_startvm_with_every_vrde_port_taken_fails_and_stays_off(walk):
     assert not headless_alive(walk)
     with socket.socket() as taken:
