@@ -157,3 +157,22 @@ def test_modifyvm_shows_in_showvminfo(cli):
     assert "Memory size:                 300MB\n" in human
     assert "VRDE:                        enabled (Address 0.0.0.0, Ports 5000,5010-5012," in human
     assert b"Tel3porter-Secret" not in b"".join(cli.settings_files().values())    # stored hashed
+
+
+def test_register_unregister_and_media(cli):
+    created = cli("createvm", "--name", "loose", "--basefolder", "vms")
+    assert created.startswith("Virtual machine 'loose' is created.\n")
+    settings_file = created.splitlines()[2].split("'")[1]
+    assert settings_file.startswith(str(cli.work / "vms"))
+    assert cli("list", "vms") == ""
+    cli("registervm", os.path.relpath(settings_file, cli.work))
+    assert '"loose"' in cli("list", "vms")
+    cli("createhd", "--filename", "scratch.vdi", "--size", "8")
+    cli("closemedium", "disk", "scratch.vdi")
+    assert "scratch.vdi" not in cli("list", "hdds") and (cli.work / "scratch.vdi").exists()
+    cli("openmedium", "disk", "scratch.vdi")
+    assert str(cli.work / "scratch.vdi") in cli("list", "hdds")
+    cli("closemedium", "disk", "scratch.vdi", "--delete")
+    assert not (cli.work / "scratch.vdi").exists()
+    cli("unregistervm", "loose", "--delete")
+    assert cli("list", "vms") == "" and not os.path.exists(settings_file)

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from test_vboxmanage_cli import Cli
 
+from tests.guests.keys import scancodes
 from tests.guests.linux_iso import linux_iso
 
 SCRIPT = Path(__file__).with_name("spec_headless_server.sh")
@@ -130,6 +131,18 @@ def test_guest_boots_and_rdp_answers_on_the_shown_port(walk):
     assert f'"{VM}"' in walk.cli("list", "runningvms")
     reply = x224_confirm(walk.port)
     assert reply[:2] == b"\x03\x00" and reply[5] == 0xD0, reply.hex()     # TPKT, X.224 Connection Confirm
+
+
+def test_controlvm_screenshot_and_typed_keys_reach_the_guest(walk):
+    shot = walk.cli.work / "screen.png"
+    walk.cli("controlvm", VM, "screenshotpng", "screen.png")
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # tty1's shell (on the VGA console, fed by the PS/2 keyboard) echoes a marker to COM1.
+    typed = scancodes("echo KEYS-$((6*7)) >/dev/ttyS0\n")
+    codes = [f"{code | (0 if pressed else 0x80):02x}" for code, _, pressed in typed]
+    for start in range(0, len(codes), 16):
+        walk.cli("controlvm", VM, "keyboardputscancode", *codes[start:start + 16])
+    wait_for(lambda: "KEYS-42" in walk.serial(), 60, "the typed command's output on COM1")
 
 
 def test_running_vm_refuses_what_virtualbox_refuses(walk):
