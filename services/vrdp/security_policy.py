@@ -14,6 +14,13 @@ from services.vrdp.connection import ConnectionConfig
 
 log = logging.getLogger("headbox.vrdp.security")
 
+# The VRDE properties read here (VBoxManage modifyvm VM --vrdeproperty NAME=VALUE):
+#   Security/Method            RDP (Standard RDP Security only), TLS (the default, as VirtualBox's
+#                              current server) or NEGOTIATE (both; the client's request decides)
+#   Security/ServerCertificate, Security/ServerPrivateKey, Security/CACertificate
+#                              PEM paths; unset: a self-signed pair kept 0600 in the state folder
+#   Security/TLSMinVersion     Headbox's own: 1.0, 1.1, 1.2 (unset) or 1.3, the oldest TLS accepted
+#   Security/RDPMinEncryption  Headbox's own: 40, 56 or 128 (unset), the weakest RC4 accepted
 METHODS = ("RDP", "TLS", "NEGOTIATE")
 # Headbox's own property (VirtualBox has none): the weakest RC4 a Standard Security client may pick.
 MIN_ENCRYPTION_PROPERTY = "Security/RDPMinEncryption"
