@@ -269,13 +269,14 @@ class Daemon:
             result = method(**fields)
         if op == "showvminfo" and isinstance(result, dict) and result.get("uuid"):
             result.update(self.runtime.state_of(result["uuid"]))
-        if op in ("modifyvm", "setextradata") and isinstance(fields.get("vm", fields.get("target")), str):
-            target = fields.get("vm", fields.get("target"))
-            if target != "global":
-                self.runtime.refresh_vrde(target)
-            else:
-                for uuid in self.runtime.running_uuids():
-                    self.runtime.refresh_vrde(uuid)
+        # A running VM's RDP server follows its settings: its own, global extradata (VBoxAuthSimple
+        # users) and the global VRDE auth library.
+        target = fields.get("vm", fields.get("target")) if op in ("modifyvm", "setextradata") else None
+        if isinstance(target, str) and target != "global":
+            self.runtime.refresh_vrde(target)
+        elif target == "global" or op == "setproperty":
+            for uuid in self.runtime.running_uuids():
+                self.runtime.refresh_vrde(uuid)
         return result
 
     def _running_vms(self) -> list[dict]:
