@@ -201,6 +201,7 @@ class Connection:
                 self._out += self._tls.bytes_to_send()
                 if self._tls.handshake_complete:
                     if self.state is State.TLS_HANDSHAKE:
+                        log.info("Using TLS connection. Protocol: %s", self._tls.version)
                         self.state = State.CONNECT_INITIAL
                     self._reader.feed(self._tls.read())
                     if self._tls.closed:
