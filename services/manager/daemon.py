@@ -231,7 +231,7 @@ class Daemon:
     def dispatch(self, payload: bytes):
         try:
             request = msgpack.unpackb(payload, raw=False, strict_map_key=False)
-        except Exception:
+        except Exception:  # noqa: BLE001 - msgpack raises several types for garbage
             raise ManagerError(E_INVALIDARG, "malformed request (not msgpack)") from None
         if not isinstance(request, dict) or request.get("v") != paths.PROTOCOL_VERSION:
             raise ManagerError(E_INVALIDARG, f"malformed request (expected a map with v={paths.PROTOCOL_VERSION})")
@@ -296,14 +296,12 @@ class Daemon:
             raise ManagerError(INVALID_VM_STATE, "VMs are running; power them off first")
         log.info("shutdown requested")
         self.exiting = True
-        return None
 
     def op_job(self, job=None) -> dict:
         return self.jobs.get(job).view()
 
     def op_canceljob(self, job=None) -> None:
         self.jobs.cancel(job)
-        return None
 
 
 def _check_fields(op: str, method, fields: dict) -> None:

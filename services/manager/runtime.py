@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import json
 import logging
 import os
 import threading
@@ -20,7 +19,13 @@ from services.headless import VCPU_REGIONS, VmSpec, devices_argv, vcpu_argv, vrd
 from services.ipc.messages import CONTROL_VERSION, pack, unpack
 from services.ipc.naming import endpoint, runtime_dir, shm_name
 from services.manager import supervision
-from services.manager.errors import (E_FAIL, E_INVALIDARG, INVALID_VM_STATE, IPRT_ERROR, ManagerError)
+from services.manager.errors import (
+    E_FAIL,
+    E_INVALIDARG,
+    INVALID_VM_STATE,
+    IPRT_ERROR,
+    ManagerError,
+)
 from services.manager.jobs import Job, Jobs
 
 log = logging.getLogger("headbox.manager")
@@ -183,28 +188,34 @@ class Runtime:
             if info["group"].startswith("vm-"):
                 groups.setdefault(info["group"], {})[info["name"]] = info
         for group, processes in groups.items():
-            uuid = group[len("vm-"):]
             try:
-                with self.settings_lock:
-                    name = self._name(uuid)
-            except ManagerError:
-                log.warning("supervisor runs %s, a VM these settings do not know; stopping it", group)
-                self._supervisor.remove_group(group)
-                continue
-            run = VmRun(uuid=uuid, name=name)
-            self.vms[uuid] = run
-            if verdict(processes) is not None:
-                self._finish(run, *verdict(processes))
-                continue
-            try:
-                status = control_request(uuid, "control-vcpu", "status", timeout_ms=2000)
-            except ManagerError:
-                self._finish(run, "Aborted", "its vCPU process does not answer")
-                continue
-            run.pid_vcpu = status["pid"]
-            run.set_state("Paused" if status["state"] == "paused" else "Running")
-            run.vrde_port = self._vrdp_port(uuid, timeout_ms=1000)
-            log.info("VM '%s' (%s) found %s", name, uuid, run.state.lower())
+                self._recover_group(group, processes)
+            except Exception:     # one odd group must not keep the manager from serving
+                log.exception("recovering %s failed", group)
+
+    def _recover_group(self, group: str, processes: dict[str, dict]) -> None:
+        uuid = group[len("vm-"):]
+        try:
+            with self.settings_lock:
+                name = self._name(uuid)
+        except ManagerError:
+            log.warning("supervisor runs %s, a VM these settings do not know; stopping it", group)
+            self._supervisor.remove_group(group)
+            return
+        run = VmRun(uuid=uuid, name=name)
+        self.vms[uuid] = run
+        if verdict(processes) is not None:
+            self._finish(run, *verdict(processes))
+            return
+        try:
+            status = control_request(uuid, "control-vcpu", "status", timeout_ms=2000)
+        except ManagerError:
+            self._finish(run, "Aborted", "its vCPU process does not answer")
+            return
+        run.pid_vcpu = status["pid"]
+        run.set_state("Paused" if status["state"] == "paused" else "Running")
+        run.vrde_port = self._vrdp_port(uuid, timeout_ms=1000)
+        log.info("VM '%s' (%s) found %s", name, uuid, run.state.lower())
 
     # -- what the settings need --------------------------------------------------------------------
     def state_of(self, uuid: str) -> dict:
@@ -511,11 +522,11 @@ class Runtime:
                                        "session (or being unlocked)")
                 run = self.vms[uuid] = VmRun(uuid=uuid, name=name, state="Running", foreground_pid=pid,
                                              vrde_port=vrde_port_bound)
-                return None
+                return
             if run is not None and run.foreground_pid == pid:
                 run.set_state("PoweredOff")
                 run.foreground_pid = run.vrde_port = None
-        return None
+        return
 
     def controlvm(self, vm=None, action=None, args=None):
         args = dict(args) if isinstance(args, dict) else list(args or [])
@@ -552,12 +563,12 @@ class Runtime:
             self._stop_group(run)
             sweep_shared_memory(run.uuid)
             log.info("VM '%s': powered off while waiting for a teleport", run.name)
-            return None
+            return
         control_request(run.uuid, "control-vcpu", "poweroff")
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if run.state != "Stopping":
-                return None
+                return
             time.sleep(0.1)
         raise ManagerError(IPRT_ERROR, f"Machine '{run.name}' did not power off within 30 s")
 
@@ -601,7 +612,11 @@ class Runtime:
         """A job: stream the running VM to a target waiting at host:port; this end powers off after."""
         if not isinstance(args, dict) or not args.get("host") or not isinstance(args.get("port"), int):
             raise ManagerError(E_INVALIDARG, "teleport needs a map with host and port")
-        from services.teleport.source import DEFAULT_MAX_DOWNTIME_MS, TeleportError, teleport_out
+        from services.teleport.source import (
+            DEFAULT_MAX_DOWNTIME_MS,
+            TeleportError,
+            teleport_out,
+        )
         from services.teleport.target import hardware_config
         with self.settings_lock:
             spec = self.settings.launch_spec(run.uuid)

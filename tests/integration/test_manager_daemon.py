@@ -15,7 +15,12 @@ import zmq
 import zmq.auth
 
 from services.manager import curve
-from services.manager.client import ManagerClient, connect_or_start, daemon_running, local_endpoint
+from services.manager.client import (
+    ManagerClient,
+    connect_or_start,
+    daemon_running,
+    local_endpoint,
+)
 from services.manager.errors import E_FAIL, E_INVALIDARG, ManagerError
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

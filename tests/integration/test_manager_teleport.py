@@ -2,7 +2,6 @@
 (TeleportingIn) for `controlvm teleport` of another VM; a wrong password fails the source's job and
 both carry on; poweroff ends the wait. The whole move is expected to fail for now (see its marker)."""
 
-import os
 import shutil
 import socket
 import tempfile

@@ -8,15 +8,15 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
+from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from services.ipc.naming import runtime_dir
-from services.manager.client import ManagerClient, connect_or_start, daemon_running
+from services.manager.client import connect_or_start, daemon_running
 from services.manager.errors import INVALID_VM_STATE, IPRT_ERROR, ManagerError
 from services.manager.runtime import control_request
 from services.manager.supervision import connect as supervisor_for
@@ -78,7 +78,7 @@ class Vm:
 
     def vrdp_log(self):
         path = os.path.join(self.home, "Machines", self.name, "Logs", "vrdp.log")
-        return open(path, encoding="utf-8", errors="replace").read() if os.path.exists(path) else ""
+        return Path(path).read_text(errors="replace") if os.path.exists(path) else ""
 
     def start(self):
         return self.client.wait_job(self.request("startvm", vm=self.name, type="headless")["job"])
@@ -147,7 +147,7 @@ def xfreerdp_connects(vm, tmp_path):
     for tool in ("Xvfb", "xfreerdp"):
         assert shutil.which(tool), f"{tool} is needed for this test"
     offset = len(vm.vrdp_log())
-    logs = open(tmp_path / "x.log", "w")
+    logs = open(tmp_path / "x.log", "w")  # noqa: SIM115 - closed in the finally below
     read_fd, write_fd = os.pipe()
     xvfb = subprocess.Popen(["Xvfb", "-displayfd", str(write_fd), "-screen", "0", "1024x768x24", "-nolisten",
                              "tcp"], pass_fds=(write_fd,), stdout=logs, stderr=logs)
@@ -213,8 +213,8 @@ def test_pause_resume_screenshot_and_a_live_vrde_change(vm, tmp_path):
         assert image.format == "PNG" and image.width >= 640 and image.height >= 400
     vrde_json = os.path.join(runtime_dir(vm.uuid), "vrde.json")
     vm.request("setextradata", target="lg", key="VBoxAuthSimple/users/alice", value="secret")
-    wait_until(lambda: '"alice"' in open(vrde_json).read(), 5, "vrde.json rewritten")
-    assert "secret" not in open(vrde_json).read()
+    wait_until(lambda: '"alice"' in Path(vrde_json).read_text(), 5, "vrde.json rewritten")
+    assert "secret" not in Path(vrde_json).read_text()
 
 
 def test_killing_the_vcpu_process_aborts_the_vm(vm):
@@ -223,7 +223,7 @@ def test_killing_the_vcpu_process_aborts_the_vm(vm):
     wait_until(lambda: vm.state()["state"] == "Aborted", 15, "the VM is Aborted")
     assert vm.processes() == {}
     assert vm.state() == {"state": "Aborted", "vrde_port_bound": None, "pid_vcpu": None}
-    log = open(os.path.join(vm.home, "manager.log")).read()
+    log = Path(vm.home, "manager.log").read_text()
     assert "aborted: the vCPU process died (killed by a signal)" in log
     assert not any(name.startswith(f"headbox-{vm.uuid}-") for name in os.listdir("/dev/shm"))
 
@@ -252,7 +252,7 @@ def test_a_taken_vrde_port_fails_startvm_and_leaves_nothing_running(vm):
 
 
 def test_shutdown_stops_the_supervisord_it_started(vm):
-    pid = int(open(os.path.join(vm.home, "supervisor", "supervisord.pid")).read())
+    pid = int(Path(vm.home, "supervisor", "supervisord.pid").read_text())
     vm.request("shutdown")
     wait_until(lambda: not daemon_running(vm.home), 20, "the manager exits")
     wait_until(lambda: gone(pid), 20, "supervisord exits")
