@@ -195,3 +195,39 @@ def test_startvm_with_every_vrde_port_taken_fails_and_stays_off(walk):
         assert str(port) in lines[0]
         assert walk.cli.showvminfo(VM)["VMState"] == "poweroff"
         assert walk.cli.settings_files() == before
+
+
+def processes_of(uuid: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and uuid.encode() in (entry / "cmdline").read_bytes():
+                found.append(int(entry.name))
+        except OSError:
+            pass
+    return found
+
+
+def test_vboxheadless_vrde_config_and_sigterm_powers_off(walk):
+    port = free_port()
+    walk.cli("modifyvm", VM, "--vrde", "on", "--vrdeport", str(port))
+    uuid = walk.cli.showvminfo(VM)["UUID"]
+    log = walk.cli.work / "second-run.log"
+    with log.open("w") as output:
+        process = subprocess.Popen([walk.cli.vboxheadless, "--startvm", uuid, "--vrde", "config"], cwd=walk.cli.work,
+                                   env=walk.cli.env, stdout=output, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: f"VRDE server is listening on port {port}.\n" in log.read_text()
+                 or process.poll() is not None, 120, "the second VBoxHeadless run's RDP server")
+        assert process.poll() is None, log.read_text()
+        assert walk.cli.showvminfo(VM)["VMState"] == "running"
+        assert processes_of(uuid)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(60) == 0, log.read_text()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert walk.cli.showvminfo(VM)["VMState"] == "poweroff"
+    assert walk.cli("list", "runningvms") == ""
+    assert processes_of(uuid) == []
