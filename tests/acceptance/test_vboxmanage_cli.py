@@ -102,6 +102,9 @@ def cli():
 def test_version_and_usage_need_no_manager(cli):
     assert cli("--version").strip() == "0.1.0"
     assert cli("-q", "--version").strip() == "0.1.0"
+    for alias in ("VBoxHeadless", "VBoxVRDP"):
+        done = subprocess.run([installed(alias), "--version"], capture_output=True, text=True, check=False)
+        assert (done.returncode, done.stdout) == (0, "0.1.0\n")
     done = cli.run()
     assert done.returncode == 1 and done.stdout.startswith("Usage: VBoxManage")
     assert not daemon_running(str(cli.home))
@@ -124,6 +127,9 @@ def test_createhd_progress_and_relative_filename(cli):
     assert out.splitlines()[0] == "0%...10%...20%...30%...40%...50%...60%...70%...80%...90%...100%"
     assert out.splitlines()[1].startswith("Medium created. UUID: ")
     assert (cli.work / "disk.vdi").is_file()      # made absolute against the caller's cwd, .vdi appended
+    out = cli("createmedium", "disk", "--filename", "fixed.vdi", "--size", "4", "--variant", "Fixed", "--format", "VDI")
+    assert out.splitlines()[1].startswith("Medium created. UUID: ")
+    assert (cli.work / "fixed.vdi").stat().st_size >= 4 * 1024 * 1024      # Fixed: every block allocated
 
 
 def test_extradata_and_properties(cli):
@@ -138,6 +144,10 @@ def test_extradata_and_properties(cli):
     assert cli("getextradata", "vm", "Some/Key") == "No value set!\n"
     cli("setproperty", "vrdpauthlibrary", "VBoxAuthSimple")
     assert "VBoxAuthSimple" in cli("list", "systemproperties")
+    cli("setproperty", "machinefolder", "machines")
+    assert f"Default machine folder:           {cli.work / 'machines'}\n" in cli("list", "systemproperties")
+    created = cli("createvm", "--name", "placed", "--register")
+    assert f"Settings file: '{cli.work / 'machines'}/" in created
 
 
 def test_modifyvm_shows_in_showvminfo(cli):
