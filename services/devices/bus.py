@@ -285,11 +285,18 @@ class Bus:
         return {name: device.snapshot() for name, device in self._devices.items()}
 
     def restore(self, state: dict) -> None:
-        missing = sorted(set(self._devices) - set(state))
+        """Restoring a device may map others (a PCI function's BARs place the VGA framebuffer), so
+        devices are restored until none is left, and the two sets are compared at the end."""
+        done: set[str] = set()
+        while todo := [name for name in self._devices if name not in done]:
+            for name in todo:
+                device = self._devices.get(name)
+                if device is not None and name in state:
+                    device.restore(state[name])
+                done.add(name)
         extra = sorted(set(state) - set(self._devices))
         if extra:
             raise ValueError(f"the saved state has devices this VM lacks: {', '.join(extra)}")
+        missing = sorted(set(self._devices) - set(state))
         if missing:
             raise ValueError(f"the saved state lacks devices this VM has: {', '.join(missing)}")
-        for name, device in self._devices.items():
-            device.restore(state[name])

@@ -79,9 +79,9 @@ class DeviceService:
         if op == "status":
             return {"ok": True, "state": "running", "devices": sorted(self.bus.devices()), "pid": os.getpid()}
         if op == "snapshot":
-            return {"ok": True, "state": self.bus.snapshot()}
+            return {"ok": True, "state": self.devices.snapshot()}
         if op == "restore":
-            self.bus.restore(request["state"])
+            self.devices.restore(request["state"])
             return {"ok": True}
         if op == "reset":
             self.io.reset()
@@ -129,6 +129,19 @@ class Devices:
         target = self.pci_functions.get((device, function))
         if target is not None:
             target.config_write(offset, size, value)
+
+    def snapshot(self) -> dict:
+        """The bus's devices and the PCI functions (their BARs place devices on the bus)."""
+        return {"bus": self.bus.snapshot(),
+                "pci": {f"{d}.{f}": fn.snapshot() for (d, f), fn in sorted(self.pci_functions.items())}}
+
+    def restore(self, state: dict) -> None:
+        if set(state.get("pci", {})) != {f"{d}.{f}" for d, f in self.pci_functions}:
+            raise ValueError(f"the saved PCI functions ({', '.join(sorted(state.get('pci', {})))}) "
+                             "differ from this VM's")
+        for (d, f), function in self.pci_functions.items():
+            function.restore(state["pci"][f"{d}.{f}"])
+        self.bus.restore(state["bus"])
 
     def reset(self) -> None:
         """Platform reset: every device and the PCI functions they own."""

@@ -188,9 +188,15 @@ def _receive(vm_id: str, config: dict, conn: _Conn, report) -> TargetResult:
             raise TeleportError(f"the source cancelled the teleport ({_describe(command)})")
         try:
             vm.devices_op("open-media")
-            vm.devices_op("restore", state=devices)
         except TeleportError as error:
             conn.send(wire.nack(wire.VERR_FILE_LOCK_FAILED, str(error)))
+            raise
+        try:
+            vm.devices_op("restore", state=devices)
+        except TeleportError as error:
+            # Let go of the media before refusing, or the source could not take them back.
+            vm.devices_op("release-media")
+            conn.send(wire.nack(wire.VERR_SSM_LOAD_CONFIG_MISMATCH, str(error)))
             raise
         conn.send(wire.ack())
         owns_vm = True                              # the point of no return
