@@ -18,6 +18,7 @@ from services.teleport import wire
 from services.teleport.source import teleport_out
 from services.teleport.target import hardware_config, teleport_in
 from services.teleport.vm import TeleportError
+from tests.conftest import require_kvm
 from tests.guests.build import build_program, counter_expected_lines
 
 RAM_MIB = 64
@@ -57,12 +58,13 @@ def firmware(tmp_path_factory):
 
 
 class Vm:
-    def __init__(self, firmware: str, folder, incoming: bool = False, memory_mib: int = RAM_MIB):
-        self.spec = VmSpec(vm_id="tp" + uuid.uuid4().hex[:8], memory_mib=memory_mib, accel="tcg",
+    def __init__(self, firmware: str, folder, incoming: bool = False, memory_mib: int = RAM_MIB,
+                 accel: str = "tcg"):
+        self.spec = VmSpec(vm_id="tp" + uuid.uuid4().hex[:8], memory_mib=memory_mib, accel=accel,
                            firmware=firmware, boot=(), serial_log=str(folder / f"{uuid.uuid4().hex[:6]}.log"),
                            incoming=incoming)
         self.processes = VmProcesses(self.spec)
-        self.processes.start()
+        self.processes.start(ram_timeout=120)
         self.exit_code = None
         self.waiter = threading.Thread(target=self._wait, daemon=True)
         self.waiter.start()
@@ -104,10 +106,10 @@ class Target:
             self.listening.set()
 
 
-def assert_continuous(source_log, target_log):
+def assert_continuous(source_log, target_log, buf_dwords: int = BUF_DWORDS):
     before, after = counter_lines(source_log), counter_lines(target_log)
     lines = before + after
-    assert lines == counter_expected_lines(len(lines), BUF_DWORDS), \
+    assert lines == counter_expected_lines(len(lines), buf_dwords), \
         "the counter must continue on the target with no gap or repeat (and the same RAM checksums)"
     return before, after
 
@@ -131,6 +133,46 @@ def test_teleport_on_localhost_continues_the_guest(firmware, tmp_path):
         assert stats.rounds >= 1 and stats.downtime_ms > 0
         print(f"teleport: {stats.rounds} rounds, {stats.bytes_sent / 2**20:.1f} MiB, "
               f"downtime {stats.downtime_ms:.0f} ms {stats.phases}, total {stats.total_ms:.0f} ms")
+    finally:
+        source.close()
+        target_vm.close()
+
+
+@pytest.mark.kvm
+def test_teleport_between_kvm_vms(tmp_path):
+    """The kvm accelerator moves too: the vCPU process's write log sees the guest's writes through
+    KVM (this host's /dev/kvm is slow, so a small buffer)."""
+    require_kvm()
+    image = tmp_path / "counter-kvm.bin"
+    image.write_bytes(build_program("counter", {"BUF_DWORDS": 256, "OUT_PORT": 0x3F8}))
+    source = Vm(str(image), tmp_path, memory_mib=16, accel="kvm")
+    target_vm = Vm(str(image), tmp_path, incoming=True, memory_mib=16, accel="kvm")
+    try:
+        wait_lines(source.log, 3, timeout=300)
+        target = Target(target_vm)
+        teleport_out(source.spec.vm_id, hardware_config(source.spec), "127.0.0.1", target.port)
+        target.thread.join(60)
+        assert target.error is None and target.result.resumed
+        source.waiter.join(30)
+        wait_lines(target_vm.log, 3, timeout=300)
+        assert_continuous(source.log, target_vm.log, buf_dwords=256)
+    finally:
+        source.close()
+        target_vm.close()
+
+
+def test_accelerator_mismatch_is_refused(firmware, tmp_path):
+    require_kvm()
+    source = Vm(firmware, tmp_path)
+    target_vm = Vm(firmware, tmp_path, incoming=True, accel="kvm")
+    try:
+        wait_lines(source.log, 2)
+        target = Target(target_vm)
+        with pytest.raises(TeleportError, match="same accelerator"):
+            teleport_out(source.spec.vm_id, hardware_config(source.spec), "127.0.0.1", target.port)
+        target.thread.join(30)
+        assert target.error and "same accelerator" in target.error
+        assert_source_unharmed(source)
     finally:
         source.close()
         target_vm.close()
