@@ -353,3 +353,14 @@ def test_showvminfo_vrde_on_for_a_vboxheadless_run_of_a_vm_with_vrde_off():
     assert "VRDE port:                   3390\n" in output.showvminfo(info)
     assert "vrdeport=3390\n" in output.showvminfo(info, machine_readable=True)
     assert "VRDE:                        disabled\n" in output.showvminfo({**info, "state": "PoweredOff"})
+
+
+def test_vboxmanage_imports_stay_light():
+    """`list vms` must start fast: VBoxManage's path never imports the VM's heavy modules."""
+    import subprocess
+    import sys
+    probe = ("import sys, services.manager.cli.vboxmanage, services.manager.client; "
+             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('numpy', 'unicorn', 'PIL', 'cryptography')"
+             " or m.startswith(('services.vcpu', 'services.devices', 'services.vrdp', 'services.headless'))))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

@@ -6,10 +6,9 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import time
 
 from services.manager.cli.arguments import UsageError, scan
-from services.manager.errors import ManagerError
+from services.manager.errors import INVALID_VM_STATE, IPRT_ERROR, ManagerError
 
 VERSION = "0.1.0"
 PROG = "VBoxHeadless"
@@ -26,7 +25,6 @@ OPTIONS = {"--startvm": 1, "-s": 1, "--vrde": 1, "--vrdp": 1, "-v": 1, "--vrdepr
            "--vrdpport": 1, "-p": 1, "--vrdpaddress": 1, "-a": 1, "--help": 0, "-h": 0, "--version": 0, "-V": 0}
 USERS_PREFIX = "VBoxAuthSimple/users/"
 FEATURE_PREFIXES = ("VRDP/Feature/", "VRDE/Feature/")     # the later prefix wins, as in VirtualBox
-POWER_OFF_TIMEOUT_S = 30
 
 
 class Stop(Exception):
@@ -113,68 +111,13 @@ def _launch(client, vm: str, mode: str, overrides: dict):
     return info, spec, (path if config.enabled else None)
 
 
-def _vrdp_port(vm_id: str, vrdp, timeout_s: float = 15.0) -> int:
-    """The port the RDP server bound, from its `status` (0: none of the configured ports was free)."""
-    from services.ipc.naming import endpoint
-    from services.vcpu.service import ControlClient
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if vrdp.poll() is not None:
-            return 0
-        client = ControlClient(endpoint(vm_id, "control-vrdp"), timeout_ms=300)
-        try:
-            status = client.request("status")
-            if status.get("pid") == vrdp.pid:
-                return int(status.get("port") or 0)
-        except Exception:      # not answering yet
-            time.sleep(0.1)
-        finally:
-            client.close()
-    return 0
-
-
-def _power_off(vm) -> None:
-    """Ask the vCPU process to power off (the device process then flushes its disks); kill if it hangs."""
-    from services.ipc.naming import endpoint
-    from services.vcpu.service import ControlClient
-    if vm.vcpu is not None and vm.vcpu.poll() is None:
-        client = ControlClient(endpoint(vm.spec.vm_id, "control-vcpu"), timeout_ms=5000)
-        try:
-            client.request("poweroff")
-        except Exception:
-            pass
-        finally:
-            client.close()
-        try:
-            vm.vcpu.wait(POWER_OFF_TIMEOUT_S)
-        except Exception:
-            pass
-    if vm.vcpu is not None and vm.vcpu.poll() is not None:
-        vm._stop_vrdp()
-        vm._stop_devices()
-    vm.kill()
-
-
 def _on_signal(signum, frame):
     raise Stop()
 
 
 def run(parsed: dict, out) -> int:
-    import subprocess
-
-    from services.headless import VmProcesses, vrdp_argv
+    from services.manager.cli.foreground import ForegroundVm
     from services.manager.client import connect_or_start
-
-    class HeadlessVm(VmProcesses):
-        """The VM's processes with the RDP server told by vrde.json, as the manager's own runs are."""
-
-        def __init__(self, spec, config_path):
-            super().__init__(spec)
-            self.config_path = config_path
-
-        def _start_vrdp(self):
-            if self.config_path:
-                self.vrdp = subprocess.Popen(vrdp_argv(self.spec, config=self.config_path), env=self.env)
 
     client = connect_or_start()
     vm = None
@@ -183,12 +126,12 @@ def run(parsed: dict, out) -> int:
         info, spec, config_path = _launch(client, parsed["vm"], parsed["vrde"], parsed["properties"])
         state = client.request("vmstate", vm=info["uuid"])
         if state.get("state") in ("Running", "Paused", "Starting", "Stopping", "Teleporting", "TeleportingIn"):
-            raise ManagerError("VBOX_E_INVALID_VM_STATE", f"The machine '{info['name']}' is already running")
+            raise ManagerError(INVALID_VM_STATE, f"The machine '{info['name']}' is already running")
         for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
             signal.signal(signum, _on_signal)
-        vm = HeadlessVm(spec, config_path)
+        vm = ForegroundVm(spec, config_path)
         vm.start()
-        port = _vrdp_port(spec.vm_id, vm.vrdp) if vm.vrdp is not None else None
+        port = vm.vrde_port()
         client.request("session", vm=info["uuid"], action="open", pid=os.getpid(), vrde_port_bound=port)
         session = info["uuid"]
         if port is None:
@@ -204,12 +147,14 @@ def run(parsed: dict, out) -> int:
         for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
             signal.signal(signum, signal.SIG_IGN)     # a second Ctrl-C must not cut the power-off short
         if vm is not None:
-            _power_off(vm)
+            vm.power_off()
         return 0
-    except RuntimeError as error:       # a process failed to start: its one-line reason
+    except BaseException as error:
         if vm is not None:
-            vm.kill()
-        raise ManagerError("VBOX_E_IPRT_ERROR", f"failed to start machine: {error}") from None
+            vm.kill()       # nothing of a failed run is left behind (the session was refused, ...)
+        if isinstance(error, RuntimeError):     # a process failed to start: its one-line reason
+            raise ManagerError(IPRT_ERROR, f"failed to start machine: {error}") from None
+        raise
     finally:
         for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
             signal.signal(signum, signal.SIG_DFL)

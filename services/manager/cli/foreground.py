@@ -1,0 +1,60 @@
+"""A VM's processes run in the foreground for VBoxHeadless: the RDP server told by vrde.json (as the
+manager's own runs are), its bound port read from its `status`, and a clean power-off on request."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+from services.headless import VmProcesses, VmSpec, vrdp_argv
+from services.ipc.naming import endpoint
+from services.vcpu.service import ControlClient
+
+POWER_OFF_TIMEOUT_S = 30
+
+
+class ForegroundVm(VmProcesses):
+    def __init__(self, spec: VmSpec, vrde_config: str | None):
+        super().__init__(spec)
+        self.vrde_config = vrde_config      # None: no RDP server for this run
+
+    def _start_vrdp(self) -> None:
+        if self.vrde_config:
+            self.vrdp = subprocess.Popen(vrdp_argv(self.spec, config=self.vrde_config), env=self.env)
+
+    def _request(self, channel: str, op: str, timeout_ms: int) -> dict:
+        client = ControlClient(endpoint(self.spec.vm_id, channel), timeout_ms=timeout_ms)
+        try:
+            return client.request(op)
+        finally:
+            client.close()
+
+    def vrde_port(self, timeout_s: float = 15.0) -> int | None:
+        """The port the RDP server bound (0: none of the configured ports was free); None without one."""
+        if self.vrdp is None:
+            return None
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and self.vrdp.poll() is None:
+            try:
+                status = self._request("control-vrdp", "status", 300)
+            except Exception:      # zmq.Again until the server has bound its control socket
+                time.sleep(0.1)
+                continue
+            if status.get("pid") == self.vrdp.pid:
+                return int(status.get("port") or 0)
+            time.sleep(0.1)
+        return 0
+
+    def power_off(self) -> None:
+        """As the guest's own power-off: the vCPU stops, then the RDP server and the device process
+        (which flushes the disks); whatever does not stop in time is killed."""
+        if self.vcpu is not None and self.vcpu.poll() is None:
+            try:
+                self._request("control-vcpu", "poweroff", 5000)
+                self.vcpu.wait(POWER_OFF_TIMEOUT_S)
+            except Exception:      # no answer or no exit in time: killed below
+                pass
+        if self.vcpu is not None and self.vcpu.poll() is not None:
+            self._stop_vrdp()
+            self._stop_devices()
+        self.kill()
