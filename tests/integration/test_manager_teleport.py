@@ -1,6 +1,6 @@
 """Teleporting through the manager on one host: a teleporter-enabled VM's startvm waits
-(TeleportingIn) for `controlvm teleport` of another VM; a wrong password fails the source's job and
-both carry on; poweroff ends the wait. The whole move is expected to fail for now (see its marker)."""
+(TeleportingIn) for `controlvm teleport` of another VM, then runs while the source powers off; a wrong
+password fails the source's job and both carry on; poweroff ends a wait. SeaBIOS-only VMs on tcg."""
 
 import shutil
 import socket
@@ -83,10 +83,6 @@ def test_a_wrong_password_fails_the_source_job_and_poweroff_ends_the_wait(manage
     assert manager.request("job", job=incoming)["done"] is False     # its listener times out alone
 
 
-# The target's device bus lacks the VGA regions SeaBIOS made the source register (vga-lfb,
-# vga-mmio), so the vCPU's restore refuses the state, and the source is powered off regardless
-# (services/teleport + the device bus, not the manager). strict: this marker must go when it works.
-@pytest.mark.xfail(strict=True, reason="teleport of a SeaBIOS-booted VM: restore lacks vga-lfb/vga-mmio")
 def test_teleport_between_two_vms_of_one_manager(manager):
     port = free_port()
     make_vm(manager, "src")
