@@ -18,7 +18,7 @@ import zmq
 from services.headless import VCPU_REGIONS, VmSpec, devices_argv, vcpu_argv, vrdp_argv
 from services.ipc.messages import CONTROL_VERSION, pack, unpack
 from services.ipc.naming import endpoint, runtime_dir, shm_name
-from services.manager import supervision
+from services.manager import savedstate, supervision
 from services.manager.errors import (
     E_FAIL,
     E_INVALIDARG,
@@ -56,6 +56,7 @@ class VmRun:
     vrde_port: int | None = None
     foreground_pid: int | None = None     # a VBoxHeadless run in the foreground (session op)
     vrde_enabled: bool = False
+    saving: bool = False                  # savestate: its power-off ends in Saved
 
     def set_state(self, state: str) -> None:
         if state != self.state:
@@ -221,6 +222,10 @@ class Runtime:
     def state_of(self, uuid: str) -> dict:
         with self.lock:
             run = self.vms.get(uuid)
+            if (run is None or run.state not in LIVE_STATES) and savedstate.exists(self.home, uuid):
+                since = datetime.datetime.fromtimestamp(os.path.getmtime(savedstate.path_for(self.home, uuid)),
+                                                        datetime.UTC).isoformat(timespec="seconds")
+                return {"state": "Saved", "state_since": since, "vrde_port_bound": None}
             if run is None:
                 return {"state": "PoweredOff", "state_since": None, "vrde_port_bound": None}
             live = run.state in ("Running", "Paused")
@@ -284,8 +289,10 @@ class Runtime:
             vrde = self._vrde_config(uuid)
             folder = self.settings.vm_folder(uuid)
             teleporter = self._teleporter(uuid)
-        # A teleporter-enabled VM is a teleport target: its processes start waiting for the state.
-        spec = dataclasses.replace(spec, vm_id=uuid, incoming=bool(teleporter.get("enabled")))
+        # A saved VM, or a teleporter-enabled one (a teleport target), starts its processes waiting
+        # for the state they are given.
+        saved = savedstate.exists(self.home, uuid)
+        spec = dataclasses.replace(spec, vm_id=uuid, incoming=saved or bool(teleporter.get("enabled")))
         run.vrde_enabled = vrde.enabled
         logs = os.path.join(folder, "Logs")
         os.makedirs(logs, mode=0o700, exist_ok=True)
@@ -323,7 +330,9 @@ class Runtime:
             log.warning("VM '%s': start failed; stopping its processes", run.name)
             self._stop_group(run)
             raise
-        if spec.incoming:
+        if saved:
+            self._restore(job, run, spec)
+        elif spec.incoming:
             self._teleport_in(job, run, spec, teleporter)
         with self.lock:
             if run.state == "PoweredOff":
@@ -331,6 +340,29 @@ class Runtime:
             if run.state != "Paused":
                 run.set_state("Running")     # from now on the poller watches it
         log.info("VM '%s' start: %s", run.name, ", ".join(f"{what} at {at:.2f} s" for what, at in marks.items()))
+
+    def _restore(self, job: Job, run: VmRun, spec: VmSpec) -> None:
+        """Load the saved state into the waiting processes, in a teleport target's order; the file
+        goes once the VM runs from it."""
+        from services.teleport.target import config_mismatch, hardware_config
+        path = savedstate.path_for(self.home, run.uuid)
+        try:
+            accel = control_request(run.uuid, "control-vcpu", "status").get("accel")
+            header = savedstate.load(path, run.uuid)
+            job.report(85)
+            mismatch = config_mismatch(header["config"], {**hardware_config(spec), "accel": accel})
+            if mismatch:
+                raise savedstate.SavedStateError(mismatch)
+            control_request(run.uuid, "control-vcpu", "restore", timeout_ms=60000, state=header["cpu"])
+            control_request(run.uuid, "control-devices", "open-media", timeout_ms=30000)
+            control_request(run.uuid, "control-devices", "restore", timeout_ms=60000, state=header["devices"])
+            control_request(run.uuid, "control-vcpu", "resume")
+        except (savedstate.SavedStateError, ManagerError) as error:
+            self._stop_group(run)
+            raise ManagerError(INVALID_VM_STATE, f"The saved state of '{run.name}' cannot be restored: {error} "
+                               f"(remove {path} to start it afresh)") from None
+        os.unlink(path)
+        log.info("VM '%s' restored from its saved state", run.name)
 
     def _teleporter(self, uuid: str) -> dict:
         getter = getattr(self.settings, "teleporter", None)
@@ -451,11 +483,13 @@ class Runtime:
             log.error("VM '%s': removing its process group failed: %s", run.name, error)
 
     def _finish(self, run: VmRun, state: str, why: str) -> None:
+        if state == "PoweredOff" and run.saving:
+            state, why = "Saved", "its state was saved"
         if state == "Aborted":
             log.error("VM '%s' (%s) aborted: %s; stopping its other processes", run.name, run.uuid, why)
         else:
-            log.info("VM '%s' (%s) powered off: %s", run.name, run.uuid, why)
-        self._stop_group(run, graceful=state == "PoweredOff")
+            log.info("VM '%s' (%s) %s: %s", run.name, run.uuid, state, why)
+        self._stop_group(run, graceful=state != "Aborted")
         if state == "Aborted":
             sweep_shared_memory(run.uuid)
         with self.lock:
@@ -602,8 +636,54 @@ class Runtime:
             self.settings.modifyvm(vm=run.uuid, changes=changes)
         self.refresh_vrde(run.uuid)
 
-    def _control_savestate(self, run: VmRun, args):
-        raise ManagerError(E_FAIL, "savestate is not supported yet")
+    def _control_savestate(self, run: VmRun, args) -> dict:
+        """A job: pause, write the state to <home>/savedstates/<uuid>.sav, power off; the VM is Saved
+        and its next startvm continues from there."""
+        from services.teleport.target import hardware_config
+        if run.foreground_pid:
+            raise ManagerError(INVALID_VM_STATE, f"Machine '{run.name}' runs in VBoxHeadless: savestate is "
+                               "for VMs the manager started")
+        with self.settings_lock:
+            spec = self.settings.launch_spec(run.uuid)
+        spec = spec if isinstance(spec, VmSpec) else VmSpec(**spec)
+        with self.lock:
+            before = run.state
+            run.set_state("Stopping")
+            run.saving = True
+        path = savedstate.path_for(self.home, run.uuid)
+
+        def work(job: Job) -> dict:
+            paused_by_us = False
+            try:
+                status = control_request(run.uuid, "control-vcpu", "status")
+                if status["state"] != "paused":
+                    control_request(run.uuid, "control-vcpu", "pause", timeout_ms=15000)
+                    paused_by_us = True
+                job.report(10)
+                cpu = control_request(run.uuid, "control-vcpu", "snapshot", timeout_ms=60000)["state"]
+                devices = control_request(run.uuid, "control-devices", "snapshot", timeout_ms=60000)["state"]
+                job.report(30)
+                config = {**hardware_config(spec), "accel": status.get("accel")}
+                size = savedstate.save(path, run.uuid, config, cpu, devices)
+            except BaseException as error:
+                with self.lock:
+                    run.saving = False
+                    run.set_state(before)
+                if paused_by_us:
+                    control_request(run.uuid, "control-vcpu", "resume")
+                if isinstance(error, OSError):
+                    raise ManagerError("VBOX_E_FILE_ERROR", f"Failed to save the state to '{path}': "
+                                       f"{error.strerror}") from None
+                raise
+            job.report(90)
+            control_request(run.uuid, "control-vcpu", "poweroff")
+            deadline = time.monotonic() + 30
+            while run.state == "Stopping" and time.monotonic() < deadline:
+                time.sleep(0.1)
+            log.info("VM '%s': state saved to %s (%d MiB on disk)", run.name, path,
+                     os.stat(path).st_blocks * 512 >> 20)
+            return {"path": path, "bytes": size}
+        return {"job": self.jobs.start("savestate", work)}
 
     def _control_setvideomodehint(self, run: VmRun, args):
         raise ManagerError(E_FAIL, "setvideomodehint is not supported yet")

@@ -1,7 +1,8 @@
 """A VM run by the manager through supervisor (Linux test ISO on tcg, booted once for the module):
 startvm to the guest's ready marker; vrdp killed and restarted while the guest runs, xfreerdp still
-connects; the manager restarted finds the VM; pause, resume, screenshot, live VRDE change; the vCPU
-killed makes it Aborted; a taken VRDE port fails startvm; shutdown stops our supervisord."""
+connects; the manager restarted finds the VM; pause, resume, screenshot, live VRDE change; savestate
+and a restoring startvm; the vCPU killed makes it Aborted; a taken VRDE port fails startvm; shutdown
+stops our supervisord."""
 
 import os
 import shutil
@@ -215,6 +216,27 @@ def test_pause_resume_screenshot_and_a_live_vrde_change(vm, tmp_path):
     vm.request("setextradata", target="lg", key="VBoxAuthSimple/users/alice", value="secret")
     wait_until(lambda: '"alice"' in Path(vrde_json).read_text(), 5, "vrde.json rewritten")
     assert "secret" not in Path(vrde_json).read_text()
+
+
+def test_savestate_then_startvm_continues_the_guest(vm):
+    mark = len(vm.text())
+    vm.type("X=$((6*9)); echo set-$X\n")
+    vm.wait_serial("set-54", 60, after=mark)
+    saved = vm.client.wait_job(vm.request("controlvm", vm="lg", action="savestate")["job"])
+    path = os.path.join(vm.home, "savedstates", f"{vm.uuid}.sav")
+    assert saved["path"] == path and saved["bytes"] >= 256 << 20
+    assert oct(os.stat(path).st_mode & 0o777) == "0o600"
+    assert vm.state() == {"state": "Saved", "vrde_port_bound": None, "pid_vcpu": None}
+    assert vm.processes() == {}
+    assert vm.request("showvminfo", vm="lg")["state"] == "Saved"
+    assert vm.request("list", what="runningvms") == []
+    started = time.monotonic()
+    vm.start()
+    print(f"\nrestored from the saved state in {time.monotonic() - started:.2f} s")
+    assert vm.state()["state"] == "Running" and not os.path.exists(path)
+    mark = len(vm.text())
+    vm.type("echo restored-$X\n")          # the shell's variable lived on in the saved RAM
+    vm.wait_serial("restored-54", 60, after=mark)
 
 
 def test_killing_the_vcpu_process_aborts_the_vm(vm):
