@@ -52,13 +52,14 @@ def server_keys(home: str) -> tuple[bytes, bytes]:
 
 
 def authorized_keys(home: str) -> set[bytes]:
-    """Z85 public keys, one a line; '#' starts a comment. Read on every handshake so edits apply."""
+    """Z85 public keys, one a line (anything after the key is a note); a line starting with '#' is a
+    comment ('#' is also a Z85 digit, so only there). Read on every handshake so edits apply."""
     try:
         with open(os.path.join(home, "curve", AUTHORIZED), encoding="ascii", errors="replace") as file:
             lines = file.read().splitlines()
     except FileNotFoundError:
         return set()
-    return {line.split("#", 1)[0].strip().encode() for line in lines if line.split("#", 1)[0].strip()}
+    return {line.split()[0].encode() for line in lines if line.strip() and not line.lstrip().startswith("#")}
 
 
 def authorize(home: str, public: bytes) -> None:

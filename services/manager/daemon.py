@@ -18,6 +18,7 @@ import msgpack
 import zmq
 
 from services.manager import client as paths
+from services.manager import savedstate
 from services.manager.errors import E_FAIL, E_INVALIDARG, INVALID_VM_STATE, ManagerError
 from services.manager.jobs import Jobs
 from services.manager.runtime import Runtime
@@ -266,7 +267,12 @@ class Daemon:
                     return method(**fields, progress=job.progress) if takes_progress else method(**fields)
             return {"job": self.jobs.start(op, work)}
         with self.settings_lock:
+            # A deleted VM's saved state goes with it (it lives under the home, not the VM folder).
+            doomed = self.settings.vm_uuid(fields["vm"]) if op == "unregistervm" and fields.get("delete") \
+                and isinstance(fields.get("vm"), str) else None
             result = method(**fields)
+        if doomed and savedstate.exists(self.home, doomed):
+            os.unlink(savedstate.path_for(self.home, doomed))
         if op == "showvminfo" and isinstance(result, dict) and result.get("uuid"):
             result.update(self.runtime.state_of(result["uuid"]))
         # A running VM's RDP server follows its settings: its own, global extradata (VBoxAuthSimple

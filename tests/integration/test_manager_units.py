@@ -1,5 +1,6 @@
-"""The manager's pure parts: what supervisor's process states mean for a VM, keyboardputscancode's
-bytes, the supervisord configuration written for a VM group, when an on-demand manager idles out."""
+"""The manager's small parts: what supervisor's process states mean for a VM, keyboardputscancode's
+bytes, the supervisord configuration written for a VM group, when an on-demand manager idles out,
+the authorized_keys file."""
 
 import argparse
 import configparser
@@ -8,6 +9,7 @@ import shlex
 import pytest
 
 from services.manager.__main__ import idle_exit_seconds
+from services.manager.curve import authorize, authorized_keys
 from services.manager.errors import E_INVALIDARG, ManagerError
 from services.manager.runtime import keyboard_events, verdict
 from services.manager.supervision import Program, group_config, own_config
@@ -80,3 +82,15 @@ def test_idle_exit_rules(monkeypatch):
     assert idle_exit_seconds(args()) == 7
     monkeypatch.setenv("SUPERVISOR_ENABLED", "1")
     assert idle_exit_seconds(args()) is None
+
+
+def test_authorized_keys_take_z85_keys_with_hash_signs(tmp_path):
+    home = str(tmp_path)
+    key = b"rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7"     # '#' and '%' are Z85 digits too
+    hashed = b"Yne@$w-vo<fVvi]a<NY6T1ed:M$fCG*[IaLV{hID"
+    authorize(home, key)
+    authorize(home, hashed.replace(b"$", b"#"))
+    with open(tmp_path / "curve" / "authorized_keys", "a") as file:
+        file.write("# a comment\n\n" + "0" * 40 + "  laptop of bob\n")
+    assert authorized_keys(home) == {key, hashed.replace(b"$", b"#"), b"0" * 40}
+    assert oct((tmp_path / "curve" / "authorized_keys").stat().st_mode & 0o777) == "0o600"
