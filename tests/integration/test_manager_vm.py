@@ -1,8 +1,8 @@
 """A VM run by the manager through supervisor (Linux test ISO on tcg, booted once for the module):
 startvm to the guest's ready marker; vrdp killed and restarted while the guest runs, xfreerdp still
 connects; the manager restarted finds the VM; pause, resume, screenshot, live VRDE change; savestate
-and a restoring startvm; the vCPU killed makes it Aborted; a taken VRDE port fails startvm; shutdown
-stops our supervisord."""
+and a restoring startvm; the vCPU or the device process killed makes it Aborted; a taken VRDE port
+fails startvm; shutdown stops our supervisord."""
 
 import os
 import shutil
@@ -259,6 +259,17 @@ def test_poweroff_ends_a_second_run(vm):
     with pytest.raises(ManagerError) as error:
         vm.request("controlvm", vm="lg", action="pause")
     assert error.value.code == INVALID_VM_STATE
+
+
+def test_killing_the_device_process_aborts_the_vm_and_stops_the_vcpu(vm):
+    vm.start()
+    processes = vm.processes()
+    vcpu = processes["vcpu"]["pid"]
+    os.kill(processes["devices"]["pid"], signal.SIGKILL)
+    wait_until(lambda: vm.state()["state"] == "Aborted", 15, "the VM is Aborted")
+    assert vm.processes() == {}
+    wait_until(lambda: gone(vcpu), 15, "the vCPU process ends")
+    assert "aborted: the device process died (killed by a signal)" in Path(vm.home, "manager.log").read_text()
 
 
 def test_a_taken_vrde_port_fails_startvm_and_leaves_nothing_running(vm):
