@@ -269,3 +269,30 @@ def test_garbage_instead_of_client_hello_is_a_protocol_error(self_signed):
     server = TlsSession(tls.create_server_context(creds))
     with pytest.raises(ProtocolError):
         server.receive(b"\x03\x00\x00\x13\x0e\xe0\x00\x00\x00\x00\x00" + bytes(8))
+
+
+@pytest.mark.parametrize("value,version", [(None, ssl.TLSVersion.TLSv1_2), ("", ssl.TLSVersion.TLSv1_2),
+                                           ("1.0", ssl.TLSVersion.TLSv1), ("TLSv1.1", ssl.TLSVersion.TLSv1_1),
+                                           (" 1.3 ", ssl.TLSVersion.TLSv1_3)])
+def test_tls_min_version_property(value, version):
+    assert tls.parse_min_version(value) == version
+
+
+def test_tls_min_version_bad_value_is_one_line():
+    with pytest.raises(tls.TlsConfigError, match=r"^Security/TLSMinVersion '1\.4' is not one of 1\.0, 1\.1"):
+        tls.parse_min_version("1.4")
+
+
+@pytest.mark.filterwarnings("ignore:ssl.TLSVersion:DeprecationWarning")
+def test_tls_min_version_1_3_refuses_a_tls_1_2_client_and_1_1_lets_old_ones_in(self_signed):
+    _folder, creds = self_signed
+    server = TlsSession(tls.create_server_context(creds, min_version=ssl.TLSVersion.TLSv1_3))
+    context = insecure_client_context()
+    context.maximum_version = ssl.TLSVersion.TLSv1_2
+    client, c_in, c_out = client_for(context)
+    with pytest.raises(TlsError):
+        pump(server, client, c_in, c_out)
+    server = TlsSession(tls.create_server_context(creds, min_version=ssl.TLSVersion.TLSv1_1))
+    client, c_in, c_out = client_for(legacy_client_context())
+    pump(server, client, c_in, c_out)
+    assert server.version == "TLSv1.1"
