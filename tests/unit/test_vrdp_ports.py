@@ -56,3 +56,12 @@ def test_no_free_port_gives_none_and_logs_virtualbox_line(caplog):
 
 def test_unresolvable_address_binds_nothing():
     assert bind_listener("5000", "no-such-host.invalid") is None
+
+
+def test_empty_address_means_every_address_family_available():
+    from services.vrdp.ports import _addresses
+    families = {family for family, *_ in _addresses("", 5000)}
+    assert socket.AF_INET in families
+    if socket.has_ipv6:
+        assert socket.AF_INET6 in families
+    assert {sockaddr[0] for _, _, _, sockaddr in _addresses("", 5000)} <= {"0.0.0.0", "::"}
