@@ -56,7 +56,7 @@ def ours(image_path: str, ram: int, settle: float) -> dict:
                                    "--address", "127.0.0.1", "--port", str(port), "--wait", "120"],
                                   stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=REPO_ROOT)
         assert waiter.stdout.readline().startswith("listening")
-        sender = subprocess.run([python, "-m", "services.teleport", "source", "--vm-id", source.spec.vm_id,
+        sender = subprocess.run([python, *os.environ.get("TP_SOURCE_PREFIX", "-m services.teleport").split(), "source", "--vm-id", source.spec.vm_id,
                                  "--host", "127.0.0.1", "--port", str(port)],
                                 capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
         waiter.wait(30)
@@ -136,6 +136,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--settle", type=float, default=3.0, metavar="S")
     parser.add_argument("--timeout", type=float, default=60.0, metavar="S")
+    parser.add_argument("--no-qemu", action="store_true", help="ours only (profiling)")
     args = parser.parse_args()
     print(machine())
     guests = {"idle": build_program("counter"),
@@ -146,14 +147,18 @@ def main() -> int:
             with open(path, "wb") as f:
                 f.write(image)
             mine = [ours(path, args.ram, args.settle) for _ in range(args.runs)]
-            peer = [qemu(path, args.ram, args.settle, args.timeout) for _ in range(args.runs)]
+            peer = [] if args.no_qemu else [qemu(path, args.ram, args.settle, args.timeout)
+                                            for _ in range(args.runs)]
             down = statistics.median(r["downtime_ms"] for r in mine)
             total = statistics.median(r["total_ms"] for r in mine)
             print(f"\n{name} guest, {args.ram} MiB (median of {args.runs}):")
             print(f"  ours: downtime {down:.0f} ms, total {total:.0f} ms, rounds "
                   f"{[r['rounds'] for r in mine]}, throttle {[r['throttle'] for r in mine]}, "
                   f"sent {statistics.median(r['bytes_sent'] for r in mine) / 2**20:.1f} MiB")
+            print(f"  ours, downtime by step (ms): {[r['phases'] for r in mine]}")
             done = [r for r in peer if r["converged"]]
+            if not peer:
+                continue
             if done:
                 qdown = statistics.median(r["downtime_ms"] for r in done)
                 qtotal = statistics.median(r["total_ms"] for r in done)

@@ -43,7 +43,8 @@ def main(argv=None) -> int:
             stats = teleport_out(args.vm_id, config, args.host, args.port, args.password, args.maxdowntime)
             print(json.dumps({"rounds": stats.rounds, "bytes_sent": stats.bytes_sent,
                               "downtime_ms": round(stats.downtime_ms, 1), "total_ms": round(stats.total_ms, 1),
-                              "throttle": stats.throttle, "round_pages": stats.round_pages}), flush=True)
+                              "throttle": stats.throttle, "round_pages": stats.round_pages,
+                              "phases": stats.phases}), flush=True)
     except TeleportError as error:
         print(f"headbox-teleport: error: {error}", file=sys.stderr)
         return 1

@@ -18,6 +18,7 @@ from services.teleport import records, wire
 from services.teleport.areas import AREAS, Area, ChangeFinder
 from services.teleport.records import PAGE
 from services.teleport.vm import TeleportError, VmControl
+from services.vcpu.write_tracker import merge_pages
 
 log = logging.getLogger("headbox.teleport")
 
@@ -180,7 +181,7 @@ class _SourceRun:
         link.send(wire.frame(records.pack(records.CONFIG, {**config, "pages": total_pages})))
         bandwidth = None          # bytes per second, measured per round
         budget = max_downtime_ms / 1000.0
-        previous_sent = None
+        previous_sent = previous_dirty = None
         while True:
             round_start = time.monotonic()
             dirty = finder.look()
@@ -189,7 +190,11 @@ class _SourceRun:
             stats.round_pages.append(dirty_pages)
             dirty_bytes = dirty_pages * PAGE
             if stats.rounds > 0 and bandwidth:
-                if scan_s + dirty_bytes / bandwidth + FIXED_COST_S <= budget or stats.rounds >= MAX_ROUNDS:
+                expected = scan_s + dirty_bytes / bandwidth + FIXED_COST_S
+                # Within the budget, one more round is still worth it while it keeps shrinking
+                # what is left (a guest that dirties slower than the link): less downtime.
+                shrinking = previous_dirty and dirty_bytes < previous_dirty / 2 and expected > budget / 10
+                if (expected <= budget and not shrinking) or stats.rounds >= MAX_ROUNDS:
                     break
                 if previous_sent and dirty_bytes > previous_sent / 2:
                     self._throttle_more()
@@ -200,7 +205,7 @@ class _SourceRun:
             elapsed = time.monotonic() - round_start
             if sent >= 1 << 20 or bandwidth is None:
                 bandwidth = max(sent, PAGE) / max(elapsed - scan_s, 1e-3)
-            previous_sent = sent
+            previous_sent, previous_dirty = sent, dirty_bytes
             stats.rounds += 1
             stats.bytes_sent += sent
             link.send(wire.frame(records.pack(records.ROUND, stats.rounds, dirty_pages)))
@@ -212,7 +217,7 @@ class _SourceRun:
         step = stats.mark("pause", pause_at)
         for index, (area, found, last) in enumerate(zip(areas, dirty, last_look)):
             # The pages of the round that decided to stop were taken from the log but not sent yet.
-            pages = None if found is None or last is None else np.union1d(found, last)
+            pages = None if found is None or last is None else merge_pages(found, last)
             stats.bytes_sent += self._send_pages(index, area, pages)
         step = stats.mark("last pages", step)
         cpu = finder.cpu_state or self.vm.vcpu_op("snapshot")["state"]

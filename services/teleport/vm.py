@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import zmq
 
+from services.ipc.control import ControlClient
 from services.ipc.naming import endpoint
 
 
@@ -20,7 +21,6 @@ class VmControl:
         self.devices = self._client("devices")
 
     def _client(self, process: str):
-        from services.vcpu.service import ControlClient
         return ControlClient(endpoint(self.vm_id, f"control-{process}"), timeout_ms=self.timeout_ms)
 
     def _ask(self, process: str, what: str, op: str, **fields) -> dict:

@@ -166,7 +166,7 @@ class Machine:
     def written_pages(self, area: str):
         """Indices of the pages of a shared area ("ram" or "vram") written since the last call,
         as a numpy array; None on the first call, which starts tracking (every page counts)."""
-        from services.vcpu.write_tracker import PAGE, WriteTracker
+        from services.vcpu.write_tracker import PAGE, WriteTracker, merge_pages
         import numpy as np
         region = self.ram if area == "ram" else next(
             (r for r in self._regions if getattr(r, "name", "").endswith("-" + area)), None)
@@ -182,7 +182,7 @@ class Machine:
         if area == "ram" and self._dma_written:
             ranges, self._dma_written = self._dma_written, []
             extra = [np.arange(gpa // PAGE, (gpa + length + PAGE - 1) // PAGE) for gpa, length in ranges]
-            pages = np.union1d(pages, np.concatenate(extra))
+            pages = merge_pages(pages, np.concatenate(extra).astype(np.int64))
             pages = pages[pages < region.size // PAGE]
         return pages
 

@@ -16,6 +16,7 @@ import zmq
 from services.ipc.io import InputReceiver, IrqReceiver, RemoteBus
 from services.vcpu.display import DisplayPublisher
 from services.ipc.messages import CONTROL_VERSION, Control, pack, unpack
+from services.ipc.control import ControlClient  # noqa: F401 - its clients import it from here too
 from services.ipc.naming import endpoint, restrict_socket
 from services.vcpu.engine import EngineError, StopReason
 from services.vcpu.machine import DEFAULT_FIRMWARE, Machine, MachineConfig
@@ -184,23 +185,6 @@ class VcpuService:
             self.thread.join(5)
         else:
             self.socket.close()
-
-
-class ControlClient:
-    """The manager's (and tests') side of a service's control socket."""
-
-    def __init__(self, control_endpoint: str, timeout_ms: int = 15000):
-        self.socket = zmq.Context.instance().socket(zmq.REQ)
-        self.socket.setsockopt(zmq.LINGER, 0)
-        self.socket.setsockopt(zmq.RCVTIMEO, timeout_ms)
-        self.socket.connect(control_endpoint)
-
-    def request(self, op: str, **fields) -> dict:
-        self.socket.send(pack({"v": CONTROL_VERSION, "op": op, **fields}))
-        return unpack(self.socket.recv())
-
-    def close(self) -> None:
-        self.socket.close()
 
 
 def parse_args(argv):
