@@ -107,8 +107,10 @@ class Target:
 
 
 def assert_continuous(source_log, target_log, buf_dwords: int = BUF_DWORDS):
+    """The two serial logs, joined, are one uninterrupted run (a line may be cut at the switch)."""
     before, after = counter_lines(source_log), counter_lines(target_log)
-    lines = before + after
+    joined = (open(source_log, "rb").read() + open(target_log, "rb").read()).decode("latin-1")
+    lines = [line for line in joined.split("\n")[:-1] if line.startswith("n=")]
     assert lines == counter_expected_lines(len(lines), buf_dwords), \
         "the counter must continue on the target with no gap or repeat (and the same RAM checksums)"
     return before, after
@@ -129,7 +131,7 @@ def test_teleport_on_localhost_continues_the_guest(firmware, tmp_path):
         count = len(counter_lines(source.log))
         wait_lines(target_vm.log, 10)
         before, after = assert_continuous(source.log, target_vm.log)
-        assert len(before) == count and len(after) >= 10
+        assert len(before) >= count - 1 and len(after) >= 9
         assert stats.rounds >= 1 and stats.downtime_ms > 0
         print(f"teleport: {stats.rounds} rounds, {stats.bytes_sent / 2**20:.1f} MiB, "
               f"downtime {stats.downtime_ms:.0f} ms {stats.phases}, total {stats.total_ms:.0f} ms")
