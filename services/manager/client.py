@@ -42,6 +42,14 @@ def local_endpoint(home: str) -> str:
         raise ManagerError(IPRT_ERROR, f"no manager runs for {home} (no manager.endpoint)") from None
 
 
+def _pid_of(home: str) -> str:
+    try:
+        with open(os.path.join(home, "manager.pid"), encoding="ascii") as file:
+            return file.read().strip() or "?"
+    except OSError:
+        return "?"
+
+
 def daemon_running(home: str) -> bool:
     """The daemon holds an exclusive lock on <home>/manager.pid for its whole life."""
     try:
@@ -144,11 +152,19 @@ def connect_or_start(home: str | None = None, timeout_s: float = 20.0, **client_
     """A client of the home's daemon, started first if none runs. Two callers racing both start one;
     the pid-file lock lets only one serve, and both then reach it."""
     home = os.path.abspath(home) if home else default_home()
-    if daemon_running(home):
-        client = ManagerClient(home=home, **client_args)
-        return client
-    process = start_daemon(home)
     deadline = time.monotonic() + timeout_s
+    while daemon_running(home):
+        # One ping: a daemon idling out right now would leave a request unanswered.
+        client = ManagerClient(home=home, **client_args)
+        try:
+            client.request("ping", timeout_ms=1000)
+            return client
+        except ManagerError:
+            client.close()
+        if time.monotonic() > deadline:
+            raise ManagerError(IPRT_ERROR, f"the manager for {home} does not answer (pid "
+                               f"{_pid_of(home)}); see {os.path.join(home, 'manager.log')}")
+    process = start_daemon(home)
     while True:
         if daemon_running(home) and (socket_path_fits(home) or os.path.exists(os.path.join(home, "manager.endpoint"))):
             client = ManagerClient(home=home, **client_args)

@@ -157,9 +157,10 @@ class Daemon:
         log.info("manager %d serving %s on ipc://%s", os.getpid(), self.home, path)
         if ready:
             ready()
+        tick_ms = 500 if self.idle_exit is None else max(10, min(500, int(self.idle_exit * 500)))
         try:
             while True:
-                for sock, _ in poller.poll(500):
+                for sock, _ in poller.poll(tick_ms):
                     if sock is replies:
                         name, frames = replies.recv_pyobj()
                         sockets[name].send_multipart(frames)

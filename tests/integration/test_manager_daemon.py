@@ -206,3 +206,18 @@ def test_a_foreground_session_is_reported_and_forgotten(home):
         assert error.value.code == E_INVALIDARG
     finally:
         client.close()
+
+
+def test_clients_arriving_while_the_daemon_idles_out_are_served(home, monkeypatch):
+    # A daemon that exits after 0.3 s idle, and clients coming every 0.2..0.45 s: some find it just
+    # leaving, and must get a new one rather than a lost request.
+    monkeypatch.setenv("HEADBOX_IDLE_EXIT", "0.3")
+    pids = set()
+    for index in range(12):
+        client = connect_or_start(str(home))
+        try:
+            pids.add(client.request("ping", timeout_ms=5000)["pid"])
+        finally:
+            client.close()
+        time.sleep(0.2 + 0.025 * index)
+    assert len(pids) >= 2      # it did idle out in between
