@@ -15,9 +15,9 @@ import pytest
 from PIL import Image
 
 from services.devices.display.surface import frame_view
+from services.ipc.control import ControlClient
 from services.ipc.naming import endpoint, shm_name
 from services.ipc.shm import SharedRegion
-from services.vcpu.service import ControlClient
 from services.vrdp.auth.simple import password_hash
 from services.vrdp.config import VrdeConfig
 

@@ -14,8 +14,8 @@ import pytest
 from PIL import Image
 
 from services.headless import VmProcesses, VmSpec
+from services.ipc.control import ControlClient
 from services.ipc.naming import endpoint
-from services.vcpu.service import ControlClient
 from services.vrdp.config import VrdeConfig
 from tests.acceptance.test_vrdp_auth import (
     free_port,

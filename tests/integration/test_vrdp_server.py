@@ -13,8 +13,8 @@ import uuid
 
 import pytest
 
+from services.ipc.control import ControlClient
 from services.ipc.naming import endpoint
-from services.vcpu.service import ControlClient
 from services.vrdp import mcs, x224
 from services.vrdp.auth.simple import password_hash
 from services.vrdp.config import VrdeConfig
