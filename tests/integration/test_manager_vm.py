@@ -126,9 +126,10 @@ def test_startvm_runs_the_guest_under_supervisor(vm):
     print(f"\nstartvm job done (vCPU running) after {time.monotonic() - started:.2f} s")
     state = vm.state()
     assert state["state"] == "Running" and state["vrde_port_bound"] == vm.port and state["pid_vcpu"] > 0
+    # supervisor calls vrdp RUNNING once it has lived 1 s (startsecs): a crash loop backs off.
+    wait_until(lambda: {name: info["statename"] for name, info in vm.processes().items()} ==
+               {"vcpu": "RUNNING", "devices": "RUNNING", "vrdp": "RUNNING"}, 10, "all three RUNNING")
     processes = vm.processes()
-    assert {name: info["statename"] for name, info in processes.items()} == \
-        {"vcpu": "RUNNING", "devices": "RUNNING", "vrdp": "RUNNING"}
     assert processes["vcpu"]["pid"] == state["pid_vcpu"]
     assert vm.request("list", what="runningvms") == [{"name": "lg", "uuid": vm.uuid}]
     info = vm.request("showvminfo", vm="lg")
