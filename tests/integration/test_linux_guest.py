@@ -4,6 +4,7 @@ input channel reach the guest's shell and the mouse reaches its input device; th
 button shuts the guest down and every process of the VM ends. One boot serves the whole module."""
 
 import os
+import re
 import time
 import uuid
 
@@ -122,7 +123,8 @@ def test_mouse_movement_reaches_the_guest_input_device(vm):
     # (psmouse may still be probing the AUX port just after GUEST-READY: wait for it.)
     serial.type("M=; while [ -z \"$M\" ]; do for e in /sys/class/input/event*; do "
                 "grep -qi mouse $e/device/name && M=${e##*/}; done; sleep 1; done; "
-                "echo mouse=$M; od -A n -N 24 -t x1 /dev/input/$M | head -1; echo mouse-event-done\n")
+                "echo mouse=$M; dd if=/dev/input/$M bs=24 count=1 2>/dev/null | od -A n -t x1 | head -1; "
+                "echo mouse-event-done\n")
     serial.wait_for("mouse=event", 60, after=mark)
     time.sleep(1)
     pointer = InputSender(endpoint(serial.vm_id, "input"))
@@ -134,6 +136,11 @@ def test_mouse_movement_reaches_the_guest_input_device(vm):
     finally:
         pointer.close()
     serial.wait_for("mouse-event-done", 5, after=mark)
+    # evdev hands out whole events only (a short read fails): one struct input_event, 24 bytes,
+    # of which od prints the first 16 as hex.
+    output = serial.text()[mark:]
+    event = output[output.rindex("mouse=event"):output.rindex("mouse-event-done")]
+    assert re.search(r"(\s[0-9a-f]{2}){16}", event), f"no input event from the guest's mouse device:\n{event}"
 
 
 def test_acpi_power_button_shuts_the_guest_down(vm):
