@@ -297,6 +297,10 @@ class InputSender:
     def mouse(self, dx: int, dy: int, dz: int = 0, buttons: int = 0) -> None:
         self.socket.send(pack([INPUT_VERSION, Input.MOUSE, dx, dy, dz, buttons]))
 
+    def sync_locks(self, locks: int) -> None:
+        """Make the guest's Scroll/Num/Caps Lock match the client's (bits 0, 1, 2)."""
+        self.socket.send(pack([INPUT_VERSION, Input.SYNC, locks & 0x07]))
+
     def close(self) -> None:
         self.socket.close()
 
@@ -304,8 +308,8 @@ class InputSender:
 class InputReceiver(PullReceiver):
     """The vCPU process's side of the input channel: feeds the keyboard and mouse."""
 
-    def __init__(self, endpoint: str, key, mouse, context: zmq.Context | None = None):
-        self.key, self.mouse = key, mouse
+    def __init__(self, endpoint: str, key, mouse, context: zmq.Context | None = None, sync_locks=None):
+        self.key, self.mouse, self.sync_locks = key, mouse, sync_locks
         super().__init__(endpoint, "input", INPUT_VERSION, context)
 
     def handle(self, message: list) -> None:
@@ -313,3 +317,5 @@ class InputReceiver(PullReceiver):
             self.key(int(message[2]) & 0xFF, bool(message[3]), bool(message[4]))
         elif message[1] == Input.MOUSE:
             self.mouse(int(message[2]), int(message[3]), int(message[4]), int(message[5]))
+        elif message[1] == Input.SYNC and self.sync_locks is not None:
+            self.sync_locks(int(message[2]) & 0x07)

@@ -83,10 +83,12 @@ INPUT_VERSION = 1
 class Input:
     """input channel, vrdp (or tests) -> vcpu process, pushed:
     [INPUT_VERSION, KEY, set-1 scancode, extended, pressed] or
-    [INPUT_VERSION, MOUSE, dx, dy, dz, buttons]  (buttons: bit 0 left, 1 right, 2 middle)."""
+    [INPUT_VERSION, MOUSE, dx, dy, dz, buttons]  (buttons: bit 0 left, 1 right, 2 middle) or
+    [INPUT_VERSION, SYNC, locks]  (the client's lock keys: bit 0 scroll, 1 num, 2 caps)."""
 
     KEY = 1
     MOUSE = 2
+    SYNC = 3
 
 
 DISPLAY_VERSION = 1

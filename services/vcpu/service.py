@@ -231,7 +231,7 @@ def main(argv=None) -> int:
                                machine.display_lock) if machine.surface is not None else None
     inputs = InputReceiver(endpoint(args.vm_id, "input"),
                            key=lambda code, ext, pressed: keyboard.keyboard.key(code, ext, pressed),
-                           mouse=machine.mouse)
+                           mouse=machine.mouse, sync_locks=keyboard.keyboard.sync_locks)
     try:
         reason = service.run()
     finally:

@@ -287,6 +287,9 @@ class ClientHandler:
             self._mouse(event.x, event.y, event)
         elif isinstance(event, rdp_input.ExtendedMouseEvent):
             self._mouse(event.x, event.y, None)
+        elif isinstance(event, rdp_input.SyncEvent):
+            # Scroll, Num and Caps Lock have the same bits in TS_SYNC_* and on the input channel.
+            self.server.send_input(sender.sync_locks, event.toggle_flags & 0x07)
 
     def _mouse(self, x: int, y: int, event: rdp_input.MouseEvent | None) -> None:
         # The guest has a relative PS/2 mouse: send the motion since the last position we reported.

@@ -135,6 +135,19 @@ class Guest:
         assert mouse is not None, "no PS/2 mouse in the machine state"
         return mouse
 
+    def keyboard_leds(self) -> int:
+        """The lock LEDs the guest last set on its PS/2 keyboard (bit 0 scroll, 1 num, 2 caps)."""
+        control = ControlClient(endpoint(self.vm_id, "control-vcpu"))
+        try:
+            assert control.request("pause")["ok"]
+            try:
+                state = control.request("snapshot")["state"]
+            finally:
+                assert control.request("resume")["ok"]
+        finally:
+            control.close()
+        return int(state["platform"]["i8042"]["keyboard"]["leds"])
+
     def configure(self, properties: dict[str, str]) -> None:
         """(Re)write vrde.json; the server rereads it and rebinds when Security/* changed."""
         config = VrdeConfig(vm_name=self.vm_id, vm_uuid=self.vm_id, enabled=True, ports=str(self.port),

@@ -2,8 +2,11 @@
 NEGOTIATE): RDP4 (-4) and RDP5.1 (-5) Standard Security, TLS by default, and the manual's
 `rdesktop -a 16 -N` each show the guest screen pixel for pixel and type into its shell."""
 
+import time
+
 import pytest
 
+from services.devices.input.ps2 import LED_NUM
 from tests.acceptance.rdp_clients import (
     Client,
     Display,
@@ -78,13 +81,22 @@ def test_screen_keyboard_and_mouse(guest, display, tmp_path, method, options, bp
 
 
 def test_the_manuals_command_line(guest, display, tmp_path):
-    """`rdesktop -a 16 -N host:port` (user_Frontends.xml): 16 bpp within 565 rounding, numlock synced."""
+    """`rdesktop -a 16 -N host:port` (user_Frontends.xml): 16 bpp within 565 rounding, numlock synced:
+    with Num Lock on in the X server, the guest's keyboard turns its Num Lock LED on."""
     before = guest.vrdp_log()
-    client = rdesktop(display, guest, tmp_path, "-a", "16", "-N", geometry=())
+    display.xdotool("key", "Num_Lock")
     try:
-        client.wait_window([guest.vrdp])
-        assert_screen_matches(client, guest, 16, tmp_path, larger_window=True)
-        assert "active at 720x400, 16 bpp" in guest.vrdp_log()[len(before):]
-        assert_typing_reaches_the_shell(client, guest, 444)
+        client = rdesktop(display, guest, tmp_path, "-a", "16", "-N", geometry=())
+        try:
+            client.wait_window([guest.vrdp])
+            deadline = time.monotonic() + 20
+            while not guest.keyboard_leds() & LED_NUM and time.monotonic() < deadline:
+                time.sleep(0.5)
+            assert guest.keyboard_leds() & LED_NUM, "rdesktop -N: the client's Num Lock did not reach the guest"
+            assert_screen_matches(client, guest, 16, tmp_path, larger_window=True)
+            assert "active at 720x400, 16 bpp" in guest.vrdp_log()[len(before):]
+            assert_typing_reaches_the_shell(client, guest, 444)
+        finally:
+            close(client, guest)
     finally:
-        close(client, guest)
+        display.xdotool("key", "Num_Lock")         # the X server's Num Lock back off for the others

@@ -279,3 +279,12 @@ def test_reply_queue_is_bounded(device):
     for _ in range(100):
         dev.command(0xEE if device is Ps2Keyboard else 0xE6)
     assert len(dev.replies) <= 16
+
+
+def test_lock_sync_presses_only_the_locks_that_differ():
+    from services.devices.input.ps2 import LED_CAPS, LED_NUM, LED_SCROLL, Ps2Keyboard
+    keyboard = Ps2Keyboard()
+    keyboard.leds = LED_CAPS
+    assert keyboard.lock_presses(LED_NUM | LED_CAPS) == [0x45]
+    assert keyboard.lock_presses(LED_SCROLL) == [0x46, 0x3A]
+    assert keyboard.lock_presses(LED_CAPS) == []

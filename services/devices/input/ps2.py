@@ -111,6 +111,17 @@ class Ps2Keyboard(Ps2Port):
         self.typematic = 0x2B       # 10.9 characters/s after 500 ms; repeats come from the client
         self.data.clear()
 
+    def lock_presses(self, locks: int) -> list[int]:
+        """The set-1 codes of the lock keys to press (and release) so that the guest's locks, as
+        its LEDs show them, become `locks` (LED_* bits): RDP's keyboard-indicator sync."""
+        return [code for bit, code in ((LED_SCROLL, 0x46), (LED_NUM, 0x45), (LED_CAPS, 0x3A))
+                if (locks ^ self.leds) & bit]
+
+    def sync_locks(self, locks: int) -> None:
+        for code in self.lock_presses(locks):
+            self.key(code, False, True)
+            self.key(code, False, False)
+
     def _set_leds(self, leds: int) -> None:
         leds &= LED_SCROLL | LED_NUM | LED_CAPS
         if leds != self.leds:
