@@ -56,6 +56,9 @@ def _serial_log(m: Machine) -> str | None:
     return m.uartmode1[1] if m.uartmode1 else None
 
 
+BIOS_ROM_KEY = "VBoxInternal/Devices/pcbios/0/Config/BiosRom"
+
+
 def launch_spec(m: Machine, reg: Registry, folder: str) -> dict:
     """The services.headless.VmSpec fields that run this VM."""
     boot = tuple(dict.fromkeys(d for d in m.boot if d in ("dvd", "disk")))   # once each, in order
@@ -63,9 +66,16 @@ def launch_spec(m: Machine, reg: Registry, folder: str) -> dict:
         raise ManagerError(E_INVALIDARG, "No boot device the VM can boot from: set --boot1 dvd "
                                          "or --boot1 disk")
     drives, ide_controller = _drives(m, reg)
-    return {"vm_id": m.uuid, "memory_mib": m.memory_mb, "cpus": m.cpus, "accel": m.accel,
+    spec = {"vm_id": m.uuid, "memory_mib": m.memory_mb, "cpus": m.cpus, "accel": m.accel,
             "boot": boot, "drives": drives, "ide_controller": ide_controller, "acpi": m.acpi,
             "serial_log": _serial_log(m), "state_dir": folder}
+    rom = m.extradata.get(BIOS_ROM_KEY)
+    if rom:
+        # VirtualBox's custom BIOS image (the tests run flat test programs this way).
+        if not os.path.isfile(rom):
+            raise ManagerError(FILE_ERROR, f"The BIOS ROM image '{rom}' ({BIOS_ROM_KEY}) does not exist")
+        spec["firmware"] = rom
+    return spec
 
 
 def _users(m: Machine, reg: Registry) -> dict[str, str]:
