@@ -13,11 +13,8 @@ import threading
 import time
 from dataclasses import dataclass
 
-import zmq
-
-from services.headless import VCPU_REGIONS, VmSpec, devices_argv, vcpu_argv, vrdp_argv
-from services.ipc.messages import CONTROL_VERSION, pack, unpack
-from services.ipc.naming import endpoint, runtime_dir, shm_name
+from services.headless import VmSpec, devices_argv, vcpu_argv, vrdp_argv
+from services.ipc.naming import runtime_dir
 from services.manager import savedstate, supervision
 from services.manager.errors import (
     E_FAIL,
@@ -27,6 +24,12 @@ from services.manager.errors import (
     ManagerError,
 )
 from services.manager.jobs import Job, Jobs
+from services.manager.moves import StateMoves
+from services.manager.vmcontrol import (
+    control_request,
+    keyboard_events,
+    sweep_shared_memory,
+)
 
 log = logging.getLogger("headbox.manager")
 
@@ -85,58 +88,7 @@ def _how(info: dict) -> str:
     return info["statename"].lower() + (f": {info['spawnerr']}" if info.get("spawnerr") else "")
 
 
-def keyboard_events(args: list) -> list[list]:
-    """keyboardputscancode's hex bytes (set 1; E0 prefixes an extended key, bit 7 a release) to the
-    vCPU's [code, extended, pressed] events."""
-    events, extended = [], False
-    for arg in args:
-        try:
-            value = int(str(arg), 16)
-        except ValueError:
-            raise ManagerError(E_INVALIDARG, f"Error: '{arg}' is not a hex byte") from None
-        if not 0 <= value <= 0xFF:
-            raise ManagerError(E_INVALIDARG, f"Error: '{arg}' is not a hex byte")
-        if value == 0xE0:
-            extended = True
-            continue
-        events.append([value & 0x7F, extended, not value & 0x80])
-        extended = False
-    if not events:
-        raise ManagerError(E_INVALIDARG, "keyboardputscancode needs at least one scancode")
-    return events
-
-
-def control_request(vm_id: str, channel: str, op: str, timeout_ms: int = 5000, **fields) -> dict:
-    """One request on a VM service's control socket; ManagerError when it does not answer or fails."""
-    sock = zmq.Context.instance().socket(zmq.REQ)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.setsockopt(zmq.RECONNECT_IVL, 10)    # a service binding its socket right now answers sooner
-    try:
-        sock.connect(endpoint(vm_id, channel))
-        sock.send(pack({"v": CONTROL_VERSION, "op": op, **fields}))
-        if not sock.poll(timeout_ms):
-            raise ManagerError(IPRT_ERROR, f"the {channel[len('control-'):]} process of the VM did not answer {op}")
-        reply = unpack(sock.recv())
-    except zmq.ZMQError as error:
-        raise ManagerError(IPRT_ERROR, f"the VM's {channel} socket: {error.strerror}") from None
-    finally:
-        sock.close()
-    if not reply.get("ok"):
-        raise ManagerError(E_FAIL, str(reply.get("error", f"{op} failed")))
-    return reply
-
-
-def sweep_shared_memory(vm_id: str) -> None:
-    # A killed vCPU process leaves its regions behind; the VM's next start would take them for a
-    # running VM's.
-    for region in VCPU_REGIONS:
-        try:
-            os.unlink(f"/dev/shm/{shm_name(vm_id, region)}")
-        except FileNotFoundError:
-            pass
-
-
-class Runtime:
+class Runtime(StateMoves):
     """The VMs this manager runs. `settings` answers vm_uuid, launch_spec, vrde_config, vm_folder;
     `settings_lock` serializes every use of it with the daemon's settings requests."""
 
@@ -340,57 +292,6 @@ class Runtime:
             if run.state != "Paused":
                 run.set_state("Running")     # from now on the poller watches it
         log.info("VM '%s' start: %s", run.name, ", ".join(f"{what} at {at:.2f} s" for what, at in marks.items()))
-
-    def _restore(self, job: Job, run: VmRun, spec: VmSpec) -> None:
-        """Load the saved state into the waiting processes, in a teleport target's order; the file
-        goes once the VM runs from it."""
-        from services.teleport.target import config_mismatch, hardware_config
-        path = savedstate.path_for(self.home, run.uuid)
-        try:
-            accel = control_request(run.uuid, "control-vcpu", "status").get("accel")
-            header = savedstate.load(path, run.uuid)
-            job.report(85)
-            mismatch = config_mismatch(header["config"], {**hardware_config(spec), "accel": accel})
-            if mismatch:
-                raise savedstate.SavedStateError(mismatch)
-            control_request(run.uuid, "control-vcpu", "restore", timeout_ms=60000, state=header["cpu"])
-            control_request(run.uuid, "control-devices", "open-media", timeout_ms=30000)
-            control_request(run.uuid, "control-devices", "restore", timeout_ms=60000, state=header["devices"])
-            control_request(run.uuid, "control-vcpu", "resume")
-        except (savedstate.SavedStateError, ManagerError) as error:
-            self._stop_group(run)
-            raise ManagerError(INVALID_VM_STATE, f"The saved state of '{run.name}' cannot be restored: {error} "
-                               f"(remove {path} to start it afresh)") from None
-        os.unlink(path)
-        log.info("VM '%s' restored from its saved state", run.name)
-
-    def _teleporter(self, uuid: str) -> dict:
-        getter = getattr(self.settings, "teleporter", None)
-        return getter(uuid) if getter is not None else {"enabled": False}
-
-    def _teleport_in(self, job: Job, run: VmRun, spec: VmSpec, teleporter: dict) -> None:
-        """Wait (VirtualBox: up to 5 minutes) for a source to send this VM; it then runs here."""
-        from services.teleport.source import TeleportError
-        from services.teleport.target import hardware_config, teleport_in
-        with self.lock:
-            run.set_state("TeleportingIn")
-        try:
-            result = teleport_in(run.uuid, hardware_config(spec), teleporter.get("address") or "",
-                                 int(teleporter["port"]), teleporter.get("password_hash") or "",
-                                 progress=lambda percent: job.report(70 + percent * 29 // 100))
-        except BaseException as error:
-            with self.lock:
-                current = run.state == "TeleportingIn" and self.vms.get(run.uuid) is run
-            if current:     # not powered off (and maybe started again) meanwhile
-                log.warning("VM '%s': no teleport arrived (%s); stopping its processes", run.name, error)
-                self._stop_group(run)
-            if isinstance(error, TeleportError):
-                raise ManagerError(IPRT_ERROR, str(error)) from None
-            raise
-        log.info("VM '%s' teleported in from %s", run.name, result.peer)
-        if not result.resumed:
-            with self.lock:
-                run.set_state("Paused")
 
     def _start_program(self, supervisor, run: VmRun, program: str, log_file: str) -> int:
         """Start one program and wait until it answers `status` with the pid supervisor gave it."""
@@ -636,92 +537,8 @@ class Runtime:
             self.settings.modifyvm(vm=run.uuid, changes=changes)
         self.refresh_vrde(run.uuid)
 
-    def _control_savestate(self, run: VmRun, args) -> dict:
-        """A job: pause, write the state to <home>/savedstates/<uuid>.sav, power off; the VM is Saved
-        and its next startvm continues from there."""
-        from services.teleport.target import hardware_config
-        if run.foreground_pid:
-            raise ManagerError(INVALID_VM_STATE, f"Machine '{run.name}' runs in VBoxHeadless: savestate is "
-                               "for VMs the manager started")
-        with self.settings_lock:
-            spec = self.settings.launch_spec(run.uuid)
-        spec = spec if isinstance(spec, VmSpec) else VmSpec(**spec)
-        with self.lock:
-            before = run.state
-            run.set_state("Stopping")
-            run.saving = True
-        path = savedstate.path_for(self.home, run.uuid)
-
-        def work(job: Job) -> dict:
-            paused_by_us = False
-            try:
-                status = control_request(run.uuid, "control-vcpu", "status")
-                if status["state"] != "paused":
-                    control_request(run.uuid, "control-vcpu", "pause", timeout_ms=15000)
-                    paused_by_us = True
-                job.report(10)
-                cpu = control_request(run.uuid, "control-vcpu", "snapshot", timeout_ms=60000)["state"]
-                devices = control_request(run.uuid, "control-devices", "snapshot", timeout_ms=60000)["state"]
-                job.report(30)
-                config = {**hardware_config(spec), "accel": status.get("accel")}
-                size = savedstate.save(path, run.uuid, config, cpu, devices)
-            except BaseException as error:
-                with self.lock:
-                    run.saving = False
-                    run.set_state(before)
-                if paused_by_us:
-                    control_request(run.uuid, "control-vcpu", "resume")
-                if isinstance(error, OSError):
-                    raise ManagerError("VBOX_E_FILE_ERROR", f"Failed to save the state to '{path}': "
-                                       f"{error.strerror}") from None
-                raise
-            job.report(90)
-            control_request(run.uuid, "control-vcpu", "poweroff")
-            deadline = time.monotonic() + 30
-            while run.state == "Stopping" and time.monotonic() < deadline:
-                time.sleep(0.1)
-            log.info("VM '%s': state saved to %s (%d MiB on disk)", run.name, path,
-                     os.stat(path).st_blocks * 512 >> 20)
-            return {"path": path, "bytes": size}
-        return {"job": self.jobs.start("savestate", work)}
-
     def _control_setvideomodehint(self, run: VmRun, args):
         raise ManagerError(E_FAIL, "setvideomodehint is not supported yet")
-
-    def _control_teleport(self, run: VmRun, args) -> dict:
-        """A job: stream the running VM to a target waiting at host:port; this end powers off after."""
-        if not isinstance(args, dict) or not args.get("host") or not isinstance(args.get("port"), int):
-            raise ManagerError(E_INVALIDARG, "teleport needs a map with host and port")
-        from services.teleport.source import (
-            DEFAULT_MAX_DOWNTIME_MS,
-            TeleportError,
-            teleport_out,
-        )
-        from services.teleport.target import hardware_config
-        with self.settings_lock:
-            spec = self.settings.launch_spec(run.uuid)
-        spec = spec if isinstance(spec, VmSpec) else VmSpec(**spec)
-        with self.lock:
-            if run.state not in ("Running", "Paused"):
-                raise ManagerError(INVALID_VM_STATE, f"Machine '{run.name}' is {run.state}")
-            before = run.state
-            run.set_state("Teleporting")
-
-        def work(job: Job) -> dict:
-            try:
-                stats = teleport_out(run.uuid, hardware_config(spec), str(args["host"]), args["port"],
-                                     str(args.get("password") or ""),
-                                     int(args.get("maxdowntime") or DEFAULT_MAX_DOWNTIME_MS), progress=job.report)
-            except TeleportError as error:
-                with self.lock:
-                    if run.state == "Teleporting":
-                        run.set_state(before)
-                raise ManagerError(IPRT_ERROR, str(error)) from None
-            # The source's vCPU powers off after the hand-over; the poller sees it end.
-            return {"downtime_ms": round(stats.downtime_ms, 1), "total_ms": round(stats.total_ms, 1),
-                    "bytes_sent": stats.bytes_sent}
-        return {"job": self.jobs.start("teleport", work)}
-
 
 def _pid_alive(pid: int) -> bool:
     try:

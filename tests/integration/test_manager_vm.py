@@ -19,8 +19,8 @@ from PIL import Image
 from services.ipc.naming import runtime_dir
 from services.manager.client import connect_or_start, daemon_running
 from services.manager.errors import INVALID_VM_STATE, IPRT_ERROR, ManagerError
-from services.manager.runtime import control_request
 from services.manager.supervision import connect as supervisor_for
+from services.manager.vmcontrol import control_request
 from tests.guests.linux_iso import linux_iso
 
 BOOT_TIMEOUT = 300
