@@ -17,7 +17,7 @@ from services.headless import VmProcesses, VmSpec
 from services.ipc.control import ControlClient
 from services.ipc.naming import endpoint
 from services.vrdp.config import VrdeConfig
-from tests.acceptance.test_vrdp_auth import (
+from tests.acceptance.test_vrdp_logon import (
     free_port,
     guest_frame,
     start_xvfb,
