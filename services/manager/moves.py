@@ -64,7 +64,9 @@ class StateMoves:
         try:
             result = teleport_in(run.uuid, hardware_config(spec), teleporter.get("address") or "",
                                  int(teleporter["port"]), teleporter.get("password_hash") or "",
-                                 progress=lambda percent: job.report(70 + percent * 29 // 100))
+                                 progress=lambda percent: job.report(70 + percent * 29 // 100),
+                                 # Powered off while waiting: stop listening (VirtualBox cancels too).
+                                 cancelled=lambda: run.state != "TeleportingIn" or self.vms.get(run.uuid) is not run)
         except BaseException as error:
             with self.lock:
                 current = run.state == "TeleportingIn" and self.vms.get(run.uuid) is run

@@ -113,7 +113,8 @@ class _Conn:
 
 def teleport_in(vm_id: str, config: dict, address: str, port: int, password_hash: str = "",
                 wait_s: float = DEFAULT_WAIT_S, progress: Callable[[int], None] | None = None,
-                on_listening: Callable[[int], None] | None = None) -> TargetResult:
+                on_listening: Callable[[int], None] | None = None,
+                cancelled: Callable[[], bool] | None = None) -> TargetResult:
     """Wait for a source on address:port and take the VM into the paused, --incoming VM vm_id.
     Returns when the VM runs here (or is paused, if the source was); raises TeleportError otherwise."""
     report = progress or (lambda percent: None)
@@ -132,6 +133,8 @@ def teleport_in(vm_id: str, config: dict, address: str, port: int, password_hash
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TeleportError("Teleporter timed out waiting for incoming connection")
+            if cancelled is not None and cancelled():
+                raise TeleportError("Teleporting canceled")
             listener.settimeout(min(remaining, 1.0))
             try:
                 sock, peer = listener.accept()

@@ -80,7 +80,9 @@ def test_a_wrong_password_fails_the_source_job_and_poweroff_ends_the_wait(manage
     manager.request("controlvm", vm="dst", action="poweroff")
     assert state(manager, "dst") == "PoweredOff"
     assert [row["name"] for row in manager.request("list", what="runningvms")] == ["src"]
-    assert manager.request("job", job=incoming)["done"] is False     # its listener times out alone
+    # The wait ends with the power-off: the listener closes and startvm's job reports why.
+    wait_until(lambda: manager.request("job", job=incoming)["done"], 10, "the waiting startvm ends")
+    assert "canceled" in manager.request("job", job=incoming)["error"]["message"]
 
 
 def test_teleport_between_two_vms_of_one_manager(manager):
