@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import zmq
 
 from services.ipc.naming import endpoint, runtime_dir, shm_name
+from services.vcpu.cpuid import format_override as format_cpuid_override
 from services.vcpu.machine import DEFAULT_FIRMWARE
 
 log = logging.getLogger("headbox.vm")
@@ -41,6 +42,7 @@ class VmSpec:
     state_dir: str | None = None         # where the VRDP TLS certificate and key are kept
     firmware: str = DEFAULT_FIRMWARE
     incoming: bool = False               # a teleport target: wait paused for the VM's state
+    cpuid: list = field(default_factory=list)   # [leaf, eax, ebx, ecx, edx]: VBoxManage --cpuid
 
 
 def vcpu_argv(spec: VmSpec, python: str = sys.executable) -> list[str]:
@@ -53,6 +55,8 @@ def vcpu_argv(spec: VmSpec, python: str = sys.executable) -> list[str]:
         argv += ["--debug-log", spec.debug_log]
     if spec.incoming:
         argv.append("--incoming")
+    for leaf, *regs in spec.cpuid:
+        argv += ["--cpuid", format_cpuid_override(int(leaf), regs)]
     return argv
 
 

@@ -174,7 +174,7 @@ class _SourceRun:
         stats, link = self.stats, self.link
         status = self.vm.vcpu_op("status")
         self.was_paused = status.get("state") == "paused"
-        config = {**config, "accel": status.get("accel")}
+        config = {**config, "accel": status.get("accel"), "cpu_features": status.get("cpu_features") or {}}
         total_pages = sum(a.pages for a in areas)
         finder = self.finder = ChangeFinder(self.vm, areas)
         self.streaming = True

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from services.teleport import records, wire
+from services.vcpu import cpuid
 from services.teleport.areas import AREAS, TargetArea
 from services.teleport.vm import TeleportError, VmControl
 
@@ -31,7 +32,6 @@ CHECKED = {
     "acpi": "ACPI",
     "ide_controller": "IDE controller",
     "drives": "attached media",
-    "cpuid": "CPUID overrides",
 }
 
 
@@ -43,6 +43,11 @@ def config_mismatch(source: dict, target: dict) -> str | None:
     for key, what in CHECKED.items():
         if source.get(key) != target.get(key):
             return f"Config mismatch - {what}: source={source.get(key)!r} target={target.get(key)!r}"
+    lacking = cpuid.missing(source.get("cpu_features") or {}, target.get("cpu_features") or {})
+    if lacking:
+        bits = ", ".join(f"CPUID {key} {value:#x}" for key, value in sorted(lacking.items()))
+        return (f"The target's processor lacks features the guest was shown ({bits}); hide them from "
+                "the source VM with VBoxManage modifyvm --cpuid")
     return None
 
 
@@ -50,8 +55,7 @@ def hardware_config(spec) -> dict:
     """What both ends compare, from a services.headless.VmSpec (the accelerator is filled in from
     the running vCPU process, which knows what "auto" chose)."""
     return {"memory_mib": spec.memory_mib, "cpus": spec.cpus, "acpi": spec.acpi,
-            "ide_controller": spec.ide_controller, "drives": list(spec.drives),
-            "cpuid": getattr(spec, "cpuid", None)}
+            "ide_controller": spec.ide_controller, "drives": list(spec.drives)}
 
 
 @dataclass
@@ -178,7 +182,8 @@ def _receive(vm_id: str, config: dict, conn: _Conn, report) -> TargetResult:
     areas = [TargetArea(vm_id, name) for name in AREAS]
     owns_vm = False
     try:
-        config = {**config, "accel": vm.vcpu_op("status").get("accel")}
+        status = vm.vcpu_op("status")
+        config = {**config, "accel": status.get("accel"), "cpu_features": status.get("cpu_features") or {}}
         if conn.line() != b"load\n":
             raise TeleportError(f"the source {conn.peer} did not ask to load a VM")
         conn.send(wire.ack())

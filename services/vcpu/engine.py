@@ -101,6 +101,10 @@ class Engine(ABC):
         Called from any thread, before the device's completion interrupt or reply; a JIT must not
         run code translated from the old bytes."""
 
+    def cpu_features(self) -> dict[str, int]:
+        """The CPUID feature registers the guest sees (services/vcpu/cpuid.py: features())."""
+        return {}
+
     def set_throttle(self, share: float) -> None:
         """Keep the vCPUs out of the guest for this share of the time (0 to 0.99): a teleport's
         auto-converge. Accelerators without it keep the guest at full speed."""

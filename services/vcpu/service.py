@@ -18,6 +18,7 @@ from services.vcpu.display import DisplayPublisher
 from services.ipc.messages import CONTROL_VERSION, Control, pack, unpack
 from services.ipc.control import ControlClient  # noqa: F401 - its clients import it from here too
 from services.ipc.naming import endpoint, restrict_socket
+from services.vcpu.cpuid import parse_override as parse_cpuid_override
 from services.vcpu.engine import EngineError, StopReason
 from services.vcpu.machine import DEFAULT_FIRMWARE, Machine, MachineConfig
 
@@ -112,7 +113,8 @@ class VcpuService:
         if op == Control.STATUS:
             return {"ok": True, "state": self.state, "accel": machine.accel,
                     "accel_reason": machine.accel_reason, "cpus": machine.config.cpus,
-                    "ram_mib": machine.config.ram_mib, "pid": os.getpid()}
+                    "ram_mib": machine.config.ram_mib, "pid": os.getpid(),
+                    "cpu_features": machine.engine.cpu_features()}
         if op == Control.PAUSE:
             if self.state == "running":
                 machine.engine.request_stop(StopReason.PAUSED)
@@ -200,6 +202,8 @@ def parse_args(argv):
     parser.add_argument("--ide-controller", default="piix3", choices=("piix3", "piix4", "none"))
     parser.add_argument("--devices", action="store_true",
                         help="send unclaimed port/MMIO accesses to the device process (io channel)")
+    parser.add_argument("--cpuid", action="append", default=[], metavar="LEAF:EAX:EBX:ECX:EDX",
+                        help="what CPUID answers the guest for a leaf, in hex (VBoxManage modifyvm --cpuid)")
     parser.add_argument("--incoming", action="store_true",
                         help="wait paused for a teleported VM's state instead of booting")
     parser.add_argument("--exit-port", type=lambda s: int(s, 0), help=argparse.SUPPRESS)
@@ -214,6 +218,13 @@ def main(argv=None) -> int:
                            firmware=args.firmware, boot_order=tuple(filter(None, args.boot.split(","))),
                            exit_port=args.exit_port, acpi=args.acpi == "on",
                            ide_controller=None if args.ide_controller == "none" else args.ide_controller)
+    try:
+        overrides = dict(parse_cpuid_override(text) for text in args.cpuid)
+    except ValueError as error:
+        print(f"headbox-vcpu: error: {error}", file=sys.stderr)
+        return 2
+    if overrides:
+        config.engine_options["cpuid_values"] = overrides
     device_bus = RemoteBus(endpoint(args.vm_id, "io")) if args.devices else None
     try:
         machine = Machine(config, debug_sink=sink, device_bus=device_bus)

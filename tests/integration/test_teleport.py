@@ -14,6 +14,8 @@ import uuid
 import pytest
 
 from services.headless import VmProcesses, VmSpec
+from services.ipc.control import ControlClient
+from services.ipc.naming import endpoint
 from services.teleport import wire
 from services.teleport.source import teleport_out
 from services.teleport.target import hardware_config, teleport_in
@@ -59,10 +61,10 @@ def firmware(tmp_path_factory):
 
 class Vm:
     def __init__(self, firmware: str, folder, incoming: bool = False, memory_mib: int = RAM_MIB,
-                 accel: str = "tcg"):
+                 accel: str = "tcg", cpuid: list | None = None):
         self.spec = VmSpec(vm_id="tp" + uuid.uuid4().hex[:8], memory_mib=memory_mib, accel=accel,
                            firmware=firmware, boot=(), serial_log=str(folder / f"{uuid.uuid4().hex[:6]}.log"),
-                           incoming=incoming)
+                           incoming=incoming, cpuid=cpuid or [])
         self.processes = VmProcesses(self.spec)
         self.processes.start(ram_timeout=120)
         self.exit_code = None
@@ -241,6 +243,42 @@ def test_target_dying_mid_stream_leaves_the_source_running(source_vm, firmware, 
         assert target.error
         assert_source_unharmed(source_vm)
     finally:
+        target_vm.close()
+
+
+def test_cpu_features_the_target_lacks_are_refused_until_cpuid_hides_them(source_vm, firmware, tmp_path):
+    """A target whose guest would not get a feature the source's guest was shown refuses it; the same
+    --cpuid restriction on the source makes the two compatible."""
+    shown = ControlClient(endpoint(source_vm.spec.vm_id, "control-vcpu"))
+    try:
+        ecx = shown.request("status")["cpu_features"]["0x1.ecx"]
+    finally:
+        shown.close()
+    sse42 = 1 << 20
+    assert ecx & sse42, "the tcg model shows SSE4.2"
+    restricted = [[1, 0x663, 0x800, ecx & ~sse42, 0x078BFBFD]]
+    target_vm = Vm(firmware, tmp_path, incoming=True, cpuid=restricted)
+    try:
+        target = Target(target_vm)
+        with pytest.raises(TeleportError, match=r"lacks features the guest was shown \(CPUID 0x1.ecx 0x100000\)"):
+            teleport_out(source_vm.spec.vm_id, hardware_config(source_vm.spec), "127.0.0.1", target.port)
+        target.thread.join(30)
+        assert target.error and "lacks features" in target.error
+        assert_source_unharmed(source_vm)
+    finally:
+        target_vm.close()
+    source = Vm(firmware, tmp_path, cpuid=restricted)
+    target_vm = Vm(firmware, tmp_path, incoming=True, cpuid=restricted)
+    try:
+        wait_lines(source.log, 5)
+        target = Target(target_vm)
+        teleport_out(source.spec.vm_id, hardware_config(source.spec), "127.0.0.1", target.port)
+        target.thread.join(30)
+        assert target.error is None and target.result.resumed
+        wait_lines(target_vm.log, 5)
+        assert_continuous(source.log, target_vm.log)
+    finally:
+        source.close()
         target_vm.close()
 
 

@@ -100,10 +100,12 @@ def test_unreadable_record():
 
 def test_config_mismatch_names_the_difference():
     base = {"accel": "tcg", "memory_mib": 256, "cpus": 1, "acpi": True, "ide_controller": "piix3",
-            "drives": ["0:0:hdd:/vms/a.vdi"], "cpuid": None}
+            "drives": ["0:0:hdd:/vms/a.vdi"], "cpu_features": {"0x1.ecx": 0x80202001, "0x7.ebx": 0x209}}
     assert config_mismatch(base, dict(base)) is None
     assert "same accelerator" in config_mismatch(base, {**base, "accel": "kvm"})
     assert config_mismatch(base, {**base, "memory_mib": 512}) == \
         "Config mismatch - RAM (MiB): source=256 target=512"
     assert "attached media" in config_mismatch(base, {**base, "drives": []})
-    assert "CPUID" in config_mismatch(base, {**base, "cpuid": {"1": [0, 0, 0, 0]}})
+    fewer = {**base, "cpu_features": {"0x1.ecx": 0x80002001, "0x7.ebx": 0x209}}
+    assert "lacks features the guest was shown (CPUID 0x1.ecx 0x200000)" in config_mismatch(base, fewer)
+    assert config_mismatch(fewer, base) is None          # a target may offer more

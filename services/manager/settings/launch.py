@@ -68,7 +68,8 @@ def launch_spec(m: Machine, reg: Registry, folder: str) -> dict:
     drives, ide_controller = _drives(m, reg)
     spec = {"vm_id": m.uuid, "memory_mib": m.memory_mb, "cpus": m.cpus, "accel": m.accel,
             "boot": boot, "drives": drives, "ide_controller": ide_controller, "acpi": m.acpi,
-            "serial_log": _serial_log(m), "state_dir": folder}
+            "serial_log": _serial_log(m), "state_dir": folder,
+            "cpuid": [[leaf, *regs] for leaf, regs in sorted(m.cpuid.items())]}
     rom = m.extradata.get(BIOS_ROM_KEY)
     if rom:
         # VirtualBox's custom BIOS image (the tests run flat test programs this way).

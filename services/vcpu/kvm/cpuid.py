@@ -15,8 +15,16 @@ TOPOLOGY_LEAVES = (0xB, 0x1F)
 
 
 def vcpu_cpuid(supported: list[k.KvmCpuidEntry2], apic_id: int,
-               overrides: CpuidOverrides | None = None) -> list[k.KvmCpuidEntry2]:
+               overrides: CpuidOverrides | None = None,
+               values: dict[int, tuple[int, int, int, int]] | None = None) -> list[k.KvmCpuidEntry2]:
     entries = [k.KvmCpuidEntry2.from_buffer_copy(e) for e in supported]
+    for leaf, regs in (values or {}).items():
+        # VirtualBox's --cpuid: the guest sees exactly these values for the leaf (subleaf 0).
+        matching = [e for e in entries if e.function == leaf and e.index == 0]
+        if not matching:
+            entries.append(k.KvmCpuidEntry2(leaf, 0, 0, *regs))
+        for e in matching:
+            e.eax, e.ebx, e.ecx, e.edx = regs
     for e in entries:
         if e.function == 1:
             e.ebx = (e.ebx & 0x00FFFFFF) | (apic_id << 24)
@@ -41,6 +49,13 @@ def _apply_mask(entries, leaf: int, subleaf: int, masks) -> None:
             matched = True
     if not matched:
         raise EngineError(f"CPUID leaf {leaf:#x} subleaf {subleaf:#x} is not offered by this host's KVM")
+
+
+def read_leaf(entries: list[k.KvmCpuidEntry2], leaf: int) -> tuple[int, int, int, int]:
+    for e in entries:
+        if e.function == leaf and e.index == 0:
+            return e.eax, e.ebx, e.ecx, e.edx
+    return 0, 0, 0, 0
 
 
 def to_struct(entries: list[k.KvmCpuidEntry2]):

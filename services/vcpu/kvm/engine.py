@@ -15,7 +15,8 @@ import numpy as np
 
 from services.vcpu.engine import SNAPSHOT_VERSION, Engine, EngineError, IoBus, StopReason
 from services.vcpu.kvm import ioctl as k
-from services.vcpu.kvm.cpuid import CpuidOverrides, vcpu_cpuid
+from services.vcpu import cpuid
+from services.vcpu.kvm.cpuid import CpuidOverrides, read_leaf, vcpu_cpuid
 from services.vcpu.kvm.exits import handle_exit
 from services.vcpu.kvm.system import KvmSystem
 from services.vcpu.kvm.vcpu import EXTRA_MSRS, Vcpu
@@ -45,7 +46,8 @@ class KvmEngine(Engine):
     name = "kvm"
 
     def __init__(self, memory: GuestMemory, bus: IoBus, cpus: int = 1, *,
-                 cpuid_overrides: CpuidOverrides | None = None, device: str = "/dev/kvm"):
+                 cpuid_overrides: CpuidOverrides | None = None, device: str = "/dev/kvm",
+                 cpuid_values: dict | None = None):
         super().__init__(memory, bus, cpus)
         _install_kick_handler()
         self.vm: Vm | None = None
@@ -58,11 +60,16 @@ class KvmEngine(Engine):
         self._dirty_logging = False
         self._host_dirty: list[tuple[int, int]] = []   # RAM ranges we wrote ourselves (KVM cannot see)
         self._system = KvmSystem(device)
+        self._cpuid_values = cpuid_values or {}
+        self._guest_cpuid: list = []
         try:
             self._build(cpuid_overrides)
         except BaseException:
             self.close()
             raise
+
+    def cpu_features(self) -> dict[str, int]:
+        return cpuid.features(lambda leaf: read_leaf(self._guest_cpuid, leaf))
 
     # -- construction (research §1.4) -------------------------------------------------------------
     def _build(self, cpuid_overrides: CpuidOverrides | None) -> None:
@@ -89,7 +96,10 @@ class KvmEngine(Engine):
         for index in range(self.cpus):
             vcpu = Vcpu(self.vm.fd, index, mmap_size, xsave_size=xsave_size, has_xcrs=has_xcrs)
             self.vcpus.append(vcpu)
-            vcpu.set_cpuid(vcpu_cpuid(supported, index, cpuid_overrides))
+            table = vcpu_cpuid(supported, index, cpuid_overrides, self._cpuid_values)
+            vcpu.set_cpuid(table)
+            if index == 0:
+                self._guest_cpuid = table
         msrs = self.vcpus[0].probe_msrs(system.msr_index_list() + EXTRA_MSRS)
         for vcpu in self.vcpus:
             vcpu.msr_indices = msrs

@@ -16,6 +16,7 @@ import unicorn
 from unicorn import x86_const as X
 
 from services.vcpu import engine as base
+from services.vcpu import cpuid
 from services.vcpu.engine import Engine, EngineError, StopReason
 from services.ipc.shm import PrivateRegion
 from services.vcpu.memory import FOUR_GIB, IOAPIC_BASE, LAPIC_BASE, PAGE
@@ -50,7 +51,7 @@ POLL_MIN_NS, POLL_MAX_NS = 100_000, 1_000_000   # re-check a masked pending inte
 class TcgEngine(Engine):
     name = "tcg"
 
-    def __init__(self, memory, bus, cpus: int = 1, **_options):
+    def __init__(self, memory, bus, cpus: int = 1, *, cpuid_values: dict | None = None, **_options):
         if cpus != 1:
             raise EngineError(
                 f"the tcg accelerator runs one vCPU, not {cpus}: Unicorn instances sharing RAM do "
@@ -58,6 +59,7 @@ class TcgEngine(Engine):
         super().__init__(memory, bus, cpus)
         self.uc = unicorn.Uc(unicorn.UC_ARCH_X86, unicorn.UC_MODE_64)
         self.env = cs.locate_env(self.uc)
+        self._cpuid_values = {int(leaf): tuple(regs) for leaf, regs in (cpuid_values or {}).items()}
         cs.stop_only_between_blocks(self.uc)
         # No `until` address: when emu_start returns, Unicorn invalidates the code at the exit
         # address by translating it through the guest's page tables, which raises a #GP or #PF
@@ -148,9 +150,37 @@ class TcgEngine(Engine):
         uc.hook_add(unicorn.UC_HOOK_INSN, self._on_out, None, 1, 0, X.UC_X86_INS_OUT)
         uc.hook_add(unicorn.UC_HOOK_INSN, self._on_syscall, None, 1, 0, X.UC_X86_INS_SYSCALL)
         uc.hook_add(unicorn.UC_HOOK_INSN, self._on_sysenter, None, 1, 0, X.UC_X86_INS_SYSENTER)
+        if self._cpuid_values:
+            uc.hook_add(unicorn.UC_HOOK_INSN, self._on_cpuid, None, 1, 0, X.UC_X86_INS_CPUID)
         uc.hook_add(unicorn.UC_HOOK_INTR, self._on_interrupt)
         uc.hook_add(unicorn.UC_HOOK_INSN_INVALID, self._on_invalid)
         uc.hook_add(unicorn.UC_HOOK_MEM_UNMAPPED, self._on_unmapped)
+
+    def _on_cpuid(self, uc, _ud) -> int:
+        """VirtualBox's --cpuid: the configured leaves answer with the configured values."""
+        regs = self._cpuid_values.get(uc.reg_read(X.UC_X86_REG_EAX) & 0xFFFFFFFF)
+        if regs is None:
+            return 0                        # Unicorn's own answer
+        for reg, value in zip((X.UC_X86_REG_RAX, X.UC_X86_REG_RBX, X.UC_X86_REG_RCX, X.UC_X86_REG_RDX), regs):
+            uc.reg_write(reg, value)
+        return 1                            # handled: skip the instruction's own result
+
+    def cpu_features(self) -> dict[str, int]:
+        return cpuid.features(self._guest_cpuid)
+
+    def _guest_cpuid(self, leaf: int) -> tuple[int, int, int, int]:
+        """What CPUID answers the guest for a leaf (subleaf 0): the override, or the model's answer
+        as a scratch instance of the same engine computes it."""
+        if leaf in self._cpuid_values:
+            return self._cpuid_values[leaf]
+        scratch = unicorn.Uc(unicorn.UC_ARCH_X86, unicorn.UC_MODE_64)
+        scratch.mem_map(0x1000, 0x1000)
+        scratch.mem_write(0x1000, b"\x0f\xa2")           # cpuid
+        scratch.reg_write(X.UC_X86_REG_RAX, leaf)
+        scratch.reg_write(X.UC_X86_REG_RCX, 0)
+        scratch.emu_start(0x1000, 0x1002)
+        return tuple(scratch.reg_read(r) & 0xFFFFFFFF for r in
+                     (X.UC_X86_REG_RAX, X.UC_X86_REG_RBX, X.UC_X86_REG_RCX, X.UC_X86_REG_RDX))
 
     def _stopping(self) -> bool:
         """Power-off or reset was requested: Unicorn finishes the current block, but the
