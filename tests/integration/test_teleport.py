@@ -61,10 +61,11 @@ def firmware(tmp_path_factory):
 
 class Vm:
     def __init__(self, firmware: str, folder, incoming: bool = False, memory_mib: int = RAM_MIB,
-                 accel: str = "tcg", cpuid: list | None = None):
+                 accel: str = "tcg", cpuid: list | None = None, rdp_port: int | None = None,
+                 drives: list | None = None):
         self.spec = VmSpec(vm_id="tp" + uuid.uuid4().hex[:8], memory_mib=memory_mib, accel=accel,
                            firmware=firmware, boot=(), serial_log=str(folder / f"{uuid.uuid4().hex[:6]}.log"),
-                           incoming=incoming, cpuid=cpuid or [])
+                           incoming=incoming, cpuid=cpuid or [], rdp_port=rdp_port, drives=drives or [])
         self.processes = VmProcesses(self.spec)
         self.processes.start(ram_timeout=120)
         self.exit_code = None
@@ -220,6 +221,19 @@ def test_ram_mismatch_is_refused_on_both_ends(source_vm, firmware, tmp_path):
             teleport_out(source_vm.spec.vm_id, hardware_config(source_vm.spec), "127.0.0.1", target.port)
         target.thread.join(30)
         assert target.error and "Config mismatch - RAM" in target.error
+        assert_source_unharmed(source_vm)
+    finally:
+        target_vm.close()
+
+
+def test_attached_media_mismatch_is_refused(source_vm, firmware, tmp_path):
+    target_vm = Vm(firmware, tmp_path, incoming=True, drives=["1:0:dvd"])
+    try:
+        target = Target(target_vm)
+        with pytest.raises(TeleportError, match=r"Config mismatch - attached media"):
+            teleport_out(source_vm.spec.vm_id, hardware_config(source_vm.spec), "127.0.0.1", target.port)
+        target.thread.join(30)
+        assert target.error and "attached media" in target.error
         assert_source_unharmed(source_vm)
     finally:
         target_vm.close()
