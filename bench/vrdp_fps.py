@@ -6,6 +6,7 @@ Uses vrdp_latency.py's stand-in display (no VM), so only the server, the codec a
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -44,6 +45,13 @@ def frames(session: Session, width: int, height: int, seconds: float, noisy: boo
     return count, time.perf_counter() - started
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (/proc/PID/stat fields 14 and 15)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10)
@@ -55,8 +63,12 @@ def main() -> None:
         for name, width, height, noisy in (("full screen, flat colour", WIDTH, HEIGHT, False),
                                            ("full screen, quarter noise", WIDTH, HEIGHT, True),
                                            ("512x384, flat colour", 512, 384, False)):
+            server = session.processes[0].pid            # the VRDP server process
+            cpu_before = cpu_seconds(server)
             count, elapsed = frames(session, width, height, args.seconds, noisy)
-            print(f"  {name:28} {count / elapsed:6.1f} frames/s ({count} in {elapsed:.1f} s)")
+            cpu = (cpu_seconds(server) - cpu_before) / elapsed
+            print(f"  {name:28} {count / elapsed:6.1f} frames/s ({count} in {elapsed:.1f} s), "
+                  f"server CPU {100 * cpu:.0f} % of one core")
     finally:
         session.close()
 
