@@ -7,12 +7,13 @@ running as before; after it the target owns the VM and the source powers off."""
 from __future__ import annotations
 
 import logging
-import numpy as np
 import select
 import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from services.teleport import records, wire
 from services.teleport.areas import AREAS, Area, ChangeFinder
@@ -133,6 +134,8 @@ def teleport_out(vm_id: str, config: dict, host: str, port: int, password: str =
         if not run.past_point_of_no_return:
             run.undo()
         message = str(error) if isinstance(error, TeleportError) else f"connection to the target failed: {error}"
+        if run.past_point_of_no_return:
+            message += "; the target took the VM's media and owns the VM, so this one was powered off"
         raise TeleportError(message) from None
     finally:
         for area in areas:
