@@ -11,6 +11,7 @@ PAGE_WORDS = PAGE // 8
 MAX_DATA_PAGES = 256              # 1 MiB of page data per record
 
 CONFIG, DATA, ZERO, ROUND, CPU, DEVICES = "config", "data", "zero", "round", "cpu", "devices"
+RESUME = "resume"       # [RESUME, bool]: the target runs the VM as soon as it holds the media
 
 
 def pack(*record) -> bytes:

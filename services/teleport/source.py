@@ -226,11 +226,17 @@ class _SourceRun:
         cpu = finder.cpu_state or self.vm.vcpu_op("snapshot")["state"]
         devices = self.vm.devices_op("snapshot")["state"]
         step = stats.mark("state", step)
-        for record in (records.pack(records.CPU, cpu), records.pack(records.DEVICES, devices)):
+        for record in (records.pack(records.CPU, cpu), records.pack(records.DEVICES, devices),
+                       records.pack(records.RESUME, not self.was_paused)):
             link.send(wire.frame(record))
             stats.bytes_sent += len(record)
         link.send(wire.END_OF_STREAM)
         self.streaming = False
+        # Pipelined: the media go while the target restores the processor; if the load fails
+        # they are taken back (the target never locked them).
+        self.vm.devices_op("release-media")
+        self.media_released = True
+        link.send(b"lock-media\n")
         link.reply("load-complete")
         stats.mark("load", step)
         self.report(95)
@@ -249,20 +255,17 @@ class _SourceRun:
     def hand_over(self) -> None:
         link, stats = self.link, self.stats
         step = time.monotonic()
-        self.vm.devices_op("release-media")
-        self.media_released = True
-        link.send(b"lock-media\n")
         link.reply("lock-media")
-        step = stats.mark("media", step)
-        # The target holds the media now: it owns the VM, whatever happens to this connection.
+        # The target holds the media and runs the VM (it resumes before this answer): it owns the
+        # VM now, whatever happens to this connection. The downtime ends here.
         self.past_point_of_no_return = True
+        stats.mark("media and resume", step)
+        stats.downtime_ms = (time.monotonic() - stats.downtime_start) * 1000
         try:
             link.send(b"hand-over-paused\n" if self.was_paused else b"hand-over-resume\n")
             link.reply("hand-over", timeout=15)
         except (TeleportError, OSError) as error:
             log.warning("the target did not confirm the hand-over (%s); it owns the VM", error)
-        stats.mark("resume", step)
-        stats.downtime_ms = (time.monotonic() - stats.downtime_start) * 1000
         try:
             self.vm.vcpu_op("poweroff")
         except TeleportError as error:

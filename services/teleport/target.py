@@ -188,7 +188,7 @@ def _receive(vm_id: str, config: dict, conn: _Conn, report) -> TargetResult:
             raise TeleportError(f"the source {conn.peer} did not ask to load a VM")
         conn.send(wire.ack())
         log.info("Teleporting VM from %s", conn.peer)
-        cpu, devices = _load_stream(conn, config, areas, report)
+        cpu, devices, resume_early = _load_stream(conn, config, areas, report)
         vm.vcpu_op("restore", state=cpu)
         conn.send(wire.ack())                       # load-complete
         command = conn.line()
@@ -206,18 +206,20 @@ def _receive(vm_id: str, config: dict, conn: _Conn, report) -> TargetResult:
             vm.devices_op("release-media")
             conn.send(wire.nack(wire.VERR_SSM_LOAD_CONFIG_MISMATCH, str(error)))
             raise
+        owns_vm = True                              # the point of no return: the media are ours
+        if resume_early:
+            vm.vcpu_op("resume")                    # before the answer: it ends the downtime
         conn.send(wire.ack())
-        owns_vm = True                              # the point of no return
         report(95)
         try:
             command = conn.line(timeout=15)
         except (TeleportError, OSError):
             command = None
-        resume = command != b"hand-over-paused\n"
+        resume = resume_early if resume_early is not None else command != b"hand-over-paused\n"
         if command not in (b"hand-over-resume\n", b"hand-over-paused\n"):
-            log.warning("no hand-over command from %s (%s): the VM is ours, resuming it",
-                        conn.peer, _describe(command))
-        if resume:
+            log.warning("no hand-over command from %s (%s): the VM is ours, %s",
+                        conn.peer, _describe(command), "resuming it" if resume else "left paused")
+        if resume and resume_early is None:
             vm.vcpu_op("resume")
         try:
             conn.send(wire.ack())
@@ -260,7 +262,7 @@ def _load_stream(conn: _Conn, config: dict, areas: list[TargetArea], report):
         conn.refuse(wire.nack(wire.VERR_SSM_LOAD_CONFIG_MISMATCH, mismatch))
         raise TeleportError(mismatch)
     total = max(1, int(first[1].get("pages", 1)))
-    cpu = devices = None
+    cpu = devices = resume = None
     pages = 0
     while True:
         block = conn.block()
@@ -282,8 +284,10 @@ def _load_stream(conn: _Conn, config: dict, areas: list[TargetArea], report):
             cpu = record[1]
         elif kind == records.DEVICES:
             devices = record[1]
+        elif kind == records.RESUME:
+            resume = bool(record[1])
         else:
             raise TeleportError(f"unknown stream record {kind!r}")
     if cpu is None or devices is None:
         raise TeleportError("the stream ended without the processor and device state")
-    return cpu, devices
+    return cpu, devices, resume
