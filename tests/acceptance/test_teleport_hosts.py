@@ -158,6 +158,9 @@ def test_teleport_between_two_hosts_with_vboxmanage(hosts, tmp_path):
         assert "100%" in out
         stdout, stderr = waiting.communicate(timeout=60)
         assert waiting.returncode == 0, stderr
+        # As VirtualBox's: it says that it waits, then the teleport's progress.
+        assert 'VM "counter" is waiting to be teleported in' in stdout, stdout
+        assert "100%" in stdout and 'VM "counter" has been successfully started.' in stdout, stdout
         assert target.state("counter") == "running"
         deadline = time.monotonic() + 20
         while source.state("counter") != "poweroff" and time.monotonic() < deadline:

@@ -39,8 +39,10 @@ def run(call: arguments.Call, client, out) -> None:
     if call.op == "startvm":    # after the request: an unknown VM is refused before this line
         out.write(f'Waiting for VM "{call.options["vm"]}" to power on...\n')
         out.flush()
-    if isinstance(result, dict) and set(result) == {"job"}:
-        result = _follow(client, result["job"], out, show_progress=call.output != "startvm")
+    if isinstance(result, dict) and set(result) == {"job"} and call.op == "startvm":
+        result = _follow_start(client, result["job"], call.options["vm"], out)
+    elif isinstance(result, dict) and set(result) == {"job"}:
+        result = _follow(client, result["job"], out, show_progress=True)
     if call.output == "createvm":
         out.write(output.createvm(result, call.options["register"]))
     elif call.output == "list":
@@ -53,6 +55,34 @@ def run(call: arguments.Call, client, out) -> None:
         out.write(output.extradata(result, call.options["enumerate"]))
     elif call.output == "startvm":
         out.write(f'VM "{call.options["vm"]}" has been successfully started.\n')
+
+
+TELEPORT_FIRST, TELEPORT_SPAN = 70, 29     # where a teleport target's startvm job reports its wait
+
+
+def _follow_start(client, job, vm: str, out):
+    """startvm: a VM that is a teleport target says that it waits, then shows the teleport's
+    progress, as VirtualBox's "Teleporting virtual machine" progress; other starts print nothing."""
+    line, waiting = ProgressLine(), False
+
+    def on_progress(percent):
+        nonlocal waiting
+        if not waiting and percent >= TELEPORT_FIRST:
+            waiting = client.request("vmstate", vm=vm).get("state") == "TeleportingIn"
+            if waiting:
+                out.write(f'VM "{vm}" is waiting to be teleported in (VBoxManage controlvm <source> teleport)...\n')
+        if waiting and percent > TELEPORT_FIRST:
+            out.write(line.advance(min(100, (percent - TELEPORT_FIRST) * 100 // TELEPORT_SPAN)))
+        out.flush()
+    try:
+        result = client.wait_job(job, on_progress)
+    except ManagerError:
+        if waiting:
+            out.write(line.fail())
+        raise
+    if waiting:
+        out.write(line.finish())
+    return result
 
 
 def _follow(client, job, out, show_progress: bool):
