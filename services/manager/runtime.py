@@ -494,7 +494,7 @@ class Runtime(StateMoves):
             waiting = run.state == "TeleportingIn"
             run.set_state("PoweredOff" if waiting else "Stopping")
         if waiting:
-            # Its processes hold no guest yet; the teleport listener gives up on its own.
+            # Its processes hold no guest yet; the teleport listener sees the state and stops.
             self._stop_group(run)
             sweep_shared_memory(run.uuid)
             log.info("VM '%s': powered off while waiting for a teleport", run.name)
