@@ -105,7 +105,7 @@ class ChangeFinder:
             try:
                 reply = self.vm.vcpu_op("dirty", areas=[area.name for area in self.areas], pause=pause)
                 self.cpu_state = reply.get("state")
-            except Exception as error:       # noqa: BLE001 - any refusal means: no write log here
+            except Exception as error:
                 if self.started:
                     raise
                 self.write_log = False
@@ -123,7 +123,7 @@ class ChangeFinder:
         if self.write_log and self.started:
             try:
                 self.vm.vcpu_op("dirty", areas=[], stop=True)
-            except Exception as error:       # noqa: BLE001 - the VM may be gone already
+            except Exception as error:
                 log.debug("ending the write log: %s", error)
 
 

@@ -21,7 +21,7 @@ def pack(*record) -> bytes:
 def unpack(block: bytes) -> list:
     try:
         record = msgpack.unpackb(block, raw=False, strict_map_key=False)
-    except Exception as error:
+    except (ValueError, TypeError) as error:      # msgpack's errors are ValueErrors
         raise ValueError(f"unreadable stream record: {error}") from None
     if not isinstance(record, list) or not record or not isinstance(record[0], str):
         raise ValueError("stream record is not a tagged list")

@@ -13,8 +13,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from services.teleport import records, wire
 from services.teleport.areas import AREAS, Area, ChangeFinder
 from services.teleport.records import PAGE

@@ -15,9 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from services.teleport import records, wire
-from services.vcpu import cpuid
 from services.teleport.areas import AREAS, TargetArea
 from services.teleport.vm import TeleportError, VmControl
+from services.vcpu import cpuid
 
 log = logging.getLogger("headbox.teleport")
 
@@ -52,8 +52,8 @@ def config_mismatch(source: dict, target: dict) -> str | None:
 
 
 def hardware_config(spec) -> dict:
-    """What both ends compare, from a services.headless.VmSpec (the accelerator is filled in from
-    the running vCPU process, which knows what "auto" chose)."""
+    """What both ends compare, from a services.headless.VmSpec. The accelerator and the CPU features
+    are added from the running vCPU process, which knows what "auto" chose and what the guest sees."""
     return {"memory_mib": spec.memory_mib, "cpus": spec.cpus, "acpi": spec.acpi,
             "ide_controller": spec.ide_controller, "drives": list(spec.drives)}
 

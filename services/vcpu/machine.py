@@ -8,6 +8,8 @@ import os
 import threading
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from services.devices.display.lfb import LinearFramebuffer
 from services.devices.display.surface import REGION_SIZE, DisplaySurface
 from services.devices.display.vga import StdVga
@@ -16,9 +18,15 @@ from services.devices.platform import build_platform
 from services.devices.storage.ide import IDE_FUNCTION, IDE_SLOT, PiixIdeFunction
 from services.ipc.naming import shm_name
 from services.ipc.shm import PrivateRegion, SharedRegion, sweep_stale
+from services.vcpu.engine import (
+    EngineError,
+    StopReason,
+    choose_accelerator,
+    create_engine,
+)
+from services.vcpu.memory import GuestMemory, MiB
 from services.vcpu.remote_pci import RemotePciFunction
-from services.vcpu.engine import EngineError, StopReason, choose_accelerator, create_engine
-from services.vcpu.memory import MiB, GuestMemory
+from services.vcpu.write_tracker import PAGE, WriteTracker, merge_pages
 
 log = logging.getLogger("headbox.vcpu")
 
@@ -166,8 +174,6 @@ class Machine:
     def written_pages(self, area: str):
         """Indices of the pages of a shared area ("ram" or "vram") written since the last call,
         as a numpy array; None on the first call, which starts tracking (every page counts)."""
-        from services.vcpu.write_tracker import PAGE, WriteTracker, merge_pages
-        import numpy as np
         region = self.ram if area == "ram" else next(
             (r for r in self._regions if getattr(r, "name", "").endswith("-" + area)), None)
         if region is None:

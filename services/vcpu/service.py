@@ -13,12 +13,12 @@ import threading
 
 import zmq
 
-from services.ipc.io import InputReceiver, IrqReceiver, RemoteBus
-from services.vcpu.display import DisplayPublisher
-from services.ipc.messages import CONTROL_VERSION, Control, pack, unpack
 from services.ipc.control import ControlClient  # noqa: F401 - its clients import it from here too
+from services.ipc.io import InputReceiver, IrqReceiver, RemoteBus
+from services.ipc.messages import CONTROL_VERSION, Control, pack, unpack
 from services.ipc.naming import endpoint, restrict_socket
 from services.vcpu.cpuid import parse_override as parse_cpuid_override
+from services.vcpu.display import DisplayPublisher
 from services.vcpu.engine import EngineError, StopReason
 from services.vcpu.machine import DEFAULT_FIRMWARE, Machine, MachineConfig
 

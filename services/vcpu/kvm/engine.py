@@ -13,9 +13,15 @@ import threading
 
 import numpy as np
 
-from services.vcpu.engine import SNAPSHOT_VERSION, Engine, EngineError, IoBus, StopReason
-from services.vcpu.kvm import ioctl as k
 from services.vcpu import cpuid
+from services.vcpu.engine import (
+    SNAPSHOT_VERSION,
+    Engine,
+    EngineError,
+    IoBus,
+    StopReason,
+)
+from services.vcpu.kvm import ioctl as k
 from services.vcpu.kvm.cpuid import CpuidOverrides, read_leaf, vcpu_cpuid
 from services.vcpu.kvm.exits import handle_exit
 from services.vcpu.kvm.system import KvmSystem

@@ -15,16 +15,27 @@ import numpy as np
 import unicorn
 from unicorn import x86_const as X
 
-from services.vcpu import engine as base
-from services.vcpu import cpuid
-from services.vcpu.engine import Engine, EngineError, StopReason
 from services.ipc.shm import PrivateRegion
+from services.vcpu import cpuid
+from services.vcpu import engine as base
+from services.vcpu.engine import Engine, EngineError, StopReason
 from services.vcpu.memory import FOUR_GIB, IOAPIC_BASE, LAPIC_BASE, PAGE
 from services.vcpu.tcg import cpustate as cs
 from services.vcpu.tcg import fastcall, string_io
 from services.vcpu.tcg.delivery import (
-    EXCEPTION, EXTERNAL, GP, NMI, SOFTWARE, UD, WITH_ERROR_CODE, CpuFault, Delivery, PhysicalMemory, TripleFault,
-    UnsupportedGuestFeature)
+    EXCEPTION,
+    EXTERNAL,
+    GP,
+    NMI,
+    SOFTWARE,
+    UD,
+    WITH_ERROR_CODE,
+    CpuFault,
+    Delivery,
+    PhysicalMemory,
+    TripleFault,
+    UnsupportedGuestFeature,
+)
 from services.vcpu.tcg.irqchip import InterruptChip
 
 log = logging.getLogger("headbox.vcpu.tcg")
