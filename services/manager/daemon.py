@@ -276,6 +276,7 @@ class Daemon:
             os.unlink(savedstate.path_for(self.home, doomed))
         if op == "showvminfo" and isinstance(result, dict) and result.get("uuid"):
             result.update(self.runtime.state_of(result["uuid"]))
+            result["vrde_clients"] = self.runtime.vrde_clients(result["uuid"], result.get("vrde_port_bound"))
         # A running VM's RDP server follows its settings: its own, global extradata (VBoxAuthSimple
         # users) and the global VRDE auth library.
         target = fields.get("vm", fields.get("target")) if op in ("modifyvm", "setextradata") else None

@@ -429,6 +429,17 @@ class Runtime(StateMoves):
                 self._finish(run, *result)
 
     # -- runtime ops -------------------------------------------------------------------------------
+    def vrde_clients(self, uuid: str, bound_port) -> list[dict]:
+        """The clients logged on to a running VM's RDP server (its `status`), for showvminfo; none
+        when it has no server or does not answer at once."""
+        if not bound_port:
+            return []
+        try:
+            clients = control_request(uuid, "control-vrdp", "status", timeout_ms=500).get("clients") or []
+        except ManagerError:
+            return []
+        return [c for c in clients if isinstance(c, dict) and c.get("since")]
+
     def vmstate(self, vm=None) -> dict:
         uuid, _ = self._resolve(vm)
         state = self.state_of(uuid)

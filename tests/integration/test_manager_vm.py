@@ -164,6 +164,9 @@ def xfreerdp_connects(vm, tmp_path):
                                    "/size:720x400", "/u:tester", "/p:x"], env=env, stdin=subprocess.DEVNULL,
                                   stdout=logs, stderr=logs)
         wait_until(lambda: "active at 720x400" in vm.vrdp_log()[offset:], 60, "an active xfreerdp session")
+        # showvminfo sees the logged-on client (VirtualBox's "VRDE Connection: active").
+        clients = vm.request("showvminfo", vm=vm.name)["vrde_clients"]
+        assert [c["user"] for c in clients] == ["tester"], clients
     finally:
         for process in (client, xvfb):
             if process is not None and process.poll() is None:

@@ -235,7 +235,12 @@ def _vrde_human(info: dict) -> str:
     if vrde.get("auth_library"):
         out += _line("VRDE auth library", vrde["auth_library"])
     if running:
-        out += _line("VRDE Connection", "active" if info.get("vrde_clients") else "not active")
+        clients = info.get("vrde_clients") or []
+        out += _line("VRDE Connection", "active" if clients else "not active")
+        if clients:
+            last = clients[-1]       # the newest logon, as VirtualBox shows its last client
+            out += _line("User name", last.get("user") or "")
+            out += _line("Client IP", str(last.get("address") or "").rsplit(":", 1)[0])
     return out
 
 
