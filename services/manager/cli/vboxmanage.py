@@ -63,17 +63,16 @@ TELEPORT_FIRST, TELEPORT_SPAN = 70, 29     # where a teleport target's startvm j
 def _follow_start(client, job, vm: str, out):
     """startvm: a VM that is a teleport target says that it waits, then shows the teleport's
     progress, as VirtualBox's "Teleporting virtual machine" progress; other starts print nothing."""
-    line, waiting = ProgressLine(), False
+    line = ProgressLine()
+    waiting = bool((client.request("showvminfo", vm=vm).get("teleporter") or {}).get("enabled"))
+    if waiting:
+        out.write(f'VM "{vm}" is waiting to be teleported in (VBoxManage controlvm <source> teleport)...\n')
+        out.flush()
 
     def on_progress(percent):
-        nonlocal waiting
-        if not waiting and percent >= TELEPORT_FIRST:
-            waiting = client.request("vmstate", vm=vm).get("state") == "TeleportingIn"
-            if waiting:
-                out.write(f'VM "{vm}" is waiting to be teleported in (VBoxManage controlvm <source> teleport)...\n')
         if waiting and percent > TELEPORT_FIRST:
             out.write(line.advance(min(100, (percent - TELEPORT_FIRST) * 100 // TELEPORT_SPAN)))
-        out.flush()
+            out.flush()
     try:
         result = client.wait_job(job, on_progress)
     except ManagerError:
