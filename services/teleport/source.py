@@ -274,8 +274,8 @@ class _SourceRun:
         """Leave the source VM as it was: media taken back, throttle off, running again."""
         try:
             self.link.send(wire.CANCEL if self.streaming else b"cancel\n")
-        except OSError:
-            pass
+        except TeleportError:
+            pass                             # the connection is gone: nothing to tell the target
         if self.media_released:
             try:
                 self.vm.devices_op("open-media")
