@@ -91,12 +91,20 @@ class Host:
         if daemon_running(str(self.home)):
             client = ManagerClient(home=str(self.home))
             try:
-                for row in client.request("list", what="runningvms"):
+                deadline = time.monotonic() + 30
+                while True:      # a VM that is still starting or stopping refuses the shutdown: retry
+                    for row in client.request("list", what="runningvms"):
+                        try:
+                            client.request("controlvm", vm=row["uuid"], action="poweroff")
+                        except ManagerError:
+                            pass
                     try:
-                        client.request("controlvm", vm=row["uuid"], action="poweroff")
+                        client.request("shutdown")
+                        break
                     except ManagerError:
-                        pass
-                client.request("shutdown")
+                        if time.monotonic() > deadline:
+                            raise
+                        time.sleep(0.5)
             finally:
                 client.close()
             deadline = time.monotonic() + 20
