@@ -22,6 +22,7 @@ from services.manager import savedstate
 from services.manager.errors import E_FAIL, E_INVALIDARG, INVALID_VM_STATE, ManagerError
 from services.manager.jobs import Jobs
 from services.manager.runtime import Runtime
+from services.private_file import write_private
 
 log = logging.getLogger("headbox.manager")
 
@@ -76,10 +77,7 @@ def bind_local(context: zmq.Context, home: str) -> tuple[zmq.Socket, str]:
         os.chmod(folder, 0o700)
         path = os.path.join(folder, "manager.sock")
         pointer = os.path.join(home, "manager.endpoint")
-        fd = os.open(pointer + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as file:
-            file.write(f"ipc://{path}\n")
-        os.replace(pointer + ".tmp", pointer)
+        write_private(pointer, f"ipc://{path}\n")
     sock = context.socket(zmq.ROUTER)
     sock.setsockopt(zmq.LINGER, 0)
     sock.bind(f"ipc://{path}")

@@ -16,6 +16,8 @@ import time
 import xmlrpc.client
 from dataclasses import dataclass
 
+from services.private_file import write_private
+
 log = logging.getLogger("headbox.manager")
 
 UNIX_PATH_MAX = 107   # sun_path is 108 bytes with the NUL
@@ -147,11 +149,7 @@ class Supervisor:
         start_program)."""
         os.makedirs(self.groups_dir, mode=0o700, exist_ok=True)
         path = os.path.join(self.groups_dir, f"{group}.conf")
-        temporary = path + ".tmp"
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as file:
-            file.write(config)
-        os.replace(temporary, path)
+        write_private(path, config)
         self.call("reloadConfig")
         if group in self.groups():
             self._remove(group)

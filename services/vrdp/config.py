@@ -8,8 +8,9 @@ import dataclasses
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
+
+from services.private_file import write_private
 
 AUTH_TYPES = ("null", "external", "guest")
 DEFAULT_AUTH_LIBRARY = "VBoxAuth"
@@ -118,20 +119,7 @@ class VrdeConfig:
     def save(self, path: str) -> None:
         """Write atomically (a reader never sees half a file), readable by the owner only."""
         self.validate()
-        folder = os.path.dirname(os.path.abspath(path))
-        fd, temporary = tempfile.mkstemp(prefix=".vrde-", suffix=".json", dir=folder)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as file:  # mkstemp makes it 0600
-                json.dump(self.to_dict(), file, indent=1, sort_keys=True)
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(temporary, path)
-        except BaseException:
-            try:
-                os.unlink(temporary)
-            except OSError:
-                pass
-            raise
+        write_private(path, json.dumps(self.to_dict(), indent=1, sort_keys=True))
 
 
 class ConfigWatcher:

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import os
 import socket
 import ssl
 import stat
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +17,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from services.private_file import write_private
 from services.vrdp.security import ProtocolError
 
 SELF_SIGNED_CERT = "vrdp-server.crt"
@@ -86,24 +85,6 @@ def check_key_file(path: Path) -> None:
                              f"(mode {stat.S_IMODE(mode):04o}); run: chmod 600 '{path}'")
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    # Created 0600 from the start and renamed into place, so no reader ever sees a partial or open file.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
 def _load_certificate(path: Path) -> x509.Certificate:
     try:
         data = path.read_bytes()
@@ -167,8 +148,8 @@ def ensure_self_signed(folder: Path | str, hostname: str | None = None) -> TlsCr
     cert = _usable_self_signed(cert_file, key_file)
     if cert is None:
         cert_pem, key_pem = generate_self_signed(hostname)
-        _write_private(key_file, key_pem)
-        _write_private(cert_file, cert_pem)
+        write_private(key_file, key_pem)
+        write_private(cert_file, cert_pem)
         cert = x509.load_pem_x509_certificate(cert_pem)
     return TlsCredentials(cert_file, key_file, None, cert.public_bytes(serialization.Encoding.DER))
 

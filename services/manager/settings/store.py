@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import fcntl
 import os
-import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from contextlib import contextmanager
+
+from services.private_file import write_private
 
 from ..errors import E_INVALIDARG, FILE_ERROR, ManagerError
 from . import machine_xml, registry_xml
@@ -19,30 +20,10 @@ LOCK_FILE = ".settings.lock"
 
 
 def write_atomic(path: str, data: bytes) -> None:
-    """Replace path with data so that a reader sees the old or the new file, never a mix, and a
-    crash leaves one of the two."""
-    folder = os.path.dirname(path)
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.{threading.get_ident()}.tmp")
+    """Replace a settings file atomically (0600); a failure is the user's one-line error."""
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        dirfd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dirfd)
-        finally:
-            os.close(dirfd)
+        write_private(path, data)
     except OSError as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
         raise ManagerError(FILE_ERROR, f"Could not write the settings file '{path}': "
                                        f"{exc.strerror}") from None
 
