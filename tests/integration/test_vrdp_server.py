@@ -20,8 +20,8 @@ from services.vrdp.auth.simple import password_hash
 from services.vrdp.config import VrdeConfig
 from services.vrdp.pdu import activation, capabilities, info, share
 from services.vrdp.tpkt import FrameKind, FrameReader, build_tpkt, parse_tpkt
+from tests.unit.rdp_vectors import XFREERDP_CONNECT_INITIAL
 from tests.unit.test_vrdp_connection import client_caps
-from tests.unit.test_vrdp_gcc import XFREERDP_CONNECT_INITIAL
 
 
 class Closed(Exception):

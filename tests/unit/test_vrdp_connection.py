@@ -20,7 +20,8 @@ from services.vrdp.tpkt import (
     build_tpkt,
     parse_tpkt,
 )
-from tests.unit.test_vrdp_gcc import XFREERDP_CONNECT_INITIAL, mutations
+from tests.unit.rdp_vectors import XFREERDP_CONNECT_INITIAL
+from tests.unit.test_vrdp_gcc import mutations
 
 
 @pytest.fixture(scope="module")

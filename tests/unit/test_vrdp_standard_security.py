@@ -29,12 +29,9 @@ from services.vrdp.tpkt import (
     parse_fastpath_header,
     parse_tpkt,
 )
+from tests.unit.rdp_vectors import XFREERDP_CONNECT_INITIAL
 from tests.unit.test_vrdp_connection import client_caps, frame_pattern, paint
-from tests.unit.test_vrdp_gcc import (
-    RDESKTOP4_CONNECT_INITIAL,
-    XFREERDP_CONNECT_INITIAL,
-    mutations,
-)
+from tests.unit.test_vrdp_gcc import RDESKTOP4_CONNECT_INITIAL, mutations
 from tests.unit.test_vrdp_security import ref_keys, ref_mac, ref_update
 
 M40, M56 = security.ENCRYPTION_METHOD_40BIT, security.ENCRYPTION_METHOD_56BIT
