@@ -25,6 +25,7 @@ from services.vcpu.service import ControlClient
 from services.vrdp.codecs import convert
 from services.vrdp.config import VrdeConfig
 from tests.guests.linux_iso import linux_iso
+from tests.waiting import free_port, wait_for  # noqa: F401 (the tests import them from here)
 
 BOOT_TIMEOUT = 300
 TOOLS = {"Xvfb": "xvfb", "xdotool": "xdotool", "import": "imagemagick", "xfreerdp": "freerdp2-x11",
@@ -35,24 +36,6 @@ def require(*tools: str) -> None:
     """Acceptance tests fail loudly, never skip, when a client or tool is missing."""
     missing = [tool for tool in tools if shutil.which(tool) is None]
     assert not missing, "missing " + ", ".join(f"{t} (apt-get install {TOOLS.get(t, t)})" for t in missing)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_for(check, timeout, what, processes=()):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for process in processes:
-            assert process.poll() is None, f"{process.args[0]} exited with {process.returncode} ({what})"
-        result = check()
-        if result:
-            return result
-        time.sleep(0.1)
-    raise AssertionError(f"timed out: {what}")
 
 
 def stop(process):

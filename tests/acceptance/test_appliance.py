@@ -8,21 +8,11 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 
 from services.manager.client import ManagerClient, daemon_running
+from tests.waiting import wait_for as wait_until
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def wait_until(check, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.1)
-    raise AssertionError(f"timed out: {what}")
 
 
 def status(home):

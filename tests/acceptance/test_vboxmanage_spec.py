@@ -17,26 +17,11 @@ from test_vboxmanage_cli import Cli
 
 from tests.guests.keys import scancodes
 from tests.guests.linux_iso import linux_iso
+from tests.waiting import free_port, wait_for
 
 SCRIPT = Path(__file__).with_name("spec_headless_server.sh")
 BOOT_TIMEOUT_S = 600          # tcg on a shared 2-CPU machine
 VM = "Windows XP"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_for(check, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout} s: {what}")
 
 
 def x224_confirm(port: int) -> bytes:

@@ -20,27 +20,9 @@ from services.ipc.naming import endpoint, shm_name
 from services.ipc.shm import SharedRegion
 from services.vrdp.auth.simple import password_hash
 from services.vrdp.config import VrdeConfig
+from tests.waiting import free_port, wait_for
 
 PAM_PASSWORD = "Pa55-word"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_for(check, timeout, what, processes=()):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for process in processes:
-            if process is not None:
-                assert process.poll() is None, f"{process.args[0]} exited with {process.returncode} ({what})"
-        result = check()
-        if result:
-            return result
-        time.sleep(0.1)
-    raise AssertionError(f"timed out: {what}")
 
 
 def start_xvfb(log):

@@ -3,7 +3,6 @@ malformed requests, idle exit, the pointer file of a deep home, and CurveZMQ ref
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,17 +21,10 @@ from services.manager.client import (
     local_endpoint,
 )
 from services.manager.errors import E_FAIL, E_INVALIDARG, ManagerError
+from tests.waiting import free_port
+from tests.waiting import wait_for as wait_until
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def wait_until(check, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out: {what}")
 
 
 def gone(pid):
@@ -135,12 +127,6 @@ def test_a_home_too_deep_for_a_unix_socket_gets_a_pointer_file(tmp_path, monkeyp
         client.close()
         shutdown(home)
         shutil.rmtree(run, ignore_errors=True)
-
-
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def test_tcp_endpoint_admits_only_authorized_curve_keys(home, tmp_path):

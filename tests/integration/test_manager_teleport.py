@@ -3,30 +3,14 @@
 password fails the source's job and both carry on; poweroff ends a wait. SeaBIOS-only VMs on tcg."""
 
 import shutil
-import socket
 import tempfile
-import time
 
 import pytest
 
 from services.manager.client import connect_or_start, daemon_running
 from services.manager.errors import IPRT_ERROR, ManagerError
-
-
-def wait_until(check, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.1)
-    raise AssertionError(f"timed out: {what}")
-
-
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from tests.waiting import free_port
+from tests.waiting import wait_for as wait_until
 
 
 @pytest.fixture

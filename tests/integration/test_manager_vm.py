@@ -22,18 +22,10 @@ from services.manager.errors import INVALID_VM_STATE, IPRT_ERROR, ManagerError
 from services.manager.supervision import connect as supervisor_for
 from services.manager.vmcontrol import control_request
 from tests.guests.linux_iso import linux_iso
+from tests.waiting import free_port
+from tests.waiting import wait_for as wait_until
 
 BOOT_TIMEOUT = 300
-
-
-def wait_until(check, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.1)
-    raise AssertionError(f"timed out: {what}")
 
 
 def gone(pid):
@@ -42,12 +34,6 @@ def gone(pid):
             return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
     except FileNotFoundError:
         return True
-
-
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class Vm:

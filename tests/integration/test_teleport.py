@@ -4,9 +4,6 @@ or repeat. Then every refusal and fault leaves the source running."""
 
 from __future__ import annotations
 
-import os
-import re
-import socket
 import threading
 import time
 import uuid
@@ -22,15 +19,10 @@ from services.teleport.target import hardware_config, teleport_in
 from services.teleport.vm import TeleportError
 from tests.conftest import require_kvm
 from tests.guests.build import build_program, counter_expected_lines
+from tests.waiting import free_port
 
 RAM_MIB = 64
 BUF_DWORDS = 8192
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def counter_lines(path) -> list[str]:

@@ -297,7 +297,7 @@ class GoodClient(threading.Thread):
 def test_fuzz_every_phase_while_a_good_client_stays(vrdp):
     port = free_port()
     server = vrdp(ports=str(port), multicon=True)
-    wait_for(lambda: server.status()["port"] == port, 10, "listening", server.process)
+    wait_for(lambda: server.status()["port"] == port, 10, "listening", [server.process])
     sequence, active, probe = record_transcript(port)
     good = GoodClient(port)
     good.start()

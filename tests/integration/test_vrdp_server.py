@@ -22,6 +22,7 @@ from services.vrdp.pdu import activation, capabilities, info, share
 from services.vrdp.tpkt import FrameKind, FrameReader, build_tpkt, parse_tpkt
 from tests.unit.rdp_vectors import XFREERDP_CONNECT_INITIAL
 from tests.unit.test_vrdp_connection import client_caps
+from tests.waiting import free_port, wait_for
 
 
 class Closed(Exception):
@@ -172,24 +173,6 @@ def taken_port():
     return sock
 
 
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_for(check, timeout, what, process=None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process is not None:
-            assert process.poll() is None, f"the VRDP process exited with {process.returncode} ({what})"
-        result = check()
-        if result:
-            return result
-        time.sleep(0.1)
-    raise AssertionError(f"timed out: {what}")
-
-
 class VrdpProcess:
     """`python -m services.vrdp --config vrde.json` without a VM, its log in a file."""
 
@@ -208,7 +191,7 @@ class VrdpProcess:
                                         stdout=self.log_file, stderr=self.log_file)
         self.control_endpoint = endpoint(self.vm_id, "control-vrdp")
         wait_for(lambda: os.path.exists(self.control_endpoint[len("ipc://"):]), 20, "control socket",
-                 self.process)
+                 [self.process])
 
     def request(self, op, **fields):
         client = ControlClient(self.control_endpoint, timeout_ms=5000)
@@ -271,7 +254,7 @@ def test_first_free_port_of_the_list_and_status(vrdp):
         third = free_port()
         ports = f"{first.getsockname()[1]},{second.getsockname()[1]},{third}"
         server = vrdp(ports=ports)
-        status = wait_for(lambda: (s := server.status())["port"] and s, 10, "a bound port", server.process)
+        status = wait_for(lambda: (s := server.status())["port"] and s, 10, "a bound port", [server.process])
         assert status["port"] == third and status["pid"] == server.process.pid and status["clients"] == []
         assert oct(os.stat(server.control_endpoint[len("ipc://"):]).st_mode & 0o777) == "0o600"
         assert f"TCP server listening on port {third} (IPv4)." in server.log()
@@ -285,12 +268,12 @@ def test_no_free_port_keeps_running_with_port_0_and_retries_on_change(vrdp):
     try:
         port = taken.getsockname()[1]
         server = vrdp(ports=str(port))
-        wait_for(lambda: "failed to bind" in server.log(), 10, "bind failure logged", server.process)
+        wait_for(lambda: "failed to bind" in server.log(), 10, "bind failure logged", [server.process])
         assert server.status()["port"] == 0
         assert f"TCP server failed to bind to a port: default 3389, range [{port}]" in server.log()
         new = free_port()
         server.update(ports=f"{port},{new}")
-        wait_for(lambda: server.status()["port"] == new, 10, "bound after the change", server.process)
+        wait_for(lambda: server.status()["port"] == new, 10, "bound after the change", [server.process])
         assert listening(new)
     finally:
         taken.close()
@@ -299,16 +282,16 @@ def test_no_free_port_keeps_running_with_port_0_and_retries_on_change(vrdp):
 def test_reload_moves_the_listener_and_a_bad_file_is_ignored(vrdp):
     old, new = free_port(), free_port()
     server = vrdp(ports=str(old))
-    wait_for(lambda: server.status()["port"] == old, 10, "first port", server.process)
+    wait_for(lambda: server.status()["port"] == old, 10, "first port", [server.process])
     server.update(ports=str(new))
-    wait_for(lambda: server.status()["port"] == new, 10, "moved to the new port", server.process)
+    wait_for(lambda: server.status()["port"] == new, 10, "moved to the new port", [server.process])
     assert not listening(old)
     with open(server.config_path, "w") as file:
         json.dump({**server.config.to_dict(), "auth_type": "kerberos"}, file)
-    wait_for(lambda: "VRDE configuration not applied" in server.log(), 10, "bad file reported", server.process)
+    wait_for(lambda: "VRDE configuration not applied" in server.log(), 10, "bad file reported", [server.process])
     assert server.status()["port"] == new and listening(new)
     server.update(enabled=False)
-    wait_for(lambda: server.status()["port"] == 0, 10, "disabled", server.process)
+    wait_for(lambda: server.status()["port"] == 0, 10, "disabled", [server.process])
     assert not listening(new)
 
 
@@ -316,7 +299,7 @@ def test_logon_status_disconnect_and_blank_screen_without_a_vm(vrdp):
     port = free_port()
     server = vrdp(ports=str(port), auth_type="external", auth_library="VBoxAuthSimple",
                   users={"john": password_hash("secret")}, features={"Client/DisableAudio": "1"})
-    wait_for(lambda: server.status()["port"] == port, 10, "listening", server.process)
+    wait_for(lambda: server.status()["port"] == port, 10, "listening", [server.process])
     wrong = RdpClient(port, password="guess")
     with pytest.raises(Closed):
         wrong.logon()
@@ -332,7 +315,7 @@ def test_logon_status_disconnect_and_blank_screen_without_a_vm(vrdp):
     assert entry["disabled"] == ["Client/DisableAudio"] and entry["channels"]["withheld"] == ["rdpsnd"]
     assert server.request("disconnect")["disconnected"] == 1
     assert client.closed_by_server()
-    wait_for(lambda: server.status()["clients"] == [], 10, "client gone", server.process)
+    wait_for(lambda: server.status()["clients"] == [], 10, "client gone", [server.process])
     # Removing the switch enables the channel again for the next client.
     server.update(features={})
     time.sleep(1.2)
@@ -345,7 +328,7 @@ def test_logon_status_disconnect_and_blank_screen_without_a_vm(vrdp):
 def test_multicon_off_refuses_the_second_and_reusecon_replaces_the_first(vrdp):
     port = free_port()
     server = vrdp(ports=str(port))
-    wait_for(lambda: server.status()["port"] == port, 10, "listening", server.process)
+    wait_for(lambda: server.status()["port"] == port, 10, "listening", [server.process])
     first = RdpClient(port)
     first.activate()
     second = RdpClient(port)
@@ -360,7 +343,7 @@ def test_multicon_off_refuses_the_second_and_reusecon_replaces_the_first(vrdp):
     third.activate()
     assert first.closed_by_server()
     assert "AUTH: Multiple connections are not enabled. Disconnecting existing client." in server.log()
-    wait_for(lambda: [c["id"] for c in server.status()["clients"]] == [3], 10, "only the third", server.process)
+    wait_for(lambda: [c["id"] for c in server.status()["clients"]] == [3], 10, "only the third", [server.process])
     server.update(multicon=True, reusecon=False)
     time.sleep(1.2)
     fourth = RdpClient(port)
@@ -376,7 +359,7 @@ def test_multicon_off_refuses_the_second_and_reusecon_replaces_the_first(vrdp):
 def test_disable_display_sends_no_graphics_but_activates(vrdp):
     port = free_port()
     server = vrdp(ports=str(port), features={"Client/DisableDisplay": "1"})
-    wait_for(lambda: server.status()["port"] == port, 10, "listening", server.process)
+    wait_for(lambda: server.status()["port"] == port, 10, "listening", [server.process])
     client = RdpClient(port)
     client.activate()
     client.refresh()
