@@ -41,6 +41,27 @@ class Serial:
         pytest.fail(f"{marker!r} did not appear on serial within {timeout} s; serial ends with:\n"
                     + self.text()[-1500:])
 
+    def run(self, line: str, marker: str, timeout: float) -> int:
+        """Types a command line and waits for `marker` in its output. If the guest's serial shell
+        dies while the line is typed and init starts a new one (a rare tcg fault, seen also by
+        test_vdi_guest.py; cause not found yet), the line is typed once more, with a warning."""
+        mark = len(self.text())
+        self.type(line)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.text()
+            if text.find(marker, mark) >= 0:
+                return text.find(marker, mark)
+            restarted = text.find("built-in shell (ash)", mark)
+            if restarted >= 0:
+                print(f"\nWARNING: the guest's serial shell restarted while {line[:40]!r}... was typed")
+                self.wait_for("guest# ", 30, after=restarted)
+                mark = len(self.text())
+                self.type(line)
+                return self.wait_for(marker, max(1.0, deadline - time.monotonic()), after=mark)
+            time.sleep(0.1)
+        return self.wait_for(marker, 0, after=mark)
+
     def type(self, line: str) -> None:
         client = ControlClient(endpoint(self.vm_id, "control-devices"))
         try:
@@ -118,28 +139,27 @@ def test_keys_typed_through_the_input_channel_reach_the_shell(vm):
 
 def test_mouse_movement_reaches_the_guest_input_device(vm):
     _, serial, _, _ = vm
-    mark = len(serial.text())
     # Find the PS/2 mouse's event device and print one event as hex when it arrives.
-    # (psmouse may still be probing the AUX port just after GUEST-READY: wait for it.)
-    serial.type("M=; while [ -z \"$M\" ]; do for e in /sys/class/input/event*; do "
-                "grep -qi mouse $e/device/name && M=${e##*/}; done; sleep 1; done; "
-                "echo mouse=$M; dd if=/dev/input/$M bs=24 count=1 2>/dev/null | od -A n -t x1 | head -1; "
-                "echo mouse-event-done\n")
-    serial.wait_for("mouse=event", 60, after=mark)
+    # (psmouse may still be probing the AUX port just after GUEST-READY: wait for it.) The end
+    # marker is computed by the guest, so the echo of the typed line never matches it.
+    mark = serial.run("M=; while [ -z \"$M\" ]; do for e in /sys/class/input/event*; do "
+                      "grep -qi mouse $e/device/name && M=${e##*/}; done; sleep 1; done; "
+                      "echo mouse=$M; dd if=/dev/input/$M bs=24 count=1 2>/dev/null | od -A n -t x1 | head -1; "
+                      "echo mouse-event-done-$((40+2))\n", "mouse=event", 60)
     time.sleep(1)
     pointer = InputSender(endpoint(serial.vm_id, "input"))
     try:
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and "mouse-event-done" not in serial.text()[mark:]:
+        while time.monotonic() < deadline and "mouse-event-done-42" not in serial.text()[mark:]:
             pointer.mouse(5, 3)
             time.sleep(0.2)
     finally:
         pointer.close()
-    serial.wait_for("mouse-event-done", 5, after=mark)
+    serial.wait_for("mouse-event-done-42", 5, after=mark)
     # evdev hands out whole events only (a short read fails): one struct input_event, 24 bytes,
     # of which od prints the first 16 as hex.
     output = serial.text()[mark:]
-    event = output[output.rindex("mouse=event"):output.rindex("mouse-event-done")]
+    event = output[:output.index("mouse-event-done-42")]
     assert re.search(r"(\s[0-9a-f]{2}){16}", event), f"no input event from the guest's mouse device:\n{event}"
 
 
