@@ -36,6 +36,8 @@ class FreeRDP:
         lib.freerdp_bitmap_planar_context_new.restype = ptr
         lib.freerdp_bitmap_planar_context_new.argtypes = [u32, u32, u32]
         lib.freerdp_bitmap_planar_context_free.argtypes = [ptr]
+        lib.freerdp_bitmap_planar_context_reset.restype = ctypes.c_int
+        lib.freerdp_bitmap_planar_context_reset.argtypes = [ptr, u32, u32]
         lib.planar_decompress.restype = ctypes.c_int
         lib.planar_decompress.argtypes = [ptr, ctypes.c_char_p, u32, u32, u32, ptr, u32, u32, u32,
                                           u32, u32, u32, ctypes.c_int]
@@ -61,6 +63,9 @@ class FreeRDP:
 
     def planar_decompress(self, data: bytes, width: int, height: int) -> np.ndarray:
         out = np.zeros((height, width, 4), np.uint8)
+        # FreeRDP's clients size the planar context to the desktop (freerdp_client_codecs_reset);
+        # since 2.11.7 the decoder refuses a bitmap larger than its context.
+        assert self.lib.freerdp_bitmap_planar_context_reset(self.planar, max(width, 64), max(height, 64))
         # vFlip as gdi_Bitmap_Decompress passes it for legacy (bottom-up) bitmap updates.
         ok = self.lib.planar_decompress(self.planar, data, len(data), width, height,
                                         out.ctypes.data, PIXEL_FORMAT_BGRX32, width * 4, 0, 0,

@@ -217,6 +217,9 @@ def frame_pattern(height, width):
 
 def paint(canvas, rect: output.BitmapRect, bpp):
     width, height = rect.width, rect.height
+    # 64x64 at most: the size every client's codec context takes (FreeRDP's planar decoder
+    # refuses a bitmap larger than its context since 2.11.7).
+    assert width <= 64 and height <= 64, (width, height)
     if bpp == 32:
         assert rect.flags == output.BITMAP_COMPRESSION | output.NO_BITMAP_COMPRESSION_HDR
         tile = planar.decompress(rect.data, width, height)
