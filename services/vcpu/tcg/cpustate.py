@@ -19,6 +19,10 @@ UC_NO_EXIT_REQUEST = 0x7F2  # offsetof(struct uc_struct, no_exit_request)
 UC_INIT_DONE = 0x7F3        # offsetof(struct uc_struct, init_done)
 ENV_RESET_SIZE = 5568       # offsetof(CPUX86State, end_reset_fields)
 ENV_IN_X86CPU = 0x8A50      # offsetof(X86CPU, env)
+CPU_INTERRUPT_REQUEST = 28  # offsetof(CPUState, interrupt_request)
+CPU_ENV_PTR = 296           # offsetof(CPUState, env_ptr): an anchor we can check
+CPU_ICOUNT_DECR_PTR = 304   # offsetof(CPUState, icount_decr_ptr)
+ICOUNT_DECR_IN_X86CPU = ENV_IN_X86CPU - 16   # offsetof(X86CPU, neg.icount_decr)
 
 R_ES, R_CS, R_SS, R_DS, R_FS, R_GS = range(6)
 
@@ -106,31 +110,53 @@ class CPUX86State(ctypes.Structure):
     ])
 
 
+HEADBOX_PATCH_LEVEL = 1     # what scripts/unicorn/headbox.patch makes headbox_patches() answer
+
+
 class UnicornLayoutError(RuntimeError):
     pass
 
 
+def headbox_patch_level() -> int:
+    """Which of Headbox's patches the loaded Unicorn carries (0: a stock build)."""
+    from unicorn.unicorn_py3 import unicorn as binding
+    probe = getattr(binding.uclib, "headbox_patches", None)
+    if probe is None:
+        return 0
+    probe.restype = ctypes.c_uint
+    return probe()
+
+
 def locate_env(uc: unicorn.Uc) -> CPUX86State:
     """The live CPUX86State of `uc`, after proving the offsets with marker values."""
-    if unicorn.__version__ != EXPECTED_UNICORN:
-        raise UnicornLayoutError(
-            f"the tcg accelerator needs unicorn=={EXPECTED_UNICORN}, found {unicorn.__version__}")
-    uc.reg_read(X.UC_X86_REG_RAX)  # Unicorn creates the CPU lazily, on first use
-    handle = uc._uch.value
-    cpu = ctypes.c_uint64.from_address(handle + UC_CPU_POINTER).value
-    if not cpu:
-        raise UnicornLayoutError("unicorn has no CPU object where this build keeps it")
-    env = CPUX86State.from_address(cpu + ENV_IN_X86CPU)
+    env = CPUX86State.from_address(cpu_address(uc) + ENV_IN_X86CPU)
     _prove_layout(uc, env)
     return env
 
 
-def stop_only_between_blocks(uc: unicorn.Uc) -> None:
-    """Make asynchronous stops (uc_emu_stop) take effect only where a translation block starts.
+def cpu_address(uc: unicorn.Uc) -> int:
+    """Where `uc`'s X86CPU lives (QEMU's CPUState, then the CPU state proper), after checking
+    the pointers this build keeps in it."""
+    if unicorn.__version__ != EXPECTED_UNICORN:
+        raise UnicornLayoutError(
+            f"the tcg accelerator needs unicorn=={EXPECTED_UNICORN}, found {unicorn.__version__}")
+    uc.reg_read(X.UC_X86_REG_RAX)  # Unicorn creates the CPU lazily, on first use
+    cpu = ctypes.c_uint64.from_address(uc._uch.value + UC_CPU_POINTER).value
+    if not cpu:
+        raise UnicornLayoutError("unicorn has no CPU object where this build keeps it")
+    if ctypes.c_uint64.from_address(cpu + CPU_ENV_PTR).value != cpu + ENV_IN_X86CPU or \
+            ctypes.c_uint64.from_address(cpu + CPU_ICOUNT_DECR_PTR).value != cpu + ICOUNT_DECR_IN_X86CPU:
+        raise UnicornLayoutError("unicorn's CPU object is not laid out as this build keeps it")
+    return cpu
 
-    Unicorn checks for a stop request after every guest load and store and, when one is pending,
-    exits with the state rolled back to the start of that instruction, so the instruction runs
-    again: a read-modify-write such as `incl %gs:preempt_count` or `xchg` is applied twice. Its
+
+def stop_only_between_blocks(uc: unicorn.Uc) -> None:
+    """Make requests to leave the JIT (requests.py) take effect only where a translation block
+    starts.
+
+    Unicorn checks for them after every guest load and store and, when one is pending, exits
+    with the state rolled back to the start of that instruction, so the instruction runs again:
+    a read-modify-write such as `incl %gs:preempt_count` or `xchg` is applied twice. Its
     `no_exit_request` flag (kept for ARM IT blocks) drops those checks at translation time; the
     check at the start of every block stays, and that is a clean instruction boundary. It also
     removes the helper call behind Unicorn's slow memory accesses (unicorn-spike.md §2)."""
@@ -227,6 +253,20 @@ def descriptor_limit(low: int, high: int) -> int:
 
 def pack_u64(value: int) -> bytes:
     return struct.pack("<Q", value)
+
+
+def eflags_reader(env: CPUX86State):
+    """() -> the guest's whole EFLAGS, from inside a hook or outside the JIT: QEMU's own helper
+    folds in the lazily kept condition codes and DF (VM and RF it leaves out: we add them)."""
+    from unicorn.unicorn_py3 import unicorn as binding
+    helper = binding.uclib.helper_read_eflags_x86_64
+    helper.restype = ctypes.c_uint64
+    helper.argtypes = [ctypes.c_void_p]
+    address = ctypes.addressof(env)
+
+    def read() -> int:
+        return helper(address) | (env.eflags & (VM_FLAG | RF_FLAG))
+    return read
 
 
 class CodeInvalidator:
