@@ -74,8 +74,9 @@ class ProgramBus:
 
 
 def run_program(accel: str, image: bytes, *, ram_mib: int = 32, timeout: float = 30.0,
-                cpus: int = 1) -> ProgramResult:
-    """Run `image` on our `accel` ('kvm' or 'tcg') until it writes the exit port or times out."""
+                cpus: int = 1, alongside=None) -> ProgramResult:
+    """Run `image` on our `accel` ('kvm' or 'tcg') until it writes the exit port or times out.
+    alongside(engine, done): runs in another thread meanwhile, until the Event `done` is set."""
     bus = ProgramBus()
     memory = GuestMemory(PrivateRegion(ram_mib * MiB), image)
     memory.load_firmware_shadow()
@@ -84,6 +85,9 @@ def run_program(accel: str, image: bytes, *, ram_mib: int = 32, timeout: float =
     timer = threading.Timer(timeout, engine.request_stop, (StopReason.PAUSED,))
     timer.daemon = True
     timer.start()
+    done = threading.Event()
+    if alongside is not None:
+        threading.Thread(target=alongside, args=(engine, done), daemon=True).start()
     try:
         bus.t0 = time.monotonic()
         while True:
@@ -94,6 +98,7 @@ def run_program(accel: str, image: bytes, *, ram_mib: int = 32, timeout: float =
             break
         bus.result.stop = reason.value if reason != StopReason.PAUSED else "timeout"
     finally:
+        done.set()
         timer.cancel()
         engine.close()
     return bus.result

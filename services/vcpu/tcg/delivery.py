@@ -49,16 +49,28 @@ class TripleFault(Exception):
 
 
 class PhysicalMemory:
-    """Guest-physical reads and writes for descriptor tables, page tables and stacks."""
+    """Guest-physical reads and writes for descriptor tables, page tables and stacks: aligned
+    entries of RAM straight from the mapping, everything else through read/write."""
 
-    def __init__(self, read, write):
+    def __init__(self, read, write, ram_offset=None, ram_buffer=None):
         self.read = read      # (gpa, size) -> bytes
         self.write = write    # (gpa, data) -> None
+        self._ram_offset = ram_offset     # gpa -> offset in ram_buffer, or None
+        self._u64 = memoryview(ram_buffer).cast("Q") if ram_buffer is not None else None
+        self._u32 = memoryview(ram_buffer).cast("I") if ram_buffer is not None else None
 
     def read_u32(self, gpa: int) -> int:
+        if self._u32 is not None and not gpa & 3:
+            offset = self._ram_offset(gpa)
+            if offset is not None:
+                return self._u32[offset >> 2]
         return int.from_bytes(self.read(gpa, 4), "little")
 
     def read_u64(self, gpa: int) -> int:
+        if self._u64 is not None and not gpa & 7:
+            offset = self._ram_offset(gpa)
+            if offset is not None:
+                return self._u64[offset >> 3]
         return int.from_bytes(self.read(gpa, 8), "little")
 
     def write_u32(self, gpa: int, value: int) -> None:
@@ -72,6 +84,10 @@ class Delivery:
         self.env = env
         self.mem = memory
         self.read_eflags = read_eflags   # () -> int: EFLAGS with the lazily kept condition codes
+        # Page walks already done: (paging mode, CR3, linear page, write, user) -> (frame, the
+        # (address, value) of each entry walked). An entry is used again only while every one of
+        # those entries still holds its value, so guest page-table changes need no invalidation.
+        self._walks: dict[tuple, tuple[int, tuple]] = {}
 
     # -- the double-fault rules ----------------------------------------------------------------
     def deliver(self, vector: int, source: str, error_code: int = 0, insn_length=0) -> None:
@@ -345,16 +361,38 @@ class Delivery:
     def translate(self, linear: int, write: bool, user: bool) -> int:
         """Walk the guest page tables like the MMU, setting accessed/dirty bits; #PF on failure."""
         env = self.env
-        if not env.cr[0] & CR0_PG:
+        cr0 = env.cr[0]
+        if not cr0 & CR0_PG:
             return linear & 0xFFFFFFFF
+        key = (env.cr[3], env.cr[4] & (CR4_PSE | CR4_PAE), env.hflags & HF_LMA, cr0 & CR0_WP,
+               linear >> 12, write, user)
+        cached = self._walks.get(key)
+        if cached is not None:
+            frame, walked = cached
+            read = self.mem.read_u64
+            if all(read(address) == value for address, value in walked):
+                return frame | (linear & 0xFFF)
+        physical, walked = self._walk(linear, write, user)
+        if len(self._walks) >= 4096:
+            self._walks.clear()
+        self._walks[key] = (physical & ~0xFFF, walked)
+        return physical
+
+    def _walk(self, linear: int, write: bool, user: bool) -> tuple[int, tuple]:
+        """The page walk itself: the physical address and the (address, 8-byte value after the
+        walk) of each paging-structure entry it read."""
+        env = self.env
         mem = self.mem
+        pdpt = ()
         if env.hflags & HF_LMA:
             levels, wide, table = (39, 30, 21, 12), True, env.cr[3] & ADDR_MASK
         elif env.cr[4] & CR4_PAE:
-            pdpte = mem.read_u64((env.cr[3] & 0xFFFFFFE0) + ((linear >> 30) & 3) * 8)
+            pdpte_addr = (env.cr[3] & 0xFFFFFFE0) + ((linear >> 30) & 3) * 8
+            pdpte = mem.read_u64(pdpte_addr)
             if not pdpte & PTE_P:
                 self._page_fault(linear, False, write, user)
             levels, wide, table = (21, 12), True, pdpte & ADDR_MASK
+            pdpt = ((pdpte_addr, pdpte),)
         else:
             linear &= 0xFFFFFFFF
             levels, wide, table = (22, 12), False, env.cr[3] & 0xFFFFF000
@@ -382,7 +420,9 @@ class Delivery:
             update = PTE_A | (PTE_D if write and n == len(walked) - 1 else 0)
             if entry & update != update:
                 mem.write_u32(entry_addr, (entry | update) & 0xFFFFFFFF)
-        return physical
+        # What a later walk must find again, as 8-byte words (a 4-byte entry and its neighbour)
+        words = {address & ~7 for address, _ in walked}
+        return physical, pdpt + tuple((address, mem.read_u64(address)) for address in sorted(words))
 
     @staticmethod
     def _page_fault(linear: int, present: bool, write: bool, user: bool):

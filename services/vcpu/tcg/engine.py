@@ -1,8 +1,14 @@
 """The software accelerator: guest code runs in Unicorn's JIT, the rest of the processor is ours.
 
 Unicorn translates and runs guest instructions. This engine adds what it leaves out: interrupt and
-exception delivery (delivery.py), SYSCALL/SYSENTER (fastcall.py), the PIC/PIT/LAPIC/IO-APIC with
-timer-driven injection (irqchip.py), HLT idling, and the routing of port and MMIO accesses."""
+exception delivery (delivery.py), SYSCALL/SYSENTER (fastcall.py), the PIC/PIT/LAPIC/IO-APIC and
+their timers (irqchip.py), whose outputs reach the running JIT as request lines (requests.py),
+HLT idling, and the routing of port and MMIO accesses.
+
+Threads: the vCPU thread runs the JIT and every hook; the clock thread fires due timers; device
+threads drive interrupt lines. The other threads only raise request lines: the JIT answers at the
+next instruction boundary that allows it, in the vCPU thread, and only there is uc_emu_stop()
+called."""
 
 from __future__ import annotations
 
@@ -37,26 +43,38 @@ from services.vcpu.tcg.delivery import (
     UnsupportedGuestFeature,
 )
 from services.vcpu.tcg.irqchip import InterruptChip
+from services.vcpu.tcg.requests import (
+    ATTENTION, HARD, NMI as NMI_LINE, SVM_EXIT_INIT, SVM_EXIT_INTR, SVM_EXIT_NMI, CpuRequests)
 
 log = logging.getLogger("headbox.vcpu.tcg")
 
 ENV_RESET_SIZE = cs.ENV_RESET_SIZE
 
-# Unicorn has no RDMSR/WRMSR/HLT hooks, but it keeps QEMU's SVM intercept checks: with the CPU
-# marked as an SVM guest, an intercepted instruction raises EXCP_VMEXIT + exit code, which reaches
-# our interrupt hook. The VMCB and MSR permission map live in three pages of guest-physical space
-# far above anything a guest maps.
+# Unicorn has no RDMSR/WRMSR/HLT hooks and no way in for interrupt requests, but it keeps QEMU's SVM
+# intercept checks: with the CPU marked as an SVM guest, an intercepted instruction or request
+# raises EXCP_VMEXIT + exit code, which reaches our interrupt hook. The VMCB and MSR permission map
+# live in three pages of guest-physical space far above anything a guest maps.
 INTERCEPT_AREA = (1 << 46) - 0x10000
 VMCB_MSRPM_BASE = 0x48          # offsetof(struct vmcb, control.msrpm_base_pa)
 EXCP_VMEXIT = 0x100
-SVM_EXIT_INTR, SVM_EXIT_HLT, SVM_EXIT_MSR, SVM_EXIT_SHUTDOWN = 0x60, 0x78, 0x7C, 0x7F
-INTERCEPTS = (1 << (SVM_EXIT_HLT - SVM_EXIT_INTR)) | (1 << (SVM_EXIT_MSR - SVM_EXIT_INTR))
+SVM_EXIT_HLT, SVM_EXIT_MSR, SVM_EXIT_SHUTDOWN = 0x78, 0x7C, 0x7F
+INTERCEPTS = sum(1 << (code - SVM_EXIT_INTR) for code in
+                 (SVM_EXIT_INTR, SVM_EXIT_NMI, SVM_EXIT_INIT, SVM_EXIT_HLT, SVM_EXIT_MSR))
 MSR_APIC_BASE = 0x1B
-EMULATED_MSRS = (MSR_APIC_BASE,)
+# Beyond Unicorn's Haswell model the processor has IA32_ARCH_CAPABILITIES, with the "not affected"
+# bit of each speculative-execution flaw: a JIT does not speculate. Linux then leaves out page-table
+# isolation and the buffer clearing on each return to user mode, which flush the JIT's TLB and jump
+# cache at every system call and interrupt.
+MSR_ARCH_CAPABILITIES = 0x10A
+CPUID7_EDX_ARCH_CAPABILITIES = 1 << 29
+ARCH_CAPABILITIES = sum(1 << bit for bit in (
+    0, 3, 4, 5, 6, 8,         # RDCL_NO, SKIP_L1DFL_VMENTRY, SSB_NO, MDS_NO, PSCHANGE_MC_NO, TAA_NO
+    13, 14, 15, 20, 24,       # SBDR_SSDP_NO, FBSDP_NO, PSDP_NO, BHI_NO, PBRSB_NO
+    26, 27, 62))              # GDS_NO, RFDS_NO, ITS_NO
+EMULATED_MSRS = (MSR_APIC_BASE, MSR_ARCH_CAPABILITIES)
 NO_UNTIL = 0                   # `until` is ignored: the exits mechanism is on, with no exits
-FOREVER = 1 << 63              # a deadline that never comes
 UC_RWX = unicorn.UC_PROT_ALL
-POLL_MIN_NS, POLL_MAX_NS = 100_000, 1_000_000   # re-check a masked pending interrupt this often
+THROTTLE_PERIOD = 0.01         # how often a throttled vCPU leaves the guest to sleep its share
 
 
 class TcgEngine(Engine):
@@ -71,6 +89,8 @@ class TcgEngine(Engine):
         self.uc = unicorn.Uc(unicorn.UC_ARCH_X86, unicorn.UC_MODE_64)
         self.env = cs.locate_env(self.uc)
         self._cpuid_values = {int(leaf): tuple(regs) for leaf, regs in (cpuid_values or {}).items()}
+        eax, ebx, ecx, edx = self._model_cpuid(7)
+        self._leaf7 = (eax, ebx, ecx, edx | CPUID7_EDX_ARCH_CAPABILITIES)
         cs.stop_only_between_blocks(self.uc)
         # No `until` address: when emu_start returns, Unicorn invalidates the code at the exit
         # address by translating it through the guest's page tables, which raises a #GP or #PF
@@ -79,14 +99,16 @@ class TcgEngine(Engine):
         self.uc.ctl_exits_enabled(True)
         self.uc.ctl_set_exits([])
         self.env_address = ctypes.addressof(self.env)
+        self.requests = CpuRequests(self.uc)
         self.chip = InterruptChip(cpus=1)
-        self.chip_lock = threading.RLock()
-        self.delivery = Delivery(self.env, PhysicalMemory(self._phys_read, self._phys_write), self._eflags)
-        self._wake = threading.Condition()
-        self._in_guest = False
+        self.chip_lock = threading.RLock()      # taken before _wake when both are needed
+        self._eflags = cs.eflags_reader(self.env)
+        self.delivery = Delivery(self.env, PhysicalMemory(self._phys_read, self._phys_write, memory.ram_offset,
+                                                          memory.ram.buf), self._eflags)
+        self._wake = threading.Condition()      # the idle vCPU and the clock thread sleep on it
+        self._clock_deadline: int | None = None  # what the clock thread sleeps until (ns)
         self._halted = False
         self._triple_fault = False
-        self._poll_ns = 0
         self._throttle = 0.0        # share of time kept out of the guest (teleport auto-converge)
         self._closing = False
         self._dma_written: list[tuple[int, int]] = []   # device writes not yet purged from the JIT
@@ -99,6 +121,9 @@ class TcgEngine(Engine):
         self._clock = threading.Thread(target=self._clock_loop, name="tcg-clock", daemon=True)
         self._clock.start()
         log.info("tcg accelerator: Unicorn %s, 1 vCPU, %d MiB RAM", unicorn.__version__, memory.ram_size >> 20)
+        if cs.headbox_patch_level() < cs.HEADBOX_PATCH_LEVEL:
+            log.warning("this Unicorn is a stock build, not Headbox's (run scripts/setup): guest stores to "
+                        "RAM take its slow path, several times slower")
 
     # -- memory --------------------------------------------------------------------------------
     def _map_memory(self) -> None:
@@ -161,17 +186,20 @@ class TcgEngine(Engine):
         uc.hook_add(unicorn.UC_HOOK_INSN, self._on_out, None, 1, 0, X.UC_X86_INS_OUT)
         uc.hook_add(unicorn.UC_HOOK_INSN, self._on_syscall, None, 1, 0, X.UC_X86_INS_SYSCALL)
         uc.hook_add(unicorn.UC_HOOK_INSN, self._on_sysenter, None, 1, 0, X.UC_X86_INS_SYSENTER)
-        if self._cpuid_values:
-            uc.hook_add(unicorn.UC_HOOK_INSN, self._on_cpuid, None, 1, 0, X.UC_X86_INS_CPUID)
+        uc.hook_add(unicorn.UC_HOOK_INSN, self._on_cpuid, None, 1, 0, X.UC_X86_INS_CPUID)
         uc.hook_add(unicorn.UC_HOOK_INTR, self._on_interrupt)
         uc.hook_add(unicorn.UC_HOOK_INSN_INVALID, self._on_invalid)
         uc.hook_add(unicorn.UC_HOOK_MEM_UNMAPPED, self._on_unmapped)
 
     def _on_cpuid(self, uc, _ud) -> int:
-        """VirtualBox's --cpuid: the configured leaves answer with the configured values."""
-        regs = self._cpuid_values.get(uc.reg_read(X.UC_X86_REG_EAX) & 0xFFFFFFFF)
+        """VirtualBox's --cpuid: the configured leaves answer with the configured values; leaf 7
+        (subleaf 0) also shows IA32_ARCH_CAPABILITIES."""
+        leaf = uc.reg_read(X.UC_X86_REG_EAX) & 0xFFFFFFFF
+        regs = self._cpuid_values.get(leaf)
         if regs is None:
-            return 0                        # Unicorn's own answer
+            if leaf != 7 or uc.reg_read(X.UC_X86_REG_RCX) & 0xFFFFFFFF:
+                return 0                    # Unicorn's own answer
+            regs = self._leaf7
         for reg, value in zip((X.UC_X86_REG_RAX, X.UC_X86_REG_RBX, X.UC_X86_REG_RCX, X.UC_X86_REG_RDX), regs):
             uc.reg_write(reg, value)
         return 1                            # handled: skip the instruction's own result
@@ -180,10 +208,14 @@ class TcgEngine(Engine):
         return cpuid.features(self._guest_cpuid)
 
     def _guest_cpuid(self, leaf: int) -> tuple[int, int, int, int]:
-        """What CPUID answers the guest for a leaf (subleaf 0): the override, or the model's answer
-        as a scratch instance of the same engine computes it."""
+        """What CPUID answers the guest for a leaf (subleaf 0)."""
         if leaf in self._cpuid_values:
             return self._cpuid_values[leaf]
+        return self._leaf7 if leaf == 7 else self._model_cpuid(leaf)
+
+    @staticmethod
+    def _model_cpuid(leaf: int) -> tuple[int, int, int, int]:
+        """Unicorn's answer for a leaf (subleaf 0), as a scratch instance computes it."""
         scratch = unicorn.Uc(unicorn.UC_ARCH_X86, unicorn.UC_MODE_64)
         scratch.mem_map(0x1000, 0x1000)
         scratch.mem_write(0x1000, b"\x0f\xa2")           # cpuid
@@ -230,11 +262,9 @@ class TcgEngine(Engine):
         return self.bus.pio_read(port, size)
 
     def forget_code(self, gpa: int, length: int) -> None:
-        """We wrote guest RAM behind the JIT's back (vCPU thread, inside a hook): purge right away
-        at the next block boundary."""
-        with self._dma_lock:
-            self._dma_written.append((gpa, length))
-        self.uc.emu_stop()
+        """We wrote guest RAM behind the JIT's back (vCPU thread, inside a hook): purge at the
+        next block boundary."""
+        self.note_dma([(gpa, length)])
 
     def _on_out(self, uc, port, size, value, _ud):
         if self._stopping():
@@ -270,12 +300,25 @@ class TcgEngine(Engine):
             self._after_chip_change()
 
     def _after_chip_change(self) -> None:
-        """A register write may have made an interrupt deliverable or moved a timer deadline."""
-        if self.chip.interrupt_pending():
-            self._poll_ns = POLL_MIN_NS
-            self.uc.emu_stop()
-        with self._wake:
-            self._wake.notify_all()
+        """A register write may have changed an interrupt output or moved a timer deadline
+        (called with chip_lock held)."""
+        self._update_lines()
+        deadline = self.chip.next_deadline()
+        if deadline is not None and (self._clock_deadline is None or deadline < self._clock_deadline):
+            with self._wake:                     # the clock thread sleeps until a later time
+                self._clock_deadline = deadline
+                self._wake.notify_all()
+
+    def _update_lines(self) -> None:
+        """Mirror the interrupt controllers' outputs on the processor's request lines (called
+        with chip_lock held); a line going up wakes a halted vCPU."""
+        requests, chip = self.requests, self.chip
+        was_up = requests.raised(HARD | NMI_LINE)
+        requests.set(HARD, chip.interrupt_pending())
+        requests.set(NMI_LINE, chip.nmi_pending())
+        if requests.raised(HARD | NMI_LINE) and not was_up:
+            with self._wake:
+                self._wake.notify_all()
 
     def _on_interrupt(self, uc, intno, _ud):
         env = self.env
@@ -294,13 +337,20 @@ class TcgEngine(Engine):
         env.exception_is_int = 0
 
     def _on_intercept(self, code: int) -> None:
-        """An intercepted instruction; EIP points at it."""
+        """An intercepted instruction (EIP points at it) or a request line the JIT took."""
         env = self.env
-        if code == SVM_EXIT_HLT:
+        if code == SVM_EXIT_INTR:
+            self._take_interrupt()
+        elif code == SVM_EXIT_NMI:
+            self._take_nmi()
+        elif code == SVM_EXIT_INIT:
+            self._attend()
+        elif code == SVM_EXIT_HLT:
             env.eip += 1
             env.hflags &= ~cs.HF_INHIBIT_IRQ   # `sti; hlt` must wake: the shadow ends with HLT
-            self._halted = True
-            self.uc.emu_stop()
+            if not self._halt_ends():          # else the JIT takes the interrupt right away
+                self._halted = True
+                self.uc.emu_stop()
         elif code == SVM_EXIT_MSR:
             self._msr_access(write=env.error_code == 1)
         elif code == SVM_EXIT_SHUTDOWN:      # Unicorn's own nested-fault check saw a triple fault
@@ -310,6 +360,34 @@ class TcgEngine(Engine):
         else:
             log.error("unexpected intercept %#x at RIP %#x", code, env.eip)
             self.request_stop(StopReason.ERROR)
+
+    def _take_interrupt(self) -> None:
+        """The INTR line with IF set and no interrupt shadow: the INTA cycle, then delivery."""
+        with self.chip_lock:
+            vector = self.chip.acknowledge()
+            self._update_lines()
+        if vector is not None:       # None: the request went away before the processor looked
+            self._halted = False     # it may come right after a HLT, before the JIT returned
+            self._deliver(vector, EXTERNAL, 0)
+
+    def _take_nmi(self) -> None:
+        """An NMI while no NMI handler runs; the next one waits for this handler's IRET."""
+        with self.chip_lock:
+            taken = self.chip.take_nmi()
+            self._update_lines()
+        if taken:
+            self._halted = False
+            self.env.hflags2 |= cs.HF2_NMI
+            self._deliver(NMI, EXTERNAL, 0)
+
+    def _attend(self) -> None:
+        """Another thread asked for the vCPU thread: leave the JIT for a stop or a throttle
+        sleep, and forget code that a device overwrote."""
+        self.requests.lower(ATTENTION)
+        if self._dma_written:
+            self._purge_dma_writes()
+        if self._stop_pending() or self._throttle:
+            self.uc.emu_stop()
 
     def _msr_access(self, write: bool) -> None:
         env = self.env
@@ -322,6 +400,7 @@ class TcgEngine(Engine):
             if msr == MSR_APIC_BASE:
                 with self.chip_lock:
                     self.chip.apic_base_msr = value
+                    self._after_chip_change()
             else:   # outside the ranges the permission map covers: no such MSR here
                 self._deliver(GP, EXCEPTION, 0)
                 return
@@ -329,6 +408,8 @@ class TcgEngine(Engine):
             if msr == MSR_APIC_BASE:
                 with self.chip_lock:
                     value = self.chip.apic_base_msr
+            elif msr == MSR_ARCH_CAPABILITIES:
+                value = ARCH_CAPABILITIES
             else:
                 self._deliver(GP, EXCEPTION, 0)
                 return
@@ -387,9 +468,6 @@ class TcgEngine(Engine):
             log.error("the guest needs what this accelerator lacks: %s", error)
             self.request_stop(StopReason.ERROR)
 
-    def _eflags(self) -> int:
-        return self.uc.reg_read(X.UC_X86_REG_RFLAGS)
-
     # -- execution -----------------------------------------------------------------------------
     def run(self) -> StopReason:
         env, uc = self.env, self.uc
@@ -402,44 +480,17 @@ class TcgEngine(Engine):
                 return StopReason.TRIPLE_FAULT
             if self._dma_written:
                 self._purge_dma_writes()
-            now = time.monotonic_ns()
-            with self.chip_lock:
-                self.chip.advance(now)
-                # An NMI ignores IF but waits while an earlier NMI's handler runs (until its IRET).
-                nmi = not env.hflags2 & cs.HF2_NMI and self.chip.take_nmi()
-                pending = self.chip.interrupt_pending()
-                if not nmi and pending and env.eflags & cs.IF_FLAG and not env.hflags & cs.HF_INHIBIT_IRQ:
-                    vector = self.chip.acknowledge()
-                    pending = False
-                else:
-                    vector = None
-            if nmi:
-                self._halted = False
-                env.hflags2 |= cs.HF2_NMI
-                self._deliver(NMI, EXTERNAL, 0)
-                continue
-            if vector is not None:
-                self._halted = False
-                self._poll_ns = 0
-                self._deliver(vector, EXTERNAL, 0)
-                continue
             if self._halted:
-                self._idle()                 # only a deliverable interrupt (above) ends HLT
-                continue
-            if pending:
-                self._poll_ns = min(max(self._poll_ns * 2, POLL_MIN_NS), POLL_MAX_NS)
-            self._in_guest = True
-            if self._stop_pending():
-                self._in_guest = False
-                continue
+                if not self._halt_ends():
+                    self._idle()
+                    continue
+                self._halted = False     # the JIT takes the interrupt before the next instruction
             started = time.monotonic()
             try:
                 uc.emu_start(env.eip, NO_UNTIL)
             except Exception as error:   # UcError, or a hook's exception the binding re-raises
-                self._in_guest = False
                 log.error("guest stopped by the JIT at RIP %#x: %s", env.eip, error)
                 return StopReason.ERROR
-            self._in_guest = False
             if self._throttle:
                 self._sleep_throttled(time.monotonic() - started)
 
@@ -454,48 +505,47 @@ class TcgEngine(Engine):
             if not self._stop_pending():
                 self._wake.wait(min(pause, 0.1))
 
+    def _halt_ends(self) -> bool:
+        """Whether the halted processor has something to take: an interrupt it does not mask,
+        or an NMI."""
+        requests = self.requests
+        return (requests.raised(HARD) and bool(self.env.eflags & cs.IF_FLAG)) or \
+            (requests.raised(NMI_LINE) and not self.env.hflags2 & cs.HF2_NMI)
+
     def _idle(self) -> None:
-        """HLT: sleep until the next timer deadline, an interrupt line, or a stop request."""
-        with self.chip_lock:
-            deadline = self.chip.next_deadline()
+        """HLT: sleep until an interrupt line goes up (the clock thread fires timers), a device
+        wrote memory, or a stop is requested."""
         with self._wake:
-            if self._stop_pending():
-                return
-            with self.chip_lock:
-                if self.chip.interrupt_pending():
-                    return
-            timeout = None if deadline is None else max(0, deadline - time.monotonic_ns()) / 1e9
-            self._wake.wait(timeout if timeout is None else min(timeout, 1.0))
+            if not (self._stop_pending() or self._dma_written or self._halt_ends()):
+                self._wake.wait(1.0)
 
     def _kick(self) -> None:
-        if self._in_guest:
-            self.uc.emu_stop()
+        self.requests.raise_(ATTENTION)
         with self._wake:
             self._wake.notify_all()
 
     def _clock_loop(self) -> None:
-        """Stop the running guest when a timer is due or a masked interrupt should be re-checked."""
+        """Fire the timers when they are due; their interrupts reach the JIT as request lines.
+        A throttled vCPU is also asked to leave the guest every THROTTLE_PERIOD."""
         while not self._closing:
             with self.chip_lock:
+                self.chip.advance(time.monotonic_ns())
+                self._update_lines()
                 deadline = self.chip.next_deadline()
-            now = time.monotonic_ns()
-            if self._poll_ns:
-                deadline = min(deadline or FOREVER, now + self._poll_ns)
-            if deadline is not None and deadline <= now:
-                if self._in_guest:
-                    self.uc.emu_stop()
                 with self._wake:
-                    self._wake.notify_all()
-                    self._wake.wait(0.0001)
-                continue
+                    self._clock_deadline = deadline
+            timeout = 0.5 if deadline is None else max(0.0, (deadline - time.monotonic_ns()) / 1e9)
+            if self._throttle:
+                self.requests.raise_(ATTENTION)
+                timeout = min(timeout, THROTTLE_PERIOD)
             with self._wake:
-                self._wake.wait(None if deadline is None else min((deadline - now) / 1e9, 0.5))
+                if self._clock_deadline == deadline:   # no register write moved it earlier since
+                    self._wake.wait(min(timeout, 0.5))
 
     def note_dma(self, ranges) -> None:
         with self._dma_lock:
             self._dma_written.extend(ranges)
-        if self._in_guest:
-            self.uc.emu_stop()     # purge at the next block boundary, from the vCPU thread
+        self._kick()               # purge at the next block boundary, from the vCPU thread
 
     def _purge_dma_writes(self) -> None:
         """Drop translations of code that a device overwrote (the JIT only sees its own stores)."""
@@ -511,12 +561,7 @@ class TcgEngine(Engine):
     def set_irq(self, gsi: int, level: bool) -> None:
         with self.chip_lock:
             self.chip.set_irq(gsi, level)
-            if self.chip.interrupt_pending():
-                self._poll_ns = POLL_MIN_NS
-                if self._in_guest:
-                    self.uc.emu_stop()
-        with self._wake:
-            self._wake.notify_all()
+            self._update_lines()
 
     # -- reset and state -----------------------------------------------------------------------
     def reset(self) -> None:
@@ -554,6 +599,7 @@ class TcgEngine(Engine):
         uc.reg_write(X.UC_X86_REG_MXCSR, 0x1F80)
         with self.chip_lock:
             self.chip.reset()
+            self._update_lines()
         self.memory.bios_rom.buf[:] = self.memory.bios
         self.memory.load_firmware_shadow()
         uc.ctl_flush_tb()       # code pages were rewritten behind the JIT's back
@@ -587,6 +633,7 @@ class TcgEngine(Engine):
         self._halted = bool(cpu.get("halted"))
         with self.chip_lock:
             self.chip.restore(state["irqchip"], time.monotonic_ns())
+            self._after_chip_change()
         self._rep_ins_at.clear()
         self.uc.ctl_flush_tb()
 

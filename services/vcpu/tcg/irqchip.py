@@ -98,6 +98,9 @@ class InterruptChip:
             return self.pic.acknowledge()
         return None
 
+    def nmi_pending(self, cpu: int = 0) -> bool:
+        return bool(self.lapics[cpu].nmi_pending)
+
     def take_nmi(self, cpu: int = 0) -> bool:
         """Whether an NMI was delivered to processor `cpu` since the last call."""
         return self.lapics[cpu].take_nmi()

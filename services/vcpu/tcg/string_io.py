@@ -7,7 +7,6 @@ from __future__ import annotations
 from services.vcpu.tcg import cpustate as cs
 from services.vcpu.tcg.delivery import CpuFault
 
-DF_FLAG = 0x400
 _PREFIXES = frozenset((0x66, 0x26, 0x2E, 0x36, 0x3E, 0x64, 0x65, 0xF2, 0xF3))
 
 
@@ -44,7 +43,8 @@ def complete(engine, info: RepIns, port: int, size: int) -> int | None:
     env = engine.env
     mask = (1 << (8 * info.address_size)) - 1
     count = env.regs[1] & mask
-    if count < 2 or env.eflags & DF_FLAG or count * size > 1 << 20:
+    # Inside the JIT the direction flag lives in env.df (+1 or -1), not in env.eflags.
+    if count < 2 or env.df < 0 or count * size > 1 << 20:
         return None
     di = env.regs[7] & mask
     base = env.segs[cs.R_ES].base
