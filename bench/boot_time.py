@@ -6,7 +6,7 @@ the CD. QEMU: `qemu-system-x86_64 -accel tcg -m 512 -nodefaults -vga std -displa
 -boot d -bios bios.bin -serial <unix socket> -device isa-debugcon,iobase=0x402,...`.
 Ours: services.headless.VmProcesses(VmSpec(memory_mib=512, accel="tcg", drives=["1:0:dvd:ISO"])).
 
-Milestones, in seconds since the VM's first process started (bench/_vm.py says how each output is
+Milestones, in seconds since the VM's first process started (tests/support/guest_vms.py says how each output is
 timestamped): SeaBIOS's first debug-port byte, "Booting from" (SeaBIOS hands over to the boot
 sector), GRUB-LINUX, GRUB-INITRD, GRUB-BOOT (printed by GRUB), GUEST-READY (printed by /init).
 Runs alternate QEMU, ours; n=3 each (--runs); the medians are compared.
@@ -38,7 +38,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _harness import REPO_ROOT, header, median, table  # noqa: E402
-from _vm import SEABIOS, OurVm, QemuVm  # noqa: E402
+from tests.support.guest_vms import SEABIOS, OurVm, QemuVm  # noqa: E402
 
 MILESTONES = ["SeaBIOS 1st byte", "firmware hand-over", "GRUB-LINUX", "GRUB-INITRD", "GRUB-BOOT", "GUEST-READY"]
 SERIAL_MARKS = ["GRUB-LINUX", "GRUB-INITRD", "GRUB-BOOT", "GUEST-READY"]

@@ -85,6 +85,16 @@ class Guest:
         raise AssertionError(f"{marker!r} not on serial within {timeout} s; it ends with:\n"
                              + self.serial()[-1500:])
 
+    def type_serial(self, text: str) -> int:
+        """Types `text` on the guest's serial console; returns the serial offset before it."""
+        mark = len(self.serial())
+        control = ControlClient(endpoint(self.vm_id, "control-devices"))
+        try:
+            assert control.request("serial-input", data=text.encode())["ok"]
+        finally:
+            control.close()
+        return mark
+
     def vrdp_log(self) -> str:
         self.logs["vrdp"].flush()
         return (self.tmp / "vrdp.log").read_text(errors="replace")

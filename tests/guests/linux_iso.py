@@ -12,6 +12,8 @@ What the guest does (tests rely on these):
   on tty1 (tty1 shows the "Headbox demo guest" banner first);
 - the ACPI power button prints GUEST-POWEROFF, syncs, remounts read-only and powers off;
 - /bin/guest-info prints "key: value" facts (block:, pci:, input:, serial:, modules:, mount:);
+- /bin/guest-ticks prints "TICK <n> <uptime>" once a second; /bin/guest-soak SECONDS runs a
+  self-checking system-call, disk and interrupt workload ("SOAK-ERR ...", "SOAK-DONE ...");
 - mkfs.ext2 (busybox mke2fs) and ext4/ext2 mounting work on an IDE disk (/dev/sda)."""
 
 from __future__ import annotations
@@ -321,6 +323,8 @@ def build_initramfs(kernel_root: Path, kver: str) -> bytes:
     cpio.file("etc/acpi/PWRF/00000080", script("power-button"), 0o755)
     cpio.file("sbin/mkfs.ext2", script("mkfs.ext2"), 0o755)
     cpio.file("bin/guest-info", script("guest-info"), 0o755)
+    cpio.file("bin/guest-ticks", script("guest-ticks"), 0o755)
+    cpio.file("bin/guest-soak", script("guest-soak"), 0o755)
     cpio.file("etc/hostname", b"headbox-guest\n")
     cpio.file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n")
     cpio.file("etc/group", b"root:x:0:\n")

@@ -1,5 +1,5 @@
-"""Whole-VM runners for the guest benchmarks (boot_time.py, disk_read.py): our VMM and QEMU TCG,
-each with its serial console (COM1) and the SeaBIOS debug port (0x402) timestamped on arrival.
+"""Whole-VM runners for guest tests and benchmarks: our VMM and QEMU TCG (the reference), each with
+its serial console (COM1) and the SeaBIOS debug port (0x402) timestamped on arrival.
 
 - OurVm: services.headless.VmProcesses (the vCPU process + the device process), unchanged. COM1
   goes to the serial log file and the debug port to the debug log file; a thread polls both files
@@ -25,8 +25,6 @@ import tempfile
 import threading
 import time
 import uuid
-
-from _harness import REPO_ROOT  # noqa: F401  (puts the repository on sys.path)
 
 POLL_S = 0.010
 SEABIOS = "/usr/share/seabios/bios.bin"     # our DEFAULT_FIRMWARE; given to QEMU too (-bios)

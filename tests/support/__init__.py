@@ -1,0 +1,1 @@
+"""Helpers shared by the test modules (and the benchmarks); never imported by services/."""
