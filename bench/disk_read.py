@@ -1,6 +1,6 @@
 """Guest sequential read throughput from an IDE disk: ours (tcg) vs QEMU TCG, the same VDI image.
 
-The image: a VDI made with services/devices/storage/image.py create_disk (256 MiB, dynamic), every
+The image: a VDI made with services/images/image.py create_disk (256 MiB, dynamic), every
 block written with non-zero data, so every read reaches the file. It is cached in build/bench.
 The host's page cache is warmed (the file read once) before each VM starts.
 
@@ -42,8 +42,8 @@ CRASHES: list[str] = []
 
 
 def make_image() -> str:
-    from services.devices.storage import vdi
-    from services.devices.storage.image import create_disk
+    from services.images import vdi
+    from services.images.image import create_disk
     path = CACHE_DIR / f"disk-read-{DISK_MIB}m-v1.vdi"
     if path.is_file():
         return str(path)

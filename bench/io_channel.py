@@ -8,7 +8,7 @@ Measured, OPS operations per round, ROUNDS rounds (median of the per-round p50 a
                               reached the device (the device counts them; checked)
   peer    raw REQ/REP         pyzmq REQ/REP + msgpack between two processes, the same payload:
                               the floor of research/peers.md §6c
-  peer    in-process Bus      services.devices.bus.Bus.pio_read / pio_write with the same device,
+  peer    in-process Bus      services.hw.bus.Bus.pio_read / pio_write with the same device,
                               in this process: what the vCPU process pays for its platform devices
 
     cd /work/main && python bench/io_channel.py [--ops 20000] [--rounds 5]
@@ -51,7 +51,7 @@ class CountingDevice:
 
 
 def make_bus():
-    from services.devices.bus import Bus
+    from services.hw.bus import Bus
     bus = Bus()
     bus.register(CountingDevice(), "pio", PORT, 2)
     return bus

@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._harness import machine
 from bench.vrdp_latency import HEIGHT, WIDTH, Session, rgb
-from services.devices.display.surface import FRAME_OFFSET
+from services.ipc.surface import FRAME_OFFSET
 from services.ipc.messages import DISPLAY_VERSION, pack
 
 

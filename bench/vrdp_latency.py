@@ -24,7 +24,7 @@ import zmq
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._harness import machine
-from services.devices.display.surface import (
+from services.ipc.surface import (
     FRAME_OFFSET,
     HEADER,
     MAGIC,

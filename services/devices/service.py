@@ -12,13 +12,13 @@ import sys
 
 import zmq
 
-from services.devices.bus import Bus
-from services.devices.serial import COM_PORTS, Uart16550
-from services.devices.storage.backend import ImageError
-from services.devices.storage.controller import DiskController, DriveSpec
+from services.hw.bus import Bus
+from services.hw.serial import COM_PORTS, Uart16550
+from services.images.backend import ImageError
+from services.devices.disks import DiskController, DriveSpec
 from services.ipc.io import DmaLog, IoServer, IrqSender
 from services.ipc.shm import SharedRegion
-from services.vcpu.memory import GuestRam
+from services.hw.memory import GuestRam
 from services.ipc.messages import CONTROL_VERSION, ProtocolError, pack, unpack
 from services.ipc.naming import endpoint, restrict_socket
 

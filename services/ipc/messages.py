@@ -98,5 +98,5 @@ class Display:
     """display channel, vcpu process -> vrdp, published (PUB/SUB):
     [DISPLAY_VERSION, sequence, width, height, bpp, mode_changed, [[x, y, w, h], ...]].
 
-    The pixels stay in the VM's "surface" shared-memory region (services.devices.display.surface:
+    The pixels stay in the VM's "surface" shared-memory region (services.ipc.surface:
     read_header/frame_view); a message only says what changed since the previous one."""

@@ -12,7 +12,7 @@ import threading
 from abc import ABC, abstractmethod
 from typing import Protocol
 
-from services.vcpu.memory import GuestMemory
+from services.hw.memory import GuestMemory
 
 log = logging.getLogger("headbox.vcpu")
 

@@ -10,12 +10,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from services.devices.display.lfb import LinearFramebuffer
-from services.devices.display.surface import REGION_SIZE, DisplaySurface
-from services.devices.display.vga import StdVga
-from services.devices.display.vgabios import install_vgabios
-from services.devices.platform import build_platform
-from services.devices.storage.ide import IDE_FUNCTION, IDE_SLOT, PiixIdeFunction
+from services.hw.display.lfb import LinearFramebuffer
+from services.hw.display.surface import DisplaySurface
+from services.ipc.surface import REGION_SIZE
+from services.hw.display.vga import StdVga
+from services.hw.display.vgabios import install_vgabios
+from services.vcpu.platform import build_platform
+from services.hw.storage.ide import IDE_FUNCTION, IDE_SLOT, PiixIdeFunction
 from services.ipc.naming import shm_name
 from services.ipc.shm import PrivateRegion, SharedRegion, sweep_stale
 from services.vcpu.engine import (
@@ -24,7 +25,7 @@ from services.vcpu.engine import (
     choose_accelerator,
     create_engine,
 )
-from services.vcpu.memory import GuestMemory, MiB
+from services.hw.memory import GuestMemory, MiB
 from services.vcpu.remote_pci import RemotePciFunction
 from services.vcpu.write_tracker import PAGE, WriteTracker, merge_pages
 
@@ -213,7 +214,7 @@ class Machine:
 
     def screen_text(self) -> list[str] | None:
         """The console's characters in a text mode (None in graphics modes or without a display)."""
-        from services.devices.display.text import screen_text
+        from services.hw.display.text import screen_text
         return screen_text(self.vga) if self.vga is not None else None
 
     def keyboard(self, scancodes: list[tuple[int, bool, bool]]) -> None:

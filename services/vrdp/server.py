@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 import numpy as np
 import zmq
 
-from services.devices.display.surface import frame_view, read_header
+from services.ipc.surface import frame_view, read_header
 from services.ipc.io import InputSender
 from services.ipc.messages import DISPLAY_VERSION, unpack
 from services.ipc.naming import endpoint, runtime_dir, shm_name

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from services.devices.display.surface import frame_view
+from services.ipc.surface import frame_view
 from services.headless import VmProcesses, VmSpec
 from services.ipc.naming import endpoint, shm_name
 from services.ipc.shm import SharedRegion

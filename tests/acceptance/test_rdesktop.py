@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from services.devices.input.ps2 import LED_NUM
+from services.hw.input.ps2 import LED_NUM
 from tests.acceptance.rdp_clients import (
     Client,
     Display,

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from services.devices.display.surface import frame_view
+from services.ipc.surface import frame_view
 from services.ipc.control import ControlClient
 from services.ipc.naming import endpoint, shm_name
 from services.ipc.shm import SharedRegion

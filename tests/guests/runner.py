@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from services.ipc.shm import PrivateRegion
 from services.vcpu.engine import StopReason, create_engine
-from services.vcpu.memory import MiB, GuestMemory
+from services.hw.memory import MiB, GuestMemory
 
 DEBUG_PORT = 0xE9
 EXIT_PORT = 0xF4

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from services.devices.storage import vdi
+from services.images import vdi
 from services.ipc.naming import endpoint
 from services.vcpu.service import ControlClient
 

@@ -10,7 +10,7 @@ import uuid
 import msgpack
 import zmq
 
-from services.devices.display.surface import frame_view, read_header
+from services.ipc.surface import frame_view, read_header
 from services.ipc.messages import DISPLAY_VERSION
 from services.ipc.naming import endpoint, shm_name
 from services.ipc.shm import SharedRegion

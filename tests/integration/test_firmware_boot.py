@@ -6,10 +6,10 @@ import time
 
 import pytest
 
-from services.devices.platform import build_platform
+from services.vcpu.platform import build_platform
 from services.ipc.shm import PrivateRegion
 from services.vcpu.engine import StopReason, create_engine
-from services.vcpu.memory import MiB, GuestMemory
+from services.hw.memory import MiB, GuestMemory
 from tests.conftest import require_kvm
 
 SEABIOS = "/usr/share/seabios/bios.bin"

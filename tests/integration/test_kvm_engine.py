@@ -18,7 +18,7 @@ import pytest
 
 from services.ipc.shm import PrivateRegion, SharedRegion
 from services.vcpu.engine import EngineError, StopReason, create_engine
-from services.vcpu.memory import PAGE, MiB, GuestMemory
+from services.hw.memory import PAGE, MiB, GuestMemory
 from tests.conftest import require_kvm
 from tests.guests.runner import ProgramBus, run_program
 

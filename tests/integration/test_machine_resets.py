@@ -11,7 +11,7 @@ import pytest
 from services.ipc.shm import PrivateRegion
 from services.vcpu.engine import StopReason
 from services.vcpu.machine import Machine, MachineConfig
-from services.vcpu.memory import MiB
+from services.hw.memory import MiB
 from tests.conftest import require_kvm
 
 RESETS = r"""

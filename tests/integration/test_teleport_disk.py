@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from services.devices.storage.image import create_disk
+from services.images.image import create_disk
 from services.teleport import wire
 from services.teleport.source import teleport_out
 from services.teleport.target import hardware_config, teleport_in

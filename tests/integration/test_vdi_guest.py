@@ -33,7 +33,7 @@ from pathlib import Path
 
 import pytest
 
-from services.devices.storage.image import create_disk
+from services.images.image import create_disk
 from services.headless import VmProcesses, VmSpec
 from services.ipc.naming import endpoint, shm_name
 from services.vcpu.service import ControlClient

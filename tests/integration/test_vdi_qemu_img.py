@@ -16,8 +16,8 @@ import time
 import numpy as np
 import pytest
 
-from services.devices.storage import raw, vdi
-from services.devices.storage.backend import ImageError
+from services.images import raw, vdi
+from services.images.backend import ImageError
 
 MiB = 1 << 20
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -231,7 +231,7 @@ def test_crash_between_count_and_far_map_entry(tmp_path, monkeypatch):
 
 CHILD = textwrap.dedent("""
     import os, random, struct, sys
-    from services.devices.storage import vdi
+    from services.images import vdi
     path, seed, size, progress = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
     img = vdi.open(path)
     rng = random.Random(seed)

@@ -7,15 +7,16 @@ import time
 
 import numpy as np
 
-from services.devices.display import vgabios
-from services.devices.display.pci import RECOMMENDED_SLOT
-from services.devices.display.render import Renderer
-from services.devices.display.surface import REGION_SIZE, DisplaySurface
-from services.devices.display.vga import StdVga
-from services.devices.platform import build_platform
+from services.hw.display import vgabios
+from services.hw.display.pci import RECOMMENDED_SLOT
+from services.hw.display.render import Renderer
+from services.hw.display.surface import DisplaySurface
+from services.ipc.surface import REGION_SIZE
+from services.hw.display.vga import StdVga
+from services.vcpu.platform import build_platform
 from services.ipc.shm import PrivateRegion
 from services.vcpu.engine import StopReason, create_engine
-from services.vcpu.memory import MiB, GuestMemory
+from services.hw.memory import MiB, GuestMemory
 
 SEABIOS = "/usr/share/seabios/bios.bin"
 END_OF_POST = b"No bootable device."

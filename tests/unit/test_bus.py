@@ -4,7 +4,7 @@ import logging
 
 import pytest
 
-from services.devices.bus import Bus
+from services.hw.bus import Bus
 
 
 class Recorder:

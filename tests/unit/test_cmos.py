@@ -4,8 +4,8 @@ import calendar
 
 import pytest
 
-from services.devices.bus import Bus
-from services.devices.chipset.cmos import Cmos, boot_order_bytes
+from services.hw.bus import Bus
+from services.hw.chipset.cmos import Cmos, boot_order_bytes
 
 MiB, GiB = 1 << 20, 1 << 30
 # Thursday 29 February 2024, 13:45:59.5 UTC

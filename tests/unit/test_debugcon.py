@@ -1,7 +1,7 @@
 """Debug console: SeaBIOS's 0xE9 readback check and output to the sink."""
 
-from services.devices.bus import Bus
-from services.devices.chipset.debugcon import DebugConsole
+from services.hw.bus import Bus
+from services.hw.chipset.debugcon import DebugConsole
 
 
 def make():

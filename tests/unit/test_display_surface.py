@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from services.devices.display import surface as surf
-from services.devices.display.surface import DisplaySurface, damaged_tiles, frame_view, read_header
+from services.hw.display import dispi
+from services.hw.display.surface import DisplaySurface, damaged_tiles
+from services.ipc import surface as surf
+from services.ipc.surface import frame_view, read_header
 from services.ipc.shm import PrivateRegion, SharedRegion
 from tests.unit.test_vga_render import FONT, Guest, text_colour
 
@@ -126,3 +128,7 @@ def test_another_process_view_through_shared_memory(tmp_path):
 def test_region_too_small_is_refused():
     with pytest.raises(ValueError, match="needs"):
         DisplaySurface(Guest().vga, PrivateRegion(1 << 20))
+
+
+def test_the_region_holds_the_largest_mode_the_vga_offers():
+    assert dispi.MAX_XRES <= surf.MAX_WIDTH and dispi.MAX_YRES <= surf.MAX_HEIGHT

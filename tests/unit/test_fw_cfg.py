@@ -5,10 +5,10 @@ import uuid
 
 import pytest
 
-from services.devices.bus import Bus
-from services.devices.chipset.fw_cfg import FwCfg, build_fw_cfg
+from services.hw.bus import Bus
+from services.hw.chipset.fw_cfg import FwCfg, build_fw_cfg
 from services.ipc.shm import PrivateRegion
-from services.vcpu.memory import GuestMemory, MiB
+from services.hw.memory import GuestMemory, MiB
 
 BIOS = b"\xf4" * (64 * 1024)
 DESCRIPTOR, BUFFER = 0x7000, 0x8000

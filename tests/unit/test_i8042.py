@@ -3,11 +3,11 @@ reset lines, IRQ1/IRQ12 edges, the aux port, SeaBIOS's and Linux's probe sequenc
 
 import pytest
 
-from services.devices.bus import Bus
-from services.devices.input.i8042 import (
+from services.hw.bus import Bus
+from services.hw.input.i8042 import (
     COMMAND_PORT, CTR_AUXDIS, CTR_AUXINT, CTR_KBDDIS, CTR_KBDINT, CTR_XLATE, DATA_PORT, I8042,
     STATUS_AUX, STATUS_CMD, STATUS_OBF, STATUS_SYS, STATUS_TIMEOUT, STATUS_UNLOCKED)
-from services.devices.input.ps2 import SET1_TO_SET2, Ps2Keyboard
+from services.hw.input.ps2 import SET1_TO_SET2, Ps2Keyboard
 
 
 class Board:

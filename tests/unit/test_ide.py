@@ -5,11 +5,11 @@ import struct
 
 import pytest
 
-from services.devices.bus import Bus
-from services.devices.chipset.pci import COMMAND, PciConfigIo, PciRoot
-from services.devices.storage.atapi import CdromDrive
-from services.devices.storage.backend import ImageError
-from services.devices.storage.ide import (HardDisk, IdeController, PiixIdeFunction, boot_path,
+from services.hw.bus import Bus
+from services.hw.chipset.pci import COMMAND, PciConfigIo, PciRoot
+from services.hw.storage.atapi import CdromDrive
+from services.images.backend import ImageError
+from services.hw.storage.ide import (HardDisk, IdeController, PiixIdeFunction, boot_path,
                                           cmos_disk_bytes)
 
 P = 0x1F0          # primary command block

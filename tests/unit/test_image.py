@@ -8,11 +8,11 @@ import textwrap
 
 import pytest
 
-from services.devices.storage import image, vdi
-from services.devices.storage.backend import ImageError
-from services.devices.storage.iso import IsoImage
-from services.devices.storage.raw import RawImage
-from services.devices.storage.vdi import VdiImage
+from services.images import image, vdi
+from services.images.backend import ImageError
+from services.images.iso import IsoImage
+from services.images.raw import RawImage
+from services.images.vdi import VdiImage
 
 MiB = 1 << 20
 
@@ -109,8 +109,8 @@ def test_lock_holds_across_processes(tmp_path):
     vdi.create(path, MiB)
     child = textwrap.dedent(f"""
         import sys
-        from services.devices.storage import image
-        from services.devices.storage.backend import ImageError
+        from services.images import image
+        from services.images.backend import ImageError
         try:
             image.open_image({path!r}, readonly=True)
         except ImageError as exc:

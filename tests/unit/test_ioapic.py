@@ -5,7 +5,7 @@ Messages leave through the deliver callback, recorded here as (dest, logical, mo
 import msgpack
 import pytest
 
-from services.vcpu.tcg.ioapic import IoApic
+from services.hw.interrupts.ioapic import IoApic
 
 
 class Sent(list):

@@ -5,7 +5,7 @@ Everything goes through the engine-facing API (ports, MMIO, set_irq, advance, IN
 import msgpack
 import pytest
 
-from services.vcpu.tcg.irqchip import InterruptChip
+from services.hw.interrupts.irqchip import InterruptChip
 
 T0 = 10_000_000_000
 MS = 1_000_000

@@ -7,7 +7,7 @@ import ctypes
 from services.vcpu.engine import StopReason
 from services.vcpu.kvm import ioctl as k
 from services.vcpu.kvm.exits import handle_exit
-from services.vcpu.memory import MemorySlot
+from services.hw.memory import MemorySlot
 
 DATA_OFFSET = 4096   # where KVM puts string I/O data in the vCPU mapping (research §1.2)
 

@@ -5,7 +5,7 @@ Register offsets and values follow the Intel SDM vol. 3 chapter 11 (xAPIC mode).
 import msgpack
 import pytest
 
-from services.vcpu.tcg.lapic import LocalApic
+from services.hw.interrupts.lapic import LocalApic
 
 T0 = 3_000_000_000
 ID, VERSION, TPR, PPR, EOI, LDR, DFR, SVR = 0x20, 0x30, 0x80, 0xA0, 0xB0, 0xD0, 0xE0, 0xF0

@@ -328,7 +328,7 @@ def test_createmedium_fixed_reports_progress_and_allocates(settings, tmp_path):
     assert seen[-1] == 100 and seen == sorted(seen) and len(seen) >= 10
     assert os.stat(path).st_blocks * 512 >= 8 * MiB
     assert settings.list(what="hdds")[0]["uuid"] == made["uuid"]
-    from services.devices.storage import vdi
+    from services.images import vdi
     with vdi.VdiImage(path, os.open(path, os.O_RDONLY), readonly=True) as img:
         assert (str(img.uuid), img.size, img.variant) == (made["uuid"], 8 * MiB, "Fixed")
 

@@ -2,8 +2,8 @@
 
 import pytest
 
-from services.devices.bus import Bus
-from services.devices.chipset.pci import I440fxHostBridge, PciConfigIo, PciFunction, PciRoot
+from services.hw.bus import Bus
+from services.hw.chipset.pci import I440fxHostBridge, PciConfigIo, PciFunction, PciRoot
 
 
 def cfg_address(dev, fn, reg, bus=0):

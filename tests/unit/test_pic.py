@@ -5,7 +5,7 @@ Port values are the ones the firmware and kernel write (src/hw/pic.c, arch/x86/k
 import msgpack
 import pytest
 
-from services.vcpu.tcg.pic import DualPic
+from services.hw.interrupts.pic import DualPic
 
 
 def seabios_init(pic: DualPic) -> None:

@@ -4,13 +4,13 @@ moves, APM port, GPE0), alone and wired by build_platform as SeaBIOS and an ACPI
 import msgpack
 import pytest
 
-from services.devices.chipset import piix
-from services.devices.chipset.piix import (
+from services.hw.chipset import piix
+from services.hw.chipset.piix import (
     ACPI_DISABLE, ACPI_ENABLE, CNT_SCI_EN, EN_PWRBTN, EN_TMR, PM1_CNT, PM1_EN, PM1_STS, PM_TIMER_HZ,
     PM_TMR, SCI_IRQ, STS_PWRBTN, STS_TMR, STS_WAK, ApmControl, Piix3IsaBridge, Piix4Pm, pirq_of)
-from services.devices.platform import build_platform
+from services.vcpu.platform import build_platform
 from services.ipc.shm import PrivateRegion
-from services.vcpu.memory import MiB, GuestMemory
+from services.hw.memory import MiB, GuestMemory
 
 
 class Clock:

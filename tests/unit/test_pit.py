@@ -5,7 +5,7 @@ Time is integer nanoseconds handed in by the test; the writes are the ones SeaBI
 import msgpack
 import pytest
 
-from services.vcpu.tcg.pit import PIT_HZ, Pit
+from services.hw.interrupts.pit import PIT_HZ, Pit
 
 MS = 1_000_000
 T0 = 5_000_000_000              # an arbitrary monotonic-clock origin

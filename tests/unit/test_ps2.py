@@ -3,7 +3,7 @@ detection, bounded queues and state, driven directly (the 8042 is tested on its 
 
 import pytest
 
-from services.devices.input.ps2 import (
+from services.hw.input.ps2 import (
     BUTTON_BACK, BUTTON_LEFT, BUTTON_MIDDLE, BUTTON_RIGHT, KEY_QUEUE_LIMIT, LED_CAPS, LED_NUM,
     MOTION_LIMIT, MOUSE_QUEUE_LIMIT, SET1_TO_SET2, Ps2Keyboard, Ps2Mouse)
 
@@ -282,7 +282,7 @@ def test_reply_queue_is_bounded(device):
 
 
 def test_lock_sync_presses_only_the_locks_that_differ():
-    from services.devices.input.ps2 import LED_CAPS, LED_NUM, LED_SCROLL, Ps2Keyboard
+    from services.hw.input.ps2 import LED_CAPS, LED_NUM, LED_SCROLL, Ps2Keyboard
     keyboard = Ps2Keyboard()
     keyboard.leds = LED_CAPS
     assert keyboard.lock_presses(LED_NUM | LED_CAPS) == [0x45]

@@ -7,8 +7,8 @@ import subprocess
 
 import pytest
 
-from services.devices.storage import iso, raw
-from services.devices.storage.backend import ImageError
+from services.images import iso, raw
+from services.images.backend import ImageError
 
 MiB = 1 << 20
 

@@ -2,12 +2,12 @@
 
 import msgpack
 
-from services.devices.bus import Bus
-from services.devices.chipset.pci import I440fxHostBridge, PciConfigIo, PciRoot
-from services.devices.chipset.reset import ResetControl, SystemControlPortA
-from services.devices.platform import build_platform
+from services.hw.bus import Bus
+from services.hw.chipset.pci import I440fxHostBridge, PciConfigIo, PciRoot
+from services.hw.chipset.reset import ResetControl, SystemControlPortA
+from services.vcpu.platform import build_platform
 from services.ipc.shm import PrivateRegion
-from services.vcpu.memory import GuestMemory, MiB
+from services.hw.memory import GuestMemory, MiB
 
 
 def test_port92_a20_reads_back_and_fast_reset_never_shows():

@@ -9,8 +9,8 @@ import uuid
 import numpy as np
 import pytest
 
-from services.devices.storage import raw, vdi
-from services.devices.storage.backend import ImageError
+from services.images import raw, vdi
+from services.images.backend import ImageError
 
 MiB = 1 << 20
 

@@ -3,12 +3,12 @@ window's memory modes (chain-4, odd/even, planar write/read modes with latches),
 
 import pytest
 
-from services.devices.bus import Bus
-from services.devices.chipset.fw_cfg import FwCfg
-from services.devices.chipset.pci import COMMAND, PciConfigIo, PciRoot
-from services.devices.display import dispi, pci as vga_pci, vgabios
-from services.devices.display.edid import build_edid
-from services.devices.display.vga import StdVga
+from services.hw.bus import Bus
+from services.hw.chipset.fw_cfg import FwCfg
+from services.hw.chipset.pci import COMMAND, PciConfigIo, PciRoot
+from services.hw.display import dispi, pci as vga_pci, vgabios
+from services.hw.display.edid import build_edid
+from services.hw.display.vga import StdVga
 from services.ipc.shm import PrivateRegion
 
 VRAM = 16 << 20

@@ -6,10 +6,10 @@ import time
 import numpy as np
 import pytest
 
-from services.devices.bus import Bus
-from services.devices.display import dispi
-from services.devices.display.render import Renderer
-from services.devices.display.vga import StdVga
+from services.hw.bus import Bus
+from services.hw.display import dispi
+from services.hw.display.render import Renderer
+from services.hw.display.vga import StdVga
 from services.ipc.shm import PrivateRegion
 
 VRAM = 16 << 20

@@ -7,8 +7,8 @@ import os
 import struct
 import uuid as uuidlib
 
-from ...devices.storage import image, vdi
-from ...devices.storage.backend import ImageError
+from services.images import image, vdi
+from services.images.backend import ImageError
 from ..errors import E_INVALIDARG, FILE_ERROR, ManagerError
 
 KINDS = {"disk": "hdd", "hdd": "hdd", "dvd": "dvd"}

@@ -27,7 +27,7 @@ from services.vcpu.kvm.exits import handle_exit
 from services.vcpu.kvm.system import KvmSystem
 from services.vcpu.kvm.vcpu import EXTRA_MSRS, Vcpu
 from services.vcpu.kvm.vm import IRQCHIPS, Vm
-from services.vcpu.memory import ISA_BIOS_SIZE, PAGE, SHADOW_END, GuestMemory
+from services.hw.memory import ISA_BIOS_SIZE, PAGE, SHADOW_END, GuestMemory
 
 log = logging.getLogger("headbox.vcpu.kvm")
 

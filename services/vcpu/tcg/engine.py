@@ -2,7 +2,7 @@
 
 Unicorn translates and runs guest instructions. This engine adds what it leaves out: interrupt and
 exception delivery (delivery.py), SYSCALL/SYSENTER (fastcall.py), the PIC/PIT/LAPIC/IO-APIC and
-their timers (irqchip.py), whose outputs reach the running JIT as request lines (requests.py),
+their timers (services/hw/interrupts), whose outputs reach the running JIT as request lines (requests.py),
 HLT idling, and the routing of port and MMIO accesses.
 
 Threads: the vCPU thread runs the JIT and every hook; the clock thread fires due timers; device
@@ -25,7 +25,7 @@ from services.ipc.shm import PrivateRegion
 from services.vcpu import cpuid
 from services.vcpu import engine as base
 from services.vcpu.engine import Engine, EngineError, StopReason
-from services.vcpu.memory import FOUR_GIB, IOAPIC_BASE, LAPIC_BASE, PAGE
+from services.hw.memory import FOUR_GIB, IOAPIC_BASE, LAPIC_BASE, PAGE
 from services.vcpu.tcg import cpustate as cs
 from services.vcpu.tcg import fastcall, string_io
 from services.vcpu.tcg.delivery import (
@@ -42,7 +42,7 @@ from services.vcpu.tcg.delivery import (
     TripleFault,
     UnsupportedGuestFeature,
 )
-from services.vcpu.tcg.irqchip import InterruptChip
+from services.hw.interrupts.irqchip import InterruptChip
 from services.vcpu.tcg.requests import (
     ATTENTION, HARD, NMI as NMI_LINE, SVM_EXIT_INIT, SVM_EXIT_INTR, SVM_EXIT_NMI, CpuRequests)
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import Callable
 
-from services.devices.display import dispi as dispi_regs
-from services.devices.display.dac import Dac
-from services.devices.display.dispi import Dispi
-from services.devices.display.mode import DisplayMode, decode
-from services.devices.display.window import LegacyWindow, BASE as WINDOW_BASE, SIZE as WINDOW_SIZE
+from services.hw.display import dispi as dispi_regs
+from services.hw.display.dac import Dac
+from services.hw.display.dispi import Dispi
+from services.hw.display.mode import DisplayMode, decode
+from services.hw.display.window import LegacyWindow, BASE as WINDOW_BASE, SIZE as WINDOW_SIZE
 
 PORT_BASE, PORT_COUNT = 0x3B0, 0x30           # 0x3B0-0x3DF: mono aliases, shared ports, colour ports
 DEFAULT_VRAM_SIZE = 16 << 20
@@ -81,8 +81,8 @@ class StdVga:
         bus.register(self.window, "mmio", WINDOW_BASE, WINDOW_SIZE, name=self.window.name)
 
     def pci_function(self, **callbacks):
-        """The PCI function of this card; see services.devices.display.pci.StdVgaPci."""
-        from services.devices.display.pci import StdVgaPci
+        """The PCI function of this card; see services.hw.display.pci.StdVgaPci."""
+        from services.hw.display.pci import StdVgaPci
         return StdVgaPci(self, **callbacks)
 
     # -- what is on screen ---------------------------------------------------------------------------

@@ -1,23 +1,16 @@
-"""The display surface other processes read: a shared-memory region with the current frame (B,G,R,X,
-up to 2560x1600) and its geometry, refreshed by rendering and diffing tiles into damage rectangles."""
+"""Keeps the display surface (services/ipc/surface.py: the shared frame other processes read) up to
+date: renders the VGA's memory and diffs tiles into damage rectangles."""
 
 from __future__ import annotations
 
-import struct
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from services.devices.display.mode import MAX_HEIGHT, MAX_WIDTH
-from services.devices.display.render import Renderer
+from services.hw.display.render import Renderer
+from services.ipc.surface import FRAME_BYTES, FRAME_OFFSET, REGION_SIZE, write_header
 
-MAGIC = b"HBXSURF1"
-HEADER = struct.Struct("<8sIIIIII")    # magic, version, sequence, width, height, stride, bpp
-VERSION = 1
-FRAME_OFFSET = 4096                    # page-aligned pixels, whatever the header grows to
-FRAME_BYTES = MAX_WIDTH * MAX_HEIGHT * 4
-REGION_SIZE = FRAME_OFFSET + FRAME_BYTES
 TILE = 64
 
 
@@ -32,32 +25,6 @@ class Update:
     sequence: int
     mode_changed: bool = False
     rects: list[tuple[int, int, int, int]] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class SurfaceHeader:
-    sequence: int
-    width: int
-    height: int
-    stride: int
-    bpp: int
-
-
-def read_header(region) -> SurfaceHeader:
-    """The geometry a reader (the RDP server) finds at the start of the region."""
-    magic, version, sequence, width, height, stride, bpp = HEADER.unpack_from(region.buf, 0)
-    if magic != MAGIC or version != VERSION:
-        raise ValueError("the shared region does not hold a Headbox display surface")
-    return SurfaceHeader(sequence, width, height, stride, bpp)
-
-
-def frame_view(region, header: SurfaceHeader | None = None) -> np.ndarray:
-    """The frame in `region` as a (height, width, 4) uint8 array over the shared memory (no copy)."""
-    header = header or read_header(region)
-    pixels = np.frombuffer(region.buf, dtype=np.uint8, count=header.stride * header.height,
-                           offset=FRAME_OFFSET)
-    return pixels.reshape(header.height, header.stride)[:, :header.width * 4].reshape(
-        header.height, header.width, 4)
 
 
 def damaged_tiles(old: np.ndarray, new: np.ndarray, tile: int = TILE) -> list[tuple[int, int, int, int]]:
@@ -122,7 +89,7 @@ class DisplaySurface:
         return self._pixels[:width * height * 4].reshape(height, width, 4)
 
     def _write_header(self, width: int, height: int, bpp: int) -> None:
-        HEADER.pack_into(self.region.buf, 0, MAGIC, VERSION, self.sequence, width, height, width * 4, bpp)
+        write_header(self.region, self.sequence, width, height, bpp)
 
     def refresh(self, now: float | None = None) -> Update:
         """Render, publish what changed, and say what it was."""

@@ -6,10 +6,10 @@ from __future__ import annotations
 import struct
 from typing import Callable
 
-from services.devices.chipset.pci import BAR_IO, COMMAND_IO, STATUS, PciFunction
-from services.devices.storage.atapi import (MEDIUM_ERROR, PACKET_SIZE, CdromDrive, CheckCondition, DataOut,
+from services.hw.chipset.pci import BAR_IO, COMMAND_IO, STATUS, PciFunction
+from services.hw.storage.atapi import (MEDIUM_ERROR, PACKET_SIZE, CdromDrive, CheckCondition, DataOut,
                                             SectorRead, ata_string, identify_page)
-from services.devices.storage.backend import ImageError
+from services.images.backend import ImageError
 
 __all__ = ["HardDisk", "CdromDrive", "IdeController", "IdeChannel", "BusMasterPorts", "PiixIdeFunction",
            "boot_path", "cmos_disk_bytes", "CHANNELS", "IDE_SLOT", "IDE_FUNCTION"]

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from services.devices.storage.atapi import CdromDrive
-from services.devices.storage.ide import HardDisk, IdeController, PiixIdeFunction
-from services.devices.storage.image import open_image
+from services.hw.storage.atapi import CdromDrive
+from services.hw.storage.ide import HardDisk, IdeController, PiixIdeFunction
+from services.images.image import open_image
 
 IDE_IRQ = (14, 15)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Callable
 
-from services.devices.chipset.pci import BAR_MEM32, COMMAND_MEMORY, PciFunction
-from services.devices.display import dispi as dispi_regs
-from services.devices.display.edid import build_edid
+from services.hw.chipset.pci import BAR_MEM32, COMMAND_MEMORY, PciFunction
+from services.hw.display import dispi as dispi_regs
+from services.hw.display.edid import build_edid
 
 VENDOR_ID, DEVICE_ID = 0x1234, 0x1111
 CLASS_VGA = 0x030000

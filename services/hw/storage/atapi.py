@@ -6,7 +6,7 @@ from __future__ import annotations
 import struct
 from typing import NamedTuple
 
-from services.devices.storage.backend import ImageError
+from services.images.backend import ImageError
 
 CD_SECTOR = 2048
 RAW_SECTOR = 2352

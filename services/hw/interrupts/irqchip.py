@@ -4,10 +4,10 @@ ISA IRQ n reaches the 8259 pair and IO-APIC pin n, except the PIT's IRQ0, on pin
 
 from __future__ import annotations
 
-from services.vcpu.tcg.ioapic import IOAPIC_DEFAULT_BASE, PINS, IoApic
-from services.vcpu.tcg.lapic import APIC_DEFAULT_BASE, DM_LOWEST, MSR_ENABLE, LocalApic
-from services.vcpu.tcg.pic import DualPic
-from services.vcpu.tcg.pit import Pit
+from services.hw.interrupts.ioapic import IOAPIC_DEFAULT_BASE, PINS, IoApic
+from services.hw.interrupts.lapic import APIC_DEFAULT_BASE, DM_LOWEST, MSR_ENABLE, LocalApic
+from services.hw.interrupts.pic import DualPic
+from services.hw.interrupts.pit import Pit
 
 SNAPSHOT_VERSION = 1
 _PIC_PORTS = frozenset((0x20, 0x21, 0xA0, 0xA1, 0x4D0, 0x4D1))

@@ -40,7 +40,7 @@ BOOT_FAIL_WAIT_FOREVER = -1
 
 
 class DmaMemory(Protocol):
-    """What DMA needs of guest memory (services.vcpu.memory.GuestMemory fits)."""
+    """What DMA needs of guest memory (services.hw.memory.GuestMemory fits)."""
 
     ram_size: int
     def read(self, gpa: int, size: int) -> bytes: ...

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from services.devices.display import dispi as d
+from services.hw.display import dispi as d
 
 TEXT, PLANAR, PACKED256, VBE = "text", "planar", "256", "vbe"
 

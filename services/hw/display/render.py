@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from services.devices.display import mode as modes
-from services.devices.display.palette import PaletteCache
-from services.devices.display.text import GlyphCache, render_text
+from services.hw.display import mode as modes
+from services.hw.display.palette import PaletteCache
+from services.hw.display.text import GlyphCache, render_text
 
 CURSOR_PERIOD = 16 / 60         # seconds per cursor blink phase (16 frames at 60 Hz)
 BLINK_PERIOD = 32 / 60          # blinking characters toggle at half the cursor rate

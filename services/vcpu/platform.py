@@ -7,68 +7,12 @@ import time
 import uuid as uuidlib
 from typing import Callable, Sequence
 
-from services.devices.bus import Bus
-from services.devices.chipset import cmos, debug_exit, debugcon, fw_cfg, pci, piix, reset as reset_lines
-from services.devices.input import i8042 as kbc
-from services.devices.input.ps2 import Ps2Keyboard
+from services.hw.bus import Bus, PioWindows
+from services.hw.chipset import cmos, debug_exit, debugcon, fw_cfg, pci, piix, reset as reset_lines
+from services.hw.input import i8042 as kbc
+from services.hw.input.ps2 import Ps2Keyboard
 
 HOST_BRIDGE_SLOT = 0
-_ALL_ONES = {1: 0xFF, 2: 0xFFFF, 4: 0xFFFFFFFF}
-
-
-class PioWindows:
-    """An IoBus layer behind the bus for port ranges that move at run time (the PIIX4 PM block
-    follows PMBA): the bus cannot unmap, so moving ranges are served here, from the accesses no
-    registered device claims, and everything else goes on to `inner` (the io channel, or nothing)."""
-
-    def __init__(self, inner=None):
-        self.inner = inner
-        self.windows: dict[str, tuple[int, int, object, object]] = {}
-
-    def move(self, name: str, base: int | None, length: int, read, write) -> None:
-        """Serve [base, base+length) with read(offset, size)/write(offset, size, value); None unmaps."""
-        if base is None:
-            self.windows.pop(name, None)
-        else:
-            self.windows[name] = (base, base + length, read, write)
-
-    def _find(self, port: int):
-        for start, end, read, write in self.windows.values():
-            if start <= port < end:
-                return start, read, write
-        return None
-
-    def pio_read(self, port: int, size: int) -> int:
-        hit = self._find(port)
-        if hit is not None:
-            return hit[1](port - hit[0], size) & _ALL_ONES.get(size, (1 << (8 * size)) - 1)
-        return self.inner.pio_read(port, size) if self.inner is not None else _ALL_ONES.get(size, 0xFF)
-
-    def pio_write(self, port: int, size: int, value: int) -> None:
-        hit = self._find(port)
-        if hit is not None:
-            hit[2](port - hit[0], size, value)
-        elif self.inner is not None:
-            self.inner.pio_write(port, size, value)
-
-    def pio_read_string(self, port: int, size: int, count: int) -> bytes:
-        if self._find(port) is None and self.inner is not None:
-            return self.inner.pio_read_string(port, size, count)
-        return b"".join(self.pio_read(port, size).to_bytes(size, "little") for _ in range(count))
-
-    def pio_write_string(self, port: int, size: int, data: bytes) -> None:
-        if self._find(port) is None and self.inner is not None:
-            self.inner.pio_write_string(port, size, data)
-            return
-        for i in range(0, len(data) - size + 1, size):
-            self.pio_write(port, size, int.from_bytes(data[i:i + size], "little"))
-
-    def mmio_read(self, addr: int, size: int) -> int:
-        return self.inner.mmio_read(addr, size) if self.inner is not None else (1 << (8 * size)) - 1
-
-    def mmio_write(self, addr: int, size: int, value: int) -> None:
-        if self.inner is not None:
-            self.inner.mmio_write(addr, size, value)
 
 
 def build_platform(memory, *, reset: Callable[[], None], poweroff: Callable[[], None], cpus: int = 1,

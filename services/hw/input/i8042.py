@@ -8,7 +8,7 @@ import threading
 from collections import deque
 from typing import Callable
 
-from services.devices.input.ps2 import RESEND, SET2_TO_SET1, Ps2Keyboard, Ps2Mouse
+from services.hw.input.ps2 import RESEND, SET2_TO_SET1, Ps2Keyboard, Ps2Mouse
 
 log = logging.getLogger("headbox.devices.i8042")
 
