@@ -38,6 +38,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _harness import REPO_ROOT, header, median, table  # noqa: E402
+
 from tests.support.guest_vms import SEABIOS, OurVm, QemuVm  # noqa: E402
 
 MILESTONES = ["SeaBIOS 1st byte", "firmware hand-over", "GRUB-LINUX", "GRUB-INITRD", "GRUB-BOOT", "GUEST-READY"]

@@ -34,6 +34,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _harness import CACHE_DIR, header, median, table  # noqa: E402
+
 from tests.support.guest_vms import OurVm, QemuVm  # noqa: E402
 
 DISK_MIB = 256

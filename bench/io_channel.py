@@ -67,6 +67,7 @@ def io_server_main(endpoint, ready):
 
 def rep_server_main(endpoint, ready):
     import zmq
+
     from services.ipc.messages import pack, unpack
     sock = zmq.Context.instance().socket(zmq.REP)
     sock.bind(endpoint)
@@ -114,6 +115,7 @@ def main():
     args = ap.parse_args()
     h.header("io_channel: RemoteBus/IoServer against raw zmq REQ/REP and an in-process Bus")
     import zmq
+
     from services.ipc.io import RemoteBus
     from services.ipc.messages import IO_VERSION, Io, pack, unpack
 

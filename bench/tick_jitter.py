@@ -20,6 +20,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _harness import header, median, percentile, table  # noqa: E402
+
 from tests.support.guest_vms import OurVm, QemuVm  # noqa: E402
 
 TICK = re.compile(rb"TICK (\d+) (\d+\.\d+)\r?\n")

@@ -17,8 +17,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._harness import machine
 from bench.vrdp_latency import HEIGHT, WIDTH, Session, rgb
-from services.ipc.surface import FRAME_OFFSET
 from services.ipc.messages import DISPLAY_VERSION, pack
+from services.ipc.surface import FRAME_OFFSET
 
 
 def frames(session: Session, width: int, height: int, seconds: float, noisy: bool) -> tuple[int, float]:

@@ -24,6 +24,9 @@ import zmq
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._harness import machine
+from services.ipc.messages import DISPLAY_VERSION, pack
+from services.ipc.naming import endpoint, shm_name
+from services.ipc.shm import SharedRegion
 from services.ipc.surface import (
     FRAME_OFFSET,
     HEADER,
@@ -31,9 +34,6 @@ from services.ipc.surface import (
     REGION_SIZE,
     VERSION,
 )
-from services.ipc.messages import DISPLAY_VERSION, pack
-from services.ipc.naming import endpoint, shm_name
-from services.ipc.shm import SharedRegion
 
 WIDTH, HEIGHT = 1024, 768
 SQUARE = 64

@@ -16,13 +16,14 @@ from dataclasses import dataclass, field
 
 import zmq
 
-from services.ipc.naming import endpoint, runtime_dir, shm_name
+from services.ipc import ops
+from services.ipc.control import ControlError, call
+from services.ipc.naming import RAM, endpoint, remove_regions, runtime_dir, shm_name
 from services.vcpu.cpuid import format_override as format_cpuid_override
 from services.vcpu.machine import DEFAULT_FIRMWARE
 
 log = logging.getLogger("headbox.vm")
 
-VCPU_REGIONS = ("ram", "vram", "surface")    # the shared-memory regions a vCPU process creates
 
 
 @dataclass
@@ -63,7 +64,7 @@ def vcpu_argv(spec: VmSpec, python: str = sys.executable) -> list[str]:
 def devices_argv(spec: VmSpec, python: str = sys.executable) -> list[str]:
     """The device process; it maps the guest RAM the vCPU process created, so it starts second."""
     argv = [python, "-m", "services.devices", "--vm-id", spec.vm_id,
-            "--ram-region", shm_name(spec.vm_id, "ram"), "--ide-controller", spec.ide_controller]
+            "--ram-region", shm_name(spec.vm_id, RAM), "--ide-controller", spec.ide_controller]
     for drive in spec.drives:
         argv += ["--drive", drive]
     if spec.serial_log:
@@ -143,22 +144,18 @@ class VmProcesses:
         return proc
 
     def _await_ready(self, proc: subprocess.Popen, channel: str, what: str, timeout: float) -> None:
-        from services.vcpu.service import ControlClient
         deadline = time.monotonic() + timeout
         while True:
             if proc.poll() is not None:
                 proc.forwarder.join(2)
                 raise RuntimeError(proc.error_line or f"the {what} process of VM {self.spec.vm_id} "
                                    f"exited with code {proc.returncode}")
-            client = ControlClient(endpoint(self.spec.vm_id, channel), timeout_ms=200)
             try:
                 # The pid tells our process from another VM of the same name.
-                if client.request("status").get("pid") == proc.pid:
+                if call(endpoint(self.spec.vm_id, channel), ops.Status(), timeout_ms=200).get("pid") == proc.pid:
                     return
-            except zmq.ZMQError:
+            except (ControlError, zmq.ZMQError):
                 pass
-            finally:
-                client.close()
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the {what} process of VM {self.spec.vm_id} did not start in {timeout} s")
 
@@ -201,14 +198,10 @@ class VmProcesses:
     def _stop_devices(self) -> None:
         if self.devices is None or self.devices.poll() is not None:
             return
-        from services.vcpu.service import ControlClient
-        client = ControlClient(endpoint(self.spec.vm_id, "control-devices"), timeout_ms=3000)
         try:
-            client.request("stop")
-        except zmq.ZMQError:
+            call(endpoint(self.spec.vm_id, "control-devices"), ops.Stop(), timeout_ms=3000)
+        except (ControlError, zmq.ZMQError):
             pass    # it is killed below if it does not end
-        finally:
-            client.close()
         try:
             self.devices.wait(5)
         except subprocess.TimeoutExpired:
@@ -222,13 +215,7 @@ class VmProcesses:
                 proc.kill()
                 proc.wait()
         if vcpu_killed:
-            # A killed vCPU process leaves the VM's shared memory behind, and the next start of
-            # this VM would take it for a running VM's.
-            for region in VCPU_REGIONS:
-                try:
-                    os.unlink(f"/dev/shm/{shm_name(self.spec.vm_id, region)}")
-                except FileNotFoundError:
-                    pass
+            remove_regions(self.spec.vm_id)
 
 
 def main(argv=None) -> int:

@@ -88,6 +88,7 @@ def _install():
     ipc_io.IoServer.__init__ = io_server_init
 
     import unicorn
+
     from services.hw.bus import Bus
     from services.vcpu.tcg import engine as tcg
 

@@ -12,15 +12,17 @@ import sys
 
 import zmq
 
+from services.devices.disks import DiskController, DriveSpec
 from services.hw.bus import Bus
+from services.hw.memory import GuestRam
 from services.hw.serial import COM_PORTS, Uart16550
 from services.images.backend import ImageError
-from services.devices.disks import DiskController, DriveSpec
+from services.ipc import ops
+from services.ipc.control import ControlError, ControlServer
 from services.ipc.io import DmaLog, IoServer, IrqSender
+from services.ipc.messages import ProtocolError
+from services.ipc.naming import endpoint
 from services.ipc.shm import SharedRegion
-from services.hw.memory import GuestRam
-from services.ipc.messages import CONTROL_VERSION, ProtocolError, pack, unpack
-from services.ipc.naming import endpoint, restrict_socket
 
 log = logging.getLogger("headbox.devices")
 
@@ -43,20 +45,23 @@ class DeviceService:
         self.bus = devices.bus
         self.devices = devices
         self.irq = irq
-        self.context = zmq.Context.instance()
-        self.io = IoServer(endpoint(vm_id, "io"), devices.bus, self.context, dma_log=dma_log,
+        self.io = IoServer(endpoint(vm_id, "io"), devices.bus, zmq.Context.instance(), dma_log=dma_log,
                            pci=devices.pci_config_write, reset=devices.reset)
-        self.control = self.context.socket(zmq.REP)
-        self.control.setsockopt(zmq.LINGER, 0)
-        control_endpoint = endpoint(vm_id, "control-devices")
-        self.control.bind(control_endpoint)
-        restrict_socket(control_endpoint)
+        self.control = ControlServer(endpoint(vm_id, "control-devices"), {
+            ops.Status: lambda r: {"state": "running", "devices": sorted(self.bus.devices()), "pid": os.getpid()},
+            ops.Snapshot: lambda r: {"state": self.devices.snapshot()},
+            ops.Restore: lambda r: self.devices.restore(r.state),
+            ops.Reset: lambda r: self.io.reset(),
+            ops.SerialInput: lambda r: self.bus.device(r.device).receive(bytes(r.data)),
+            ops.ReleaseMedia: self._release_media,
+            ops.OpenMedia: self._open_media,
+            ops.Stop: self._stop})
         self.running = True
 
     def run(self) -> None:
         poller = zmq.Poller()
         poller.register(self.io.socket, zmq.POLLIN)
-        poller.register(self.control, zmq.POLLIN)
+        poller.register(self.control.socket, zmq.POLLIN)
         while self.running:
             for sock, _ in poller.poll(500):
                 if sock is self.io.socket:
@@ -65,49 +70,25 @@ class DeviceService:
                     except ProtocolError as error:
                         log.error("io channel: %s", error)
                 else:
-                    try:
-                        reply = self._handle(unpack(self.control.recv()))
-                    except Exception as error:
-                        log.exception("control request failed")
-                        reply = {"ok": False, "error": str(error) or type(error).__name__}
-                    self.control.send(pack(reply))
+                    self.control.handle_one()
 
-    def _handle(self, request) -> dict:
-        if not isinstance(request, dict) or request.get("v") != CONTROL_VERSION:
-            return {"ok": False, "error": f"expected a control request of version {CONTROL_VERSION}"}
-        op = request.get("op")
-        if op == "status":
-            return {"ok": True, "state": "running", "devices": sorted(self.bus.devices()), "pid": os.getpid()}
-        if op == "snapshot":
-            return {"ok": True, "state": self.devices.snapshot()}
-        if op == "restore":
-            self.devices.restore(request["state"])
-            return {"ok": True}
-        if op == "reset":
-            self.io.reset()
-            return {"ok": True}
-        if op == "serial-input":
-            self.bus.device(request.get("device", "serial")).receive(bytes(request["data"]))
-            return {"ok": True}
-        if op == "release-media":
-            # Teleport: flushed and unlocked for the target; the VM is paused meanwhile.
-            if self.devices.disks:
-                self.devices.disks.release_media()
-            return {"ok": True}
-        if op == "open-media":
-            try:
-                if self.devices.open_media is not None:
-                    self.devices.open_media()
-                    self.devices.open_media = None
-                elif self.devices.disks:
-                    self.devices.disks.take_media()
-            except (ImageError, ValueError) as error:
-                return {"ok": False, "error": str(error)}
-            return {"ok": True}
-        if op == "stop":
-            self.running = False
-            return {"ok": True}
-        return {"ok": False, "error": f"unknown control operation {op!r}"}
+    def _release_media(self, _request) -> None:
+        # Teleport: flushed and unlocked for the target; the VM is paused meanwhile.
+        if self.devices.disks:
+            self.devices.disks.release_media()
+
+    def _open_media(self, _request) -> None:
+        try:
+            if self.devices.open_media is not None:
+                self.devices.open_media()
+                self.devices.open_media = None
+            elif self.devices.disks:
+                self.devices.disks.take_media()
+        except (ImageError, ValueError) as error:
+            raise ControlError(str(error)) from None
+
+    def _stop(self, _request) -> None:
+        self.running = False
 
     def close(self) -> None:
         self.io.close()

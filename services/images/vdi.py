@@ -10,8 +10,16 @@ import uuid as uuidlib
 import numpy as np
 
 from .backend import ImageError
-from .raw import (ImageFile, NewImageFile, check_range, file_size, open_image_file, preallocate,
-                  pread_exact, pwrite_all)
+from .raw import (
+    ImageFile,
+    NewImageFile,
+    check_range,
+    file_size,
+    open_image_file,
+    pread_exact,
+    preallocate,
+    pwrite_all,
+)
 
 SECTOR = 512
 MiB = 1 << 20

@@ -13,8 +13,17 @@ import time
 
 import zmq
 
-from services.ipc.messages import (INPUT_VERSION, IO_VERSION, IRQ_VERSION, Input, Io, Irq, ProtocolError,
-                                   pack, unpack)
+from services.ipc.messages import (
+    INPUT_VERSION,
+    IO_VERSION,
+    IRQ_VERSION,
+    Input,
+    Io,
+    Irq,
+    ProtocolError,
+    pack,
+    unpack,
+)
 from services.ipc.naming import restrict_socket
 
 log = logging.getLogger("headbox.ipc.io")

@@ -52,31 +52,6 @@ class ProtocolError(Exception):
     """A peer sent something this version does not understand."""
 
 
-CONTROL_VERSION = 1
-
-
-class Control:
-    """control channel, manager -> each service: request {"v", "op", ...} -> reply {"ok", ...}.
-
-    On failure the reply is {"ok": False, "error": "<one line for the user>"}."""
-
-    STATUS = "status"        # -> state, accel, accel_reason, cpus, ram_mib, pid
-    PAUSE = "pause"          # -> once the vCPUs are stopped and their state is consistent
-    RESUME = "resume"
-    RESET = "reset"
-    POWEROFF = "poweroff"
-    SNAPSHOT = "snapshot"    # paused only -> {"state": machine state}
-    RESTORE = "restore"      # paused only, {"state": ...}
-    DIRTY = "dirty"          # -> {"bitmap": bytes}: RAM pages written since the last call;
-                             # {"areas": ["ram", "vram"]} -> {"pages": {area: uint32 indices | None}}
-                             # from the write tracker, {"stop": True} ends tracking
-    SCREENSHOT = "screenshot"      # {"path"}: the screen as PNG
-    SCREEN_TEXT = "screen-text"    # -> {"rows": [str, ...] | None}: the text-mode console
-    POWER_BUTTON = "power-button"  # ACPI power button -> {"handled": guest listens}
-    KEYS = "keys"                  # {"scancodes": [[code, extended, pressed], ...]}
-    THROTTLE = "throttle"          # {"share": 0..0.99}: time kept out of the guest (teleport)
-
-
 INPUT_VERSION = 1
 
 

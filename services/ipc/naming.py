@@ -44,5 +44,21 @@ def restrict_socket(endpoint_: str) -> None:
         os.chmod(endpoint_[len("ipc://"):], 0o600)
 
 
+# The shared-memory regions of a VM, all created by its vCPU process.
+RAM, VRAM, SURFACE = "ram", "vram", "surface"
+VCPU_REGIONS = (RAM, VRAM, SURFACE)
+GUEST_MEMORY = (RAM, VRAM)        # what holds guest-visible memory: saved and teleported, in this order
+
+
 def shm_name(vm_id: str, region: str) -> str:
     return f"headbox-{_safe(vm_id)}-{region}"
+
+
+def remove_regions(vm_id: str) -> None:
+    """A killed vCPU process leaves its regions behind, and the VM's next start would take them for
+    a running VM's."""
+    for region in VCPU_REGIONS:
+        try:
+            os.unlink(f"/dev/shm/{shm_name(vm_id, region)}")
+        except FileNotFoundError:
+            pass

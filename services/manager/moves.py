@@ -11,6 +11,7 @@ import time
 from typing import TYPE_CHECKING
 
 from services.headless import VmSpec
+from services.ipc import ops
 from services.manager import savedstate
 from services.manager.errors import (
     E_INVALIDARG,
@@ -19,7 +20,7 @@ from services.manager.errors import (
     ManagerError,
 )
 from services.manager.jobs import Job
-from services.manager.vmcontrol import control_request
+from services.manager.vmcontrol import vm_call
 
 if TYPE_CHECKING:
     from services.manager.runtime import VmRun
@@ -34,16 +35,16 @@ class StateMoves:
         from services.teleport.target import config_mismatch, hardware_config
         path = savedstate.path_for(self.home, run.uuid)
         try:
-            accel = control_request(run.uuid, "control-vcpu", "status").get("accel")
+            accel = vm_call(run.uuid, "vcpu", ops.Status()).get("accel")
             header = savedstate.load(path, run.uuid)
             job.report(85)
             mismatch = config_mismatch(header["config"], {**hardware_config(spec), "accel": accel})
             if mismatch:
                 raise savedstate.SavedStateError(mismatch)
-            control_request(run.uuid, "control-vcpu", "restore", timeout_ms=60000, state=header["cpu"])
-            control_request(run.uuid, "control-devices", "open-media", timeout_ms=30000)
-            control_request(run.uuid, "control-devices", "restore", timeout_ms=60000, state=header["devices"])
-            control_request(run.uuid, "control-vcpu", "resume")
+            vm_call(run.uuid, "vcpu", ops.Restore(state=header["cpu"]), timeout_ms=60000)
+            vm_call(run.uuid, "devices", ops.OpenMedia(), timeout_ms=30000)
+            vm_call(run.uuid, "devices", ops.Restore(state=header["devices"]), timeout_ms=60000)
+            vm_call(run.uuid, "vcpu", ops.Resume())
         except (savedstate.SavedStateError, ManagerError) as error:
             self._stop_group(run)
             raise ManagerError(INVALID_VM_STATE, f"The saved state of '{run.name}' cannot be restored: {error} "
@@ -100,13 +101,13 @@ class StateMoves:
         def work(job: Job) -> dict:
             paused_by_us = False
             try:
-                status = control_request(run.uuid, "control-vcpu", "status")
+                status = vm_call(run.uuid, "vcpu", ops.Status())
                 if status["state"] != "paused":
-                    control_request(run.uuid, "control-vcpu", "pause", timeout_ms=15000)
+                    vm_call(run.uuid, "vcpu", ops.Pause(), timeout_ms=15000)
                     paused_by_us = True
                 job.report(10)
-                cpu = control_request(run.uuid, "control-vcpu", "snapshot", timeout_ms=60000)["state"]
-                devices = control_request(run.uuid, "control-devices", "snapshot", timeout_ms=60000)["state"]
+                cpu = vm_call(run.uuid, "vcpu", ops.Snapshot(), timeout_ms=60000)["state"]
+                devices = vm_call(run.uuid, "devices", ops.Snapshot(), timeout_ms=60000)["state"]
                 job.report(30)
                 config = {**hardware_config(spec), "accel": status.get("accel")}
                 size = savedstate.save(path, run.uuid, config, cpu, devices)
@@ -115,13 +116,13 @@ class StateMoves:
                     run.saving = False
                     run.set_state(before)
                 if paused_by_us:
-                    control_request(run.uuid, "control-vcpu", "resume")
+                    vm_call(run.uuid, "vcpu", ops.Resume())
                 if isinstance(error, OSError):
                     raise ManagerError("VBOX_E_FILE_ERROR", f"Failed to save the state to '{path}': "
                                        f"{error.strerror}") from None
                 raise
             job.report(90)
-            control_request(run.uuid, "control-vcpu", "poweroff")
+            vm_call(run.uuid, "vcpu", ops.PowerOff())
             deadline = time.monotonic() + 30
             while run.state == "Stopping" and time.monotonic() < deadline:
                 time.sleep(0.1)

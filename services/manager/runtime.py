@@ -14,7 +14,8 @@ import time
 from dataclasses import dataclass
 
 from services.headless import VmSpec, devices_argv, vcpu_argv, vrdp_argv
-from services.ipc.naming import runtime_dir
+from services.ipc import ops
+from services.ipc.naming import remove_regions, runtime_dir
 from services.manager import savedstate, supervision
 from services.manager.errors import (
     E_FAIL,
@@ -25,11 +26,7 @@ from services.manager.errors import (
 )
 from services.manager.jobs import Job, Jobs
 from services.manager.moves import StateMoves
-from services.manager.vmcontrol import (
-    control_request,
-    keyboard_events,
-    sweep_shared_memory,
-)
+from services.manager.vmcontrol import keyboard_events, vm_call
 
 log = logging.getLogger("headbox.manager")
 
@@ -161,7 +158,7 @@ class Runtime(StateMoves):
             self._finish(run, *verdict(processes))
             return
         try:
-            status = control_request(uuid, "control-vcpu", "status", timeout_ms=2000)
+            status = vm_call(uuid, "vcpu", ops.Status(), timeout_ms=2000)
         except ManagerError:
             self._finish(run, "Aborted", "its vCPU process does not answer")
             return
@@ -306,7 +303,7 @@ class Runtime(StateMoves):
                                    f"the {program} process of VM '{run.name}' failed to start ({_how(info)}); "
                                    f"see {log_file}")
             try:
-                status = control_request(run.uuid, f"control-{program}", "status", timeout_ms=100)
+                status = vm_call(run.uuid, program, ops.Status(), timeout_ms=100)
                 if status.get("pid") == info["pid"]:
                     return info["pid"]
             except ManagerError:
@@ -333,7 +330,7 @@ class Runtime(StateMoves):
         deadline = time.monotonic() + timeout_ms / 1000
         while time.monotonic() < deadline:
             try:
-                return int(control_request(uuid, "control-vrdp", "status", timeout_ms=300).get("port") or 0)
+                return int(vm_call(uuid, "vrdp", ops.Status(), timeout_ms=300).get("port") or 0)
             except ManagerError:
                 time.sleep(0.1)
         return None
@@ -375,7 +372,7 @@ class Runtime(StateMoves):
         if graceful:
             # The device process flushes its disks on "stop".
             try:
-                control_request(run.uuid, "control-devices", "stop", timeout_ms=3000)
+                vm_call(run.uuid, "devices", ops.Stop(), timeout_ms=3000)
             except ManagerError:
                 pass
         try:
@@ -392,7 +389,7 @@ class Runtime(StateMoves):
             log.info("VM '%s' (%s) %s: %s", run.name, run.uuid, state, why)
         self._stop_group(run, graceful=state != "Aborted")
         if state == "Aborted":
-            sweep_shared_memory(run.uuid)
+            remove_regions(run.uuid)
         with self.lock:
             run.set_state(state)
             run.pid_vcpu = run.vrde_port = None
@@ -435,7 +432,7 @@ class Runtime(StateMoves):
         if not bound_port:
             return []
         try:
-            clients = control_request(uuid, "control-vrdp", "status", timeout_ms=500).get("clients") or []
+            clients = vm_call(uuid, "vrdp", ops.Status(), timeout_ms=500).get("clients") or []
         except ManagerError:
             return []
         return [c for c in clients if isinstance(c, dict) and c.get("since")]
@@ -486,19 +483,19 @@ class Runtime(StateMoves):
         return handler(self._live(vm, states), args)
 
     def _control_pause(self, run: VmRun, args) -> None:
-        control_request(run.uuid, "control-vcpu", "pause", timeout_ms=15000)
+        vm_call(run.uuid, "vcpu", ops.Pause(), timeout_ms=15000)
         with self.lock:
             run.set_state("Paused")
 
     def _control_resume(self, run: VmRun, args) -> None:
         if run.state != "Paused":
             raise ManagerError(INVALID_VM_STATE, f"Machine '{run.name}' is not paused")
-        control_request(run.uuid, "control-vcpu", "resume")
+        vm_call(run.uuid, "vcpu", ops.Resume())
         with self.lock:
             run.set_state("Running")
 
     def _control_reset(self, run: VmRun, args) -> None:
-        control_request(run.uuid, "control-vcpu", "reset")
+        vm_call(run.uuid, "vcpu", ops.Reset())
 
     def _control_poweroff(self, run: VmRun, args) -> None:
         with self.lock:
@@ -507,10 +504,10 @@ class Runtime(StateMoves):
         if waiting:
             # Its processes hold no guest yet; the teleport listener sees the state and stops.
             self._stop_group(run)
-            sweep_shared_memory(run.uuid)
+            remove_regions(run.uuid)
             log.info("VM '%s': powered off while waiting for a teleport", run.name)
             return
-        control_request(run.uuid, "control-vcpu", "poweroff")
+        vm_call(run.uuid, "vcpu", ops.PowerOff())
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if run.state != "Stopping":
@@ -519,7 +516,7 @@ class Runtime(StateMoves):
         raise ManagerError(IPRT_ERROR, f"Machine '{run.name}' did not power off within 30 s")
 
     def _control_acpipowerbutton(self, run: VmRun, args) -> None:
-        if not control_request(run.uuid, "control-vcpu", "power-button").get("handled"):
+        if not vm_call(run.uuid, "vcpu", ops.PowerButton()).get("handled"):
             log.info("VM '%s': the guest does not listen to the ACPI power button", run.name)
 
     def _control_screenshotpng(self, run: VmRun, args) -> None:
@@ -528,10 +525,10 @@ class Runtime(StateMoves):
         path = os.path.abspath(args[0])
         if not os.path.isdir(os.path.dirname(path)):
             raise ManagerError("VBOX_E_FILE_ERROR", f"Failed to create file '{path}': no such folder")
-        control_request(run.uuid, "control-vcpu", "screenshot", timeout_ms=15000, path=path)
+        vm_call(run.uuid, "vcpu", ops.Screenshot(path=path), timeout_ms=15000)
 
     def _control_keyboardputscancode(self, run: VmRun, args) -> None:
-        control_request(run.uuid, "control-vcpu", "keys", scancodes=keyboard_events(args))
+        vm_call(run.uuid, "vcpu", ops.Keys(scancodes=keyboard_events(args)))
 
     def _control_vrde(self, run: VmRun, args) -> None:
         if args not in (["on"], ["off"]):

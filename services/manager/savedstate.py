@@ -11,11 +11,11 @@ import struct
 
 import msgpack
 
-from services.ipc.naming import shm_name
+from services.ipc.naming import GUEST_MEMORY, shm_name
 from services.ipc.shm import SharedRegion
 
 MAGIC = b"HEADBOX-SAVED-STATE-1\n"
-AREAS = ("ram", "vram")          # the VM's shared regions that hold guest-visible memory
+AREAS = GUEST_MEMORY
 CHUNK = 1 << 20
 
 

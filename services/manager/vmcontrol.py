@@ -1,16 +1,13 @@
 """Requests to a running VM's processes on their control sockets, and what a killed VM leaves behind.
 
-The manager's side of services.ipc's control channel: one request, one reply, or a ManagerError."""
+The manager's side of services.ipc's control channel: one typed request, its reply, or a ManagerError."""
 
 from __future__ import annotations
 
-import os
-
 import zmq
 
-from services.headless import VCPU_REGIONS
-from services.ipc.messages import CONTROL_VERSION, pack, unpack
-from services.ipc.naming import endpoint, shm_name
+from services.ipc.control import ControlError, ControlUnavailable, call
+from services.ipc.naming import endpoint
 from services.manager.errors import E_FAIL, E_INVALIDARG, IPRT_ERROR, ManagerError
 
 
@@ -35,31 +32,14 @@ def keyboard_events(args: list) -> list[list]:
     return events
 
 
-def control_request(vm_id: str, channel: str, op: str, timeout_ms: int = 5000, **fields) -> dict:
-    """One request on a VM service's control socket; ManagerError when it does not answer or fails."""
-    sock = zmq.Context.instance().socket(zmq.REQ)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.setsockopt(zmq.RECONNECT_IVL, 10)    # a service binding its socket right now answers sooner
+def vm_call(vm_id: str, process: str, message, timeout_ms: int = 5000) -> dict:
+    """One request on a VM process's control socket; ManagerError when it does not answer or fails."""
     try:
-        sock.connect(endpoint(vm_id, channel))
-        sock.send(pack({"v": CONTROL_VERSION, "op": op, **fields}))
-        if not sock.poll(timeout_ms):
-            raise ManagerError(IPRT_ERROR, f"the {channel[len('control-'):]} process of the VM did not answer {op}")
-        reply = unpack(sock.recv())
+        return call(endpoint(vm_id, f"control-{process}"), message, timeout_ms)
+    except ControlUnavailable:
+        raise ManagerError(IPRT_ERROR, f"the {process} process of the VM did not answer {message.op}") from None
+    except ControlError as error:
+        raise ManagerError(E_FAIL, str(error)) from None
     except zmq.ZMQError as error:
-        raise ManagerError(IPRT_ERROR, f"the VM's {channel} socket: {error.strerror}") from None
-    finally:
-        sock.close()
-    if not reply.get("ok"):
-        raise ManagerError(E_FAIL, str(reply.get("error", f"{op} failed")))
-    return reply
+        raise ManagerError(IPRT_ERROR, f"the VM's {process} control socket: {error.strerror}") from None
 
-
-def sweep_shared_memory(vm_id: str) -> None:
-    # A killed vCPU process leaves its regions behind; the VM's next start would take them for a
-    # running VM's.
-    for region in VCPU_REGIONS:
-        try:
-            os.unlink(f"/dev/shm/{shm_name(vm_id, region)}")
-        except FileNotFoundError:
-            pass

@@ -15,13 +15,14 @@ import os
 
 import numpy as np
 
-from services.ipc.naming import shm_name
+from services.ipc import ops
+from services.ipc.naming import GUEST_MEMORY, shm_name
 from services.ipc.shm import SharedRegion
 from services.teleport.records import PAGE, PAGE_WORDS
 
 log = logging.getLogger("headbox.teleport")
 
-AREAS = ("ram", "vram")            # index in this tuple = area number in the stream
+AREAS = GUEST_MEMORY              # index in this tuple = area number in the stream
 COMPARE_PAGES = 4096               # pages per comparison step: 16 MiB temporaries
 
 
@@ -103,7 +104,7 @@ class ChangeFinder:
         self.cpu_state = None
         if self.write_log:
             try:
-                reply = self.vm.vcpu_op("dirty", areas=[area.name for area in self.areas], pause=pause)
+                reply = self.vm.vcpu(ops.DirtyPages(areas=[area.name for area in self.areas], pause=pause))
                 self.cpu_state = reply.get("state")
             except Exception as error:
                 if self.started:
@@ -116,13 +117,13 @@ class ChangeFinder:
                         else np.frombuffer(reply["pages"][area.name], dtype="<u4").astype(np.int64)
                         for area in self.areas]
         if pause:
-            self.vm.vcpu_op("pause")
+            self.vm.vcpu(ops.Pause())
         return [area.changed() for area in self.areas]
 
     def stop(self) -> None:
         if self.write_log and self.started:
             try:
-                self.vm.vcpu_op("dirty", areas=[], stop=True)
+                self.vm.vcpu(ops.DirtyPages(areas=[], stop=True))
             except Exception as error:
                 log.debug("ending the write log: %s", error)
 

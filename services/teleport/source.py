@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from services.ipc import ops
 from services.teleport import records, wire
 from services.teleport.areas import AREAS, Area, ChangeFinder
 from services.teleport.records import PAGE
@@ -173,7 +174,7 @@ class _SourceRun:
 
     def stream(self, config: dict, areas: list[Area], max_downtime_ms: int) -> TeleportStats:
         stats, link = self.stats, self.link
-        status = self.vm.vcpu_op("status")
+        status = self.vm.vcpu(ops.Status())
         self.was_paused = status.get("state") == "paused"
         config = {**config, "accel": status.get("accel"), "cpu_features": status.get("cpu_features") or {}}
         total_pages = sum(a.pages for a in areas)
@@ -221,8 +222,8 @@ class _SourceRun:
             pages = None if found is None or last is None else merge_pages(found, last)
             stats.bytes_sent += self._send_pages(index, area, pages)
         step = stats.mark("last pages", step)
-        cpu = finder.cpu_state or self.vm.vcpu_op("snapshot")["state"]
-        devices = self.vm.devices_op("snapshot")["state"]
+        cpu = finder.cpu_state or self.vm.vcpu(ops.Snapshot())["state"]
+        devices = self.vm.devices(ops.Snapshot())["state"]
         step = stats.mark("state", step)
         for record in (records.pack(records.CPU, cpu), records.pack(records.DEVICES, devices),
                        records.pack(records.RESUME, not self.was_paused)):
@@ -232,7 +233,7 @@ class _SourceRun:
         self.streaming = False
         # Pipelined: the media go while the target restores the processor; if the load fails
         # they are taken back (the target never locked them).
-        self.vm.devices_op("release-media")
+        self.vm.devices(ops.ReleaseMedia())
         self.media_released = True
         link.send(b"lock-media\n")
         link.reply("load-complete")
@@ -245,7 +246,7 @@ class _SourceRun:
         share = THROTTLE_FIRST if not stats.throttle else min(THROTTLE_MAX, stats.throttle + THROTTLE_STEP)
         if share != stats.throttle:
             stats.throttle = share
-            self.vm.vcpu_op("throttle", share=share)
+            self.vm.vcpu(ops.Throttle(share=share))
             log.info("the guest dirties memory faster than it can be sent: vCPU throttled to %d%%",
                      round(100 * (1 - share)))
 
@@ -265,7 +266,7 @@ class _SourceRun:
         except (TeleportError, OSError) as error:
             log.warning("the target did not confirm the hand-over (%s); it owns the VM", error)
         try:
-            self.vm.vcpu_op("poweroff")
+            self.vm.vcpu(ops.PowerOff())
         except TeleportError as error:
             log.warning("powering off the source after the teleport: %s", error)
         self.report(100)
@@ -278,20 +279,20 @@ class _SourceRun:
             pass                             # the connection is gone: nothing to tell the target
         if self.media_released:
             try:
-                self.vm.devices_op("open-media")
+                self.vm.devices(ops.OpenMedia())
             except TeleportError as error:
                 # The target took the media although its answer never arrived: it owns the VM.
                 log.error("the target holds the VM's media (%s): powering off the source", error)
                 self.past_point_of_no_return = True
-                self.vm.vcpu_op("poweroff")
+                self.vm.vcpu(ops.PowerOff())
                 return
         steps = []
         if self.finder is not None:
             steps.append(self.finder.stop)
         if self.stats.throttle:
-            steps.append(lambda: self.vm.vcpu_op("throttle", share=0))
+            steps.append(lambda: self.vm.vcpu(ops.Throttle(share=0)))
         if self.paused_by_us:
-            steps.append(lambda: self.vm.vcpu_op("resume"))
+            steps.append(lambda: self.vm.vcpu(ops.Resume()))
         for step in steps:
             try:
                 step()

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from services.ipc import ops
 from services.teleport import records, wire
 from services.teleport.areas import AREAS, TargetArea
 from services.teleport.vm import TeleportError, VmControl
@@ -182,33 +183,33 @@ def _receive(vm_id: str, config: dict, conn: _Conn, report) -> TargetResult:
     areas = [TargetArea(vm_id, name) for name in AREAS]
     owns_vm = False
     try:
-        status = vm.vcpu_op("status")
+        status = vm.vcpu(ops.Status())
         config = {**config, "accel": status.get("accel"), "cpu_features": status.get("cpu_features") or {}}
         if conn.line() != b"load\n":
             raise TeleportError(f"the source {conn.peer} did not ask to load a VM")
         conn.send(wire.ack())
         log.info("Teleporting VM from %s", conn.peer)
         cpu, devices, resume_early = _load_stream(conn, config, areas, report)
-        vm.vcpu_op("restore", state=cpu)
+        vm.vcpu(ops.Restore(state=cpu))
         conn.send(wire.ack())                       # load-complete
         command = conn.line()
         if command != b"lock-media\n":
             raise TeleportError(f"the source cancelled the teleport ({_describe(command)})")
         try:
-            vm.devices_op("open-media")
+            vm.devices(ops.OpenMedia())
         except TeleportError as error:
             conn.send(wire.nack(wire.VERR_FILE_LOCK_FAILED, str(error)))
             raise
         try:
-            vm.devices_op("restore", state=devices)
+            vm.devices(ops.Restore(state=devices))
         except TeleportError as error:
             # Let go of the media before refusing, or the source could not take them back.
-            vm.devices_op("release-media")
+            vm.devices(ops.ReleaseMedia())
             conn.send(wire.nack(wire.VERR_SSM_LOAD_CONFIG_MISMATCH, str(error)))
             raise
         owns_vm = True                              # the point of no return: the media are ours
         if resume_early:
-            vm.vcpu_op("resume")                    # before the answer: it ends the downtime
+            vm.vcpu(ops.Resume())                    # before the answer: it ends the downtime
         conn.send(wire.ack())
         report(95)
         try:
@@ -220,7 +221,7 @@ def _receive(vm_id: str, config: dict, conn: _Conn, report) -> TargetResult:
             log.warning("no hand-over command from %s (%s): the VM is ours, %s",
                         conn.peer, _describe(command), "resuming it" if resume else "left paused")
         if resume and resume_early is None:
-            vm.vcpu_op("resume")
+            vm.vcpu(ops.Resume())
         try:
             conn.send(wire.ack())
         except OSError:

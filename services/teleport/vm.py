@@ -3,9 +3,7 @@ sockets, each answered or turned into TeleportError with the process's own messa
 
 from __future__ import annotations
 
-import zmq
-
-from services.ipc.control import ControlClient
+from services.ipc.control import ControlClient, ControlError, ControlUnavailable
 from services.ipc.naming import endpoint
 
 
@@ -16,32 +14,24 @@ class TeleportError(Exception):
 class VmControl:
     def __init__(self, vm_id: str, timeout_ms: int = 30000):
         self.vm_id = vm_id
-        self.timeout_ms = timeout_ms
-        self.vcpu = self._client("vcpu")
-        self.devices = self._client("devices")
+        self._clients = {process: ControlClient(endpoint(vm_id, f"control-{process}"), timeout_ms=timeout_ms)
+                         for process in ("vcpu", "devices")}
 
-    def _client(self, process: str):
-        return ControlClient(endpoint(self.vm_id, f"control-{process}"), timeout_ms=self.timeout_ms)
-
-    def _ask(self, process: str, what: str, op: str, **fields) -> dict:
-        client = getattr(self, process)
+    def _call(self, process: str, what: str, message) -> dict:
         try:
-            reply = client.request(op, **fields)
-        except zmq.ZMQError as error:
-            # A REQ socket that missed its reply cannot send again: start a fresh one.
-            client.close()
-            setattr(self, process, self._client(process))
-            raise TeleportError(f"the {what} process of VM {self.vm_id} did not answer '{op}' ({error})") from None
-        if not reply.get("ok"):
-            raise TeleportError(f"{what} '{op}': {reply.get('error', 'failed')}")
-        return reply
+            return self._clients[process].call(message)
+        except ControlUnavailable as error:
+            raise TeleportError(f"the {what} process of VM {self.vm_id} did not answer '{message.op}' "
+                                f"({error})") from None
+        except ControlError as error:
+            raise TeleportError(f"{what} '{message.op}': {error}") from None
 
-    def vcpu_op(self, op: str, **fields) -> dict:
-        return self._ask("vcpu", "vCPU", op, **fields)
+    def vcpu(self, message) -> dict:
+        return self._call("vcpu", "vCPU", message)
 
-    def devices_op(self, op: str, **fields) -> dict:
-        return self._ask("devices", "device", op, **fields)
+    def devices(self, message) -> dict:
+        return self._call("devices", "device", message)
 
     def close(self) -> None:
-        self.vcpu.close()
-        self.devices.close()
+        for client in self._clients.values():
+            client.close()

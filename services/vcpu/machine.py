@@ -12,20 +12,20 @@ import numpy as np
 
 from services.hw.display.lfb import LinearFramebuffer
 from services.hw.display.surface import DisplaySurface
-from services.ipc.surface import REGION_SIZE
 from services.hw.display.vga import StdVga
 from services.hw.display.vgabios import install_vgabios
-from services.vcpu.platform import build_platform
+from services.hw.memory import GuestMemory, MiB
 from services.hw.storage.ide import IDE_FUNCTION, IDE_SLOT, PiixIdeFunction
-from services.ipc.naming import shm_name
+from services.ipc.naming import RAM, SURFACE, VRAM, shm_name
 from services.ipc.shm import PrivateRegion, SharedRegion, sweep_stale
+from services.ipc.surface import REGION_SIZE
 from services.vcpu.engine import (
     EngineError,
     StopReason,
     choose_accelerator,
     create_engine,
 )
-from services.hw.memory import GuestMemory, MiB
+from services.vcpu.platform import build_platform
 from services.vcpu.remote_pci import RemotePciFunction
 from services.vcpu.write_tracker import PAGE, WriteTracker, merge_pages
 
@@ -95,7 +95,7 @@ class Machine:
             if available and size > available:
                 raise EngineError(f"{config.ram_mib} MiB of RAM asked for, but the host has only "
                                   f"{available // MiB} MiB available")
-            ram = SharedRegion.create(shm_name(config.vm_id, "ram"), size)
+            ram = SharedRegion.create(shm_name(config.vm_id, RAM), size)
             self._owns_ram = True
         else:
             self._owns_ram = False
@@ -145,7 +145,7 @@ class Machine:
         """Standard VGA beside the vCPUs: its register traffic is too dense for a round trip each
         (SeaVGABIOS's mode set alone is ~20k port accesses, research/vmm.md §0.2)."""
         shared = self._owns_ram
-        vram = self._region("vram", self.config.vram_mib * MiB, shared)
+        vram = self._region(VRAM, self.config.vram_mib * MiB, shared)
         self.vga = StdVga(vram)
         self.vga.attach(self.bus)
         self._lfb = LinearFramebuffer(vram)
@@ -153,7 +153,7 @@ class Machine:
         self.bus.device("pci").root.add(function, VGA_SLOT)
         self._vga_mmio = function.mmio
         install_vgabios(self.bus.device("fw_cfg"))
-        self.surface = DisplaySurface(self.vga, self._region("surface", REGION_SIZE, shared))
+        self.surface = DisplaySurface(self.vga, self._region(SURFACE, REGION_SIZE, shared))
 
     def _move_lfb(self, address: int | None) -> None:
         self.bus.unregister(self._lfb)

@@ -8,7 +8,8 @@ import uuid as uuidlib
 from typing import Callable, Sequence
 
 from services.hw.bus import Bus, PioWindows
-from services.hw.chipset import cmos, debug_exit, debugcon, fw_cfg, pci, piix, reset as reset_lines
+from services.hw.chipset import cmos, debug_exit, debugcon, fw_cfg, pci, piix
+from services.hw.chipset import reset as reset_lines
 from services.hw.input import i8042 as kbc
 from services.hw.input.ps2 import Ps2Keyboard
 

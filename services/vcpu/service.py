@@ -1,7 +1,7 @@
 """The vCPU process: runs one VM's processors and answers its control socket.
 
 `python -m services.vcpu --vm-id ID ...`: the main thread runs the guest; a control thread serves
-status, pause, resume, reset, power off, snapshot and restore requests (messages.Control)."""
+the requests of services/ipc/ops.py listed in VcpuService.handlers."""
 
 from __future__ import annotations
 
@@ -10,13 +10,12 @@ import logging
 import os
 import sys
 import threading
+import time
 
-import zmq
-
-from services.ipc.control import ControlClient  # noqa: F401 - its clients import it from here too
+from services.ipc import ops
+from services.ipc.control import ControlError, ControlServer
 from services.ipc.io import InputReceiver, IrqReceiver, RemoteBus
-from services.ipc.messages import CONTROL_VERSION, Control, pack, unpack
-from services.ipc.naming import endpoint, restrict_socket
+from services.ipc.naming import endpoint
 from services.vcpu.cpuid import parse_override as parse_cpuid_override
 from services.vcpu.display import DisplayPublisher
 from services.vcpu.engine import EngineError, StopReason
@@ -55,138 +54,109 @@ class VcpuService:
         self.paused = threading.Event()
         self.resume = threading.Event()
         self.poweroff = False
-        self.closing = False
-        self.context = zmq.Context.instance()
-        self.socket = self.context.socket(zmq.REP)
-        self.socket.setsockopt(zmq.LINGER, 0)
-        self.socket.bind(control_endpoint)
-        restrict_socket(control_endpoint)
-        self.thread = threading.Thread(target=self._serve, name="vcpu-control", daemon=True)
+        self.control = ControlServer(control_endpoint, self.handlers())
 
     def run(self) -> StopReason:
-        self.thread.start()
-        if self.incoming:
-            self.paused.set()
-            self.resume.wait()
-            self.resume.clear()
-            self.paused.clear()
-            if self.poweroff:
-                self.state = "stopped"
-                return StopReason.POWEROFF
-            self.state = "running"
+        self.control.serve_in_thread("vcpu-control")
+        if self.incoming and not self._sit_paused():
+            return StopReason.POWEROFF
         while True:
             reason = self.machine.run()
             if reason == StopReason.PAUSED and not self.poweroff:
-                self.state = "paused"
-                self.paused.set()
-                self.resume.wait()
-                self.resume.clear()
-                self.paused.clear()
-                if self.poweroff:
-                    reason = StopReason.POWEROFF
-                    break
-                self.state = "running"
-                continue
+                if self._sit_paused():
+                    continue
+                reason = StopReason.POWEROFF
             break
         self.state = "stopped"
         return reason
 
-    # -- control socket ------------------------------------------------------------------------
-    def _serve(self) -> None:
-        # The socket belongs to this thread alone (ZeroMQ sockets are not thread-safe): it is
-        # closed here too, after the last reply went out.
-        while not self.closing:
-            if not self.socket.poll(100):
-                continue
-            try:
-                reply = self._handle(unpack(self.socket.recv()))
-            except Exception as error:   # a bad request must not take the VM down
-                log.exception("control request failed")
-                reply = {"ok": False, "error": str(error) or type(error).__name__}
-            self.socket.send(pack(reply))
-        self.socket.close()
+    def _sit_paused(self) -> bool:
+        """Wait for a resume (True) or a power-off (False)."""
+        self.state = "paused"
+        self.paused.set()
+        self.resume.wait()
+        self.resume.clear()
+        self.state = "stopped" if self.poweroff else "running"
+        self.paused.clear()          # after the new state: a resume request returns on it
+        return not self.poweroff
 
-    def _handle(self, request) -> dict:
-        if not isinstance(request, dict) or request.get("v") != CONTROL_VERSION:
-            return {"ok": False, "error": f"expected a control request of version {CONTROL_VERSION}"}
-        op, machine = request.get("op"), self.machine
-        if op == Control.STATUS:
-            return {"ok": True, "state": self.state, "accel": machine.accel,
-                    "accel_reason": machine.accel_reason, "cpus": machine.config.cpus,
-                    "ram_mib": machine.config.ram_mib, "pid": os.getpid(),
-                    "cpu_features": machine.engine.cpu_features()}
-        if op == Control.PAUSE:
-            if self.state == "running":
-                machine.engine.request_stop(StopReason.PAUSED)
-                if not self.paused.wait(10):
-                    return {"ok": False, "error": "the vCPUs did not stop within 10 s"}
-            return {"ok": True, "state": self.state}
-        if op == Control.RESUME:
-            if self.state == "paused":
-                self.resume.set()
-            return {"ok": True}
-        if op == Control.RESET:
-            if self.state == "paused":
-                machine.reset()
-            else:
-                machine.engine.request_stop(StopReason.RESET)
-            return {"ok": True}
-        if op == Control.POWEROFF:
-            self.poweroff = True
-            machine.engine.request_stop(StopReason.POWEROFF)
+    # -- control socket ------------------------------------------------------------------------
+    def handlers(self) -> dict:
+        return {ops.Status: self._status, ops.Pause: self._pause, ops.Resume: self._resume,
+                ops.Reset: self._reset, ops.PowerOff: self._poweroff, ops.Snapshot: self._snapshot,
+                ops.Restore: self._restore, ops.DirtyPages: self._dirty,
+                ops.Screenshot: lambda r: self.machine.screenshot_png(r.path),
+                ops.ScreenText: lambda r: {"rows": self.machine.screen_text()},
+                ops.PowerButton: lambda r: {"handled": self.machine.power_button()},
+                ops.Throttle: lambda r: self.machine.engine.set_throttle(float(r.share)),
+                ops.Keys: lambda r: self.machine.keyboard([(int(c), bool(e), bool(p)) for c, e, p in r.scancodes])}
+
+    def _status(self, _request) -> dict:
+        machine = self.machine
+        return {"state": self.state, "accel": machine.accel, "accel_reason": machine.accel_reason,
+                "cpus": machine.config.cpus, "ram_mib": machine.config.ram_mib, "pid": os.getpid(),
+                "cpu_features": machine.engine.cpu_features()}
+
+    def _pause(self, _request=None) -> dict:
+        if self.state == "running":
+            self.machine.engine.request_stop(StopReason.PAUSED)
+            if not self.paused.wait(10):
+                raise ControlError("the vCPUs did not stop within 10 s")
+        return {"state": self.state}
+
+    def _resume(self, _request) -> None:
+        if self.state == "paused":
             self.resume.set()
-            return {"ok": True}
-        if op in (Control.SNAPSHOT, Control.RESTORE):
-            if self.state != "paused":
-                return {"ok": False, "error": f"the VM must be paused for {op} (it is {self.state})"}
-            if op == Control.SNAPSHOT:
-                if machine.device_bus is not None:
-                    machine.device_bus.sync()
-                return {"ok": True, "state": machine.snapshot()}
-            machine.restore(request["state"])
-            return {"ok": True}
-        if op == Control.DIRTY:
-            if "areas" not in request:
-                return {"ok": True, "bitmap": machine.engine.dirty_pages()}
-            if request.get("stop"):
-                machine.stop_tracking()
-                return {"ok": True}
-            reply = {"ok": True}
-            if request.get("pause"):
-                # A teleport's stop-and-copy in one round trip: pause, last pages, state.
-                paused = self._handle({"v": CONTROL_VERSION, "op": Control.PAUSE})
-                if not paused["ok"]:
-                    return paused
-            # Page indices as little-endian uint32s; None = every page (tracking just started).
-            written = {area: machine.written_pages(area) for area in request["areas"]}
-            reply["pages"] = {area: None if pages is None else pages.astype("<u4").tobytes()
-                              for area, pages in written.items()}
-            if request.get("pause"):
-                if machine.device_bus is not None:
-                    machine.device_bus.sync()
-                reply["state"] = machine.snapshot()
-            return reply
-        if op == Control.SCREENSHOT:
-            machine.screenshot_png(request["path"])
-            return {"ok": True}
-        if op == Control.SCREEN_TEXT:
-            return {"ok": True, "rows": machine.screen_text()}
-        if op == Control.POWER_BUTTON:
-            return {"ok": True, "handled": machine.power_button()}
-        if op == Control.THROTTLE:
-            machine.engine.set_throttle(float(request.get("share", 0)))
-            return {"ok": True}
-        if op == Control.KEYS:
-            machine.keyboard([(int(c), bool(e), bool(p)) for c, e, p in request["scancodes"]])
-            return {"ok": True}
-        return {"ok": False, "error": f"unknown control operation {op!r}"}
+            deadline = time.monotonic() + 10
+            while self.paused.is_set() and time.monotonic() < deadline:
+                time.sleep(0.001)
+
+    def _reset(self, _request) -> None:
+        if self.state == "paused":
+            self.machine.reset()
+        else:
+            self.machine.engine.request_stop(StopReason.RESET)
+
+    def _poweroff(self, _request) -> None:
+        self.poweroff = True
+        self.machine.engine.request_stop(StopReason.POWEROFF)
+        self.resume.set()
+
+    def _require_paused(self, request) -> None:
+        if self.state != "paused":
+            raise ControlError(f"the VM must be paused for {request.op} (it is {self.state})")
+
+    def _snapshot(self, request) -> dict:
+        self._require_paused(request)
+        if self.machine.device_bus is not None:
+            self.machine.device_bus.sync()
+        return {"state": self.machine.snapshot()}
+
+    def _restore(self, request) -> None:
+        self._require_paused(request)
+        self.machine.restore(request.state)
+
+    def _dirty(self, request) -> dict:
+        machine = self.machine
+        if request.areas is None:
+            return {"bitmap": machine.engine.dirty_pages()}
+        if request.stop:
+            machine.stop_tracking()
+            return {}
+        if request.pause:
+            self._pause()
+        # Page indices as little-endian uint32s; None = every page (tracking just started).
+        written = {area: machine.written_pages(area) for area in request.areas}
+        reply = {"pages": {area: None if pages is None else pages.astype("<u4").tobytes()
+                           for area, pages in written.items()}}
+        if request.pause:
+            if machine.device_bus is not None:
+                machine.device_bus.sync()
+            reply["state"] = machine.snapshot()
+        return reply
 
     def close(self) -> None:
-        self.closing = True
-        if self.thread.is_alive():
-            self.thread.join(5)
-        else:
-            self.socket.close()
+        self.control.close()
 
 
 def parse_args(argv):

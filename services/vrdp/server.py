@@ -17,11 +17,13 @@ from datetime import UTC, datetime
 import numpy as np
 import zmq
 
-from services.ipc.surface import frame_view, read_header
+from services.ipc import ops
+from services.ipc.control import ControlError, ControlServer
 from services.ipc.io import InputSender
 from services.ipc.messages import DISPLAY_VERSION, unpack
-from services.ipc.naming import endpoint, runtime_dir, shm_name
+from services.ipc.naming import SURFACE, endpoint, runtime_dir, shm_name
 from services.ipc.shm import SharedRegion
+from services.ipc.surface import frame_view, read_header
 from services.vrdp.auth import (
     REFUSE,
     REPLACE,
@@ -40,7 +42,6 @@ from services.vrdp.connection import (
     RefreshRequested,
     Refused,
 )
-from services.vrdp.control import ControlServer
 from services.vrdp.pdu import input as rdp_input
 from services.vrdp.ports import Listener, bind_listener
 from services.vrdp.security_policy import (
@@ -77,7 +78,7 @@ class Screen:
     def _map(self) -> SharedRegion | None:
         if self.region is None:
             try:
-                self.region = SharedRegion.open(shm_name(self.vm_id, "surface"))
+                self.region = SharedRegion.open(shm_name(self.vm_id, SURFACE))
             except OSError:
                 return None
         return self.region
@@ -431,6 +432,19 @@ class VrdpServer:
             client.kick("disconnected by the server")
         return len(clients)
 
+    def handlers(self) -> dict:
+        """What the control socket serves (services/ipc/ops.py)."""
+        return {ops.Status: lambda _request: self.status(),
+                ops.Disconnect: lambda _request: {"disconnected": self.disconnect_all()},
+                ops.Configure: self._configure}
+
+    def _configure(self, request) -> None:
+        try:
+            config = VrdeConfig.from_dict(request.config)
+        except (ConfigError, TypeError) as exc:
+            raise ControlError(f"VRDE configuration not applied: {exc}") from None
+        self.reload(config)
+
     # --- the listening loop -------------------------------------------------------------------------
 
     def serve_forever(self) -> None:
@@ -502,7 +516,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     server = VrdpServer(args.vm_id, config, watcher)
     try:
-        server.control = ControlServer(server, endpoint(args.vm_id, "control-vrdp"))
+        server.control = ControlServer(endpoint(args.vm_id, "control-vrdp"), server.handlers())
+        server.control.serve_in_thread("vrdp-control")
     except zmq.ZMQError as exc:
         print(f"VRDP: error: cannot open the control socket: {exc}", file=sys.stderr)
         server.close()

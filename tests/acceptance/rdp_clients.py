@@ -17,11 +17,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from services.ipc.surface import frame_view
 from services.headless import VmProcesses, VmSpec
+from services.ipc import ops
+from services.ipc.control import ControlClient
 from services.ipc.naming import endpoint, shm_name
 from services.ipc.shm import SharedRegion
-from services.vcpu.service import ControlClient
+from services.ipc.surface import frame_view
 from services.vrdp.codecs import convert
 from services.vrdp.config import VrdeConfig
 from tests.guests.linux_iso import linux_iso
@@ -90,7 +91,7 @@ class Guest:
         mark = len(self.serial())
         control = ControlClient(endpoint(self.vm_id, "control-devices"))
         try:
-            assert control.request("serial-input", data=text.encode())["ok"]
+            control.call(ops.SerialInput(data=text.encode()))
         finally:
             control.close()
         return mark
@@ -109,7 +110,7 @@ class Guest:
     def screen_text(self) -> list[str]:
         control = ControlClient(endpoint(self.vm_id, "control-vcpu"))
         try:
-            return control.request("screen-text")["rows"] or []
+            return control.call(ops.ScreenText())["rows"] or []
         finally:
             control.close()
 
@@ -117,11 +118,11 @@ class Guest:
         """The vCPU process's machine snapshot (pause, snapshot, resume: about 3 ms)."""
         control = ControlClient(endpoint(self.vm_id, "control-vcpu"))
         try:
-            assert control.request("pause")["ok"]
+            control.call(ops.Pause())
             try:
-                return control.request("snapshot")["state"]
+                return control.call(ops.Snapshot())["state"]
             finally:
-                assert control.request("resume")["ok"]
+                control.call(ops.Resume())
         finally:
             control.close()
 

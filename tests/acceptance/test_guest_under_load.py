@@ -17,7 +17,14 @@ import time
 import pytest
 
 from tests.acceptance.rdp_clients import (
-    Client, Display, assert_screen_matches, boot_guest, require, stop, wait_for)
+    Client,
+    Display,
+    assert_screen_matches,
+    boot_guest,
+    require,
+    stop,
+    wait_for,
+)
 from tests.guests.linux_iso import linux_iso
 from tests.support.guest_vms import QemuVm
 

@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from services.ipc import ops
 from services.ipc.control import ControlClient
 from services.ipc.naming import endpoint
 from tests.acceptance.rdp_clients import Client, Display, free_port, require, wait_for
@@ -31,7 +32,7 @@ def display(tmp_path):
 def rdp_clients(vm: Vm) -> list:
     control = ControlClient(endpoint(vm.spec.vm_id, "control-vrdp"), timeout_ms=3000)
     try:
-        return control.request("status").get("clients", [])
+        return control.call(ops.Status()).get("clients", [])
     finally:
         control.close()
 

@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from services.ipc.surface import frame_view
+from services.ipc import ops
 from services.ipc.control import ControlClient
 from services.ipc.naming import endpoint, shm_name
 from services.ipc.shm import SharedRegion
+from services.ipc.surface import frame_view
 from services.vrdp.auth.simple import password_hash
 from services.vrdp.config import VrdeConfig
 from tests.waiting import free_port, wait_for
@@ -100,11 +101,9 @@ class Vm:
             return {"port": 0}
         client = ControlClient(path, timeout_ms=3000)
         try:
-            reply = client.request("status")
+            return client.call(ops.Status())
         finally:
             client.close()
-        assert reply["ok"], reply
-        return reply
 
     def vrdp_text(self) -> str:
         for file in self.logs:
@@ -164,7 +163,7 @@ class Vm:
         stop(self.xvfb)
         control = ControlClient(endpoint(self.vm_id, "control-vcpu"), timeout_ms=5000)
         try:
-            control.request("poweroff")
+            control.call(ops.PowerOff())
         except Exception:  # the VM may be gone already; it is stopped below in any case
             pass
         finally:
@@ -286,7 +285,7 @@ def test_status_lists_the_logged_on_client(vm):
     started = time.monotonic()
     client_control = ControlClient(endpoint(vm.vm_id, "control-vrdp"), timeout_ms=3000)
     try:
-        assert client_control.request("disconnect") == {"ok": True, "disconnected": 1}
+        assert client_control.call(ops.Disconnect()) == {"disconnected": 1}
     finally:
         client_control.close()
     wait_for(lambda: client.poll() is not None, 30, "xfreerdp to end after disconnect", [vm.vrdp])

@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from services.headless import VmProcesses, VmSpec
+from services.ipc import ops
 from services.ipc.control import ControlClient
 from services.ipc.naming import endpoint
 from services.vrdp.config import VrdeConfig
@@ -60,11 +61,11 @@ class Guest:
     def screen_text(self) -> list[str]:
         control = ControlClient(endpoint(self.vm_id, "control-vcpu"), timeout_ms=5000)
         try:
-            reply = control.request("screen-text")
+            rows = control.call(ops.ScreenText())["rows"]
         finally:
             control.close()
-        assert reply["ok"] and reply["rows"] is not None, reply
-        return reply["rows"]
+        assert rows is not None, "the guest is expected in a text mode"
+        return rows
 
     def log(self, name):
         file = (self.tmp / f"{name}.log").open("a+")
@@ -92,11 +93,9 @@ class Guest:
             return {"port": 0, "clients": []}
         client = ControlClient(path, timeout_ms=3000)
         try:
-            reply = client.request("status")
+            return client.call(ops.Status())
         finally:
             client.close()
-        assert reply["ok"], reply
-        return reply
 
     def vrdp_text(self) -> str:
         for file in self.logs:

@@ -17,7 +17,13 @@ import time
 from pathlib import Path
 
 from tests.guests.linux_iso import (
-    CACHE_DIR, GuestBuildError, build_lock, publish, require_packages, require_tool, run,
+    CACHE_DIR,
+    GuestBuildError,
+    build_lock,
+    publish,
+    require_packages,
+    require_tool,
+    run,
 )
 
 NETBOOT_PACKAGE = "debian-installer-12-netboot-amd64"

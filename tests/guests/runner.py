@@ -13,9 +13,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from services.hw.memory import GuestMemory, MiB
 from services.ipc.shm import PrivateRegion
 from services.vcpu.engine import StopReason, create_engine
-from services.hw.memory import MiB, GuestMemory
 
 DEBUG_PORT = 0xE9
 EXIT_PORT = 0xF4

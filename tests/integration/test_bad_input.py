@@ -22,8 +22,9 @@ from pathlib import Path
 import pytest
 
 from services.images import vdi
+from services.ipc import ops
+from services.ipc.control import ControlClient
 from services.ipc.naming import endpoint
-from services.vcpu.service import ControlClient
 
 MiB = 1 << 20
 TIMEOUT = 60
@@ -195,18 +196,18 @@ def test_image_in_use_by_a_running_vm(runtime, tmp_path):
         # The first VM runs on, and its image is still locked by it.
         time.sleep(1.0)
         assert first.poll() is None, f"the first VM ended: {first.communicate()[1]}"
-        assert client.request("status")["state"] == "running"
+        assert client.call(ops.Status())["state"] == "running"
         devices = ControlClient(endpoint(first_id, "control-devices"), timeout_ms=2000)
         try:
-            assert devices.request("status")["ok"]
+            devices.call(ops.Status())
         finally:
             devices.close()
-        assert client.request("poweroff")["ok"]
+        client.call(ops.PowerOff())
         out, err = first.communicate(timeout=30)
     finally:
         if first.poll() is None:    # a failed test: power off, as killing the runner orphans its VM
             try:
-                client.request("poweroff")
+                client.call(ops.PowerOff())
                 first.communicate(timeout=30)
             except Exception:
                 first.kill()

@@ -4,10 +4,10 @@ keyboard, takes a key typed through IRQ1 into its keyboard buffer, and builds AC
 import threading
 import time
 
-from services.vcpu.platform import build_platform
+from services.hw.memory import GuestMemory, MiB
 from services.ipc.shm import PrivateRegion
 from services.vcpu.engine import StopReason, create_engine
-from services.hw.memory import MiB, GuestMemory
+from services.vcpu.platform import build_platform
 
 SEABIOS = "/usr/share/seabios/bios.bin"
 END_OF_POST = b"No bootable device."

@@ -16,7 +16,6 @@ import time
 import pytest
 
 from services.vcpu.engine import host_has_hardware_virtualization
-
 from tests.guests.build import build_program, counter_expected_lines, program_names
 from tests.guests.runner import ProgramResult, run_program, run_program_qemu
 

@@ -8,8 +8,9 @@ import sys
 import time
 import uuid
 
+from services.ipc import ops
+from services.ipc.control import ControlClient
 from services.ipc.naming import endpoint
-from services.vcpu.service import ControlClient
 
 
 def test_seabios_probes_a_serial_port_in_the_device_process(tmp_path, monkeypatch):
@@ -28,12 +29,12 @@ def test_seabios_probes_a_serial_port_in_the_device_process(tmp_path, monkeypatc
         text = debug.read_text(errors="replace")
         assert "Found 1 serial ports" in text, text
         control = ControlClient(endpoint(vm_id, "control-devices"))
-        status = control.request("status")
-        assert status["ok"] and status["devices"] == ["serial"]
-        control.request("stop")
+        status = control.call(ops.Status())
+        assert status["devices"] == ["serial"]
+        control.call(ops.Stop())
         control.close()
         vcpu_control = ControlClient(endpoint(vm_id, "control-vcpu"))
-        vcpu_control.request("poweroff")
+        vcpu_control.call(ops.PowerOff())
         vcpu_control.close()
         assert vcpu.wait(30) == 0
         assert devices.wait(30) == 0

@@ -10,11 +10,12 @@ import uuid
 import msgpack
 import zmq
 
-from services.ipc.surface import frame_view, read_header
+from services.ipc import ops
+from services.ipc.control import ControlClient
 from services.ipc.messages import DISPLAY_VERSION
 from services.ipc.naming import endpoint, shm_name
 from services.ipc.shm import SharedRegion
-from services.vcpu.service import ControlClient
+from services.ipc.surface import frame_view, read_header
 
 
 def test_seabios_screen_reaches_a_subscriber(tmp_path, monkeypatch):
@@ -56,7 +57,7 @@ def test_seabios_screen_reaches_a_subscriber(tmp_path, monkeypatch):
             if region is not None:
                 region.close()
         control = ControlClient(endpoint(vm_id, "control-vcpu"))
-        control.request("poweroff")
+        control.call(ops.PowerOff())
         assert vcpu.wait(30) == 0
     finally:
         sub.close()

@@ -6,10 +6,10 @@ import time
 
 import pytest
 
-from services.vcpu.platform import build_platform
+from services.hw.memory import GuestMemory, MiB
 from services.ipc.shm import PrivateRegion
 from services.vcpu.engine import StopReason, create_engine
-from services.hw.memory import MiB, GuestMemory
+from services.vcpu.platform import build_platform
 from tests.conftest import require_kvm
 
 SEABIOS = "/usr/share/seabios/bios.bin"

@@ -19,9 +19,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from services.ipc import ops
+from services.ipc.control import ControlClient
 from services.ipc.io import InputSender
 from services.ipc.naming import endpoint, shm_name
-from services.vcpu.service import ControlClient
 from tests.guests.installer_iso import installer_iso
 
 # At 512 MiB the installer's first dialog is "Low memory mode" (so it is under QEMU), ~70 s after
@@ -49,8 +50,7 @@ class Screen:
     def grab(self) -> tuple[Image.Image, bool]:
         """The current screen and whether it is the same as the previous grab."""
         tmp = self.folder / "current.png"
-        reply = self.client.request("screenshot", path=str(tmp))
-        assert reply.get("ok"), f"screenshot failed: {reply}"
+        self.client.call(ops.Screenshot(path=str(tmp)))
         with Image.open(tmp) as img:
             img = img.convert("RGB")
         same = self.last is not None and img.size == self.last.size and img.tobytes() == self.last.tobytes()
@@ -134,7 +134,7 @@ def vm(tmp_path, monkeypatch):
     if proc.poll() is None:
         client = ControlClient(endpoint(vm_id, "control-vcpu"), timeout_ms=5000)
         try:
-            client.request("poweroff")
+            client.call(ops.PowerOff())
             proc.wait(30)
         except Exception:
             proc.kill()

@@ -16,9 +16,9 @@ import msgpack
 import numpy as np
 import pytest
 
+from services.hw.memory import PAGE, GuestMemory, MiB
 from services.ipc.shm import PrivateRegion, SharedRegion
 from services.vcpu.engine import EngineError, StopReason, create_engine
-from services.hw.memory import PAGE, MiB, GuestMemory
 from tests.conftest import require_kvm
 from tests.guests.runner import ProgramBus, run_program
 

@@ -12,9 +12,10 @@ import pytest
 from PIL import Image
 
 from services.headless import VmProcesses, VmSpec
+from services.ipc import ops
+from services.ipc.control import ControlClient
 from services.ipc.io import InputSender
 from services.ipc.naming import endpoint
-from services.vcpu.service import ControlClient
 from tests.guests.keys import scancodes
 from tests.guests.linux_iso import linux_iso
 
@@ -59,7 +60,7 @@ class Serial:
     def type(self, line: str) -> None:
         client = ControlClient(endpoint(self.vm_id, "control-devices"))
         try:
-            assert client.request("serial-input", data=line.encode())["ok"]
+            client.call(ops.SerialInput(data=line.encode()))
         finally:
             client.close()
 
@@ -95,18 +96,18 @@ def test_boots_from_the_cdrom_to_the_ready_marker(vm):
     _, serial, control, _ = vm
     text = serial.text()
     assert text.index("GRUB-LINUX") < text.index("GRUB-BOOT") < text.index("GUEST-READY")
-    status = control.request("status")
+    status = control.call(ops.Status())
     assert status["state"] == "running" and status["accel"] == "tcg"
 
 
 def test_screenshot_shows_the_console(vm):
     _, _, control, tmp = vm
-    rows = control.request("screen-text")["rows"]
+    rows = control.call(ops.ScreenText())["rows"]
     assert rows is not None, "the guest console is expected in a VGA text mode"
     screen = "\n".join(rows)
     assert "GUEST-READY" in screen and "Headbox demo guest" in screen, screen
     png = tmp / "console.png"
-    assert control.request("screenshot", path=str(png))["ok"]
+    control.call(ops.Screenshot(path=str(png)))
     image = Image.open(png).convert("RGB")
     assert image.size == (720, 400)
     ready_row = next(i for i, row in enumerate(rows) if "GUEST-READY" in row)
@@ -127,7 +128,7 @@ def test_keys_typed_through_the_input_channel_reach_the_shell(vm):
         serial.wait_for("typed-42", 30, after=mark)
     finally:
         keyboard.close()
-    rows = control.request("screen-text")["rows"]
+    rows = control.call(ops.ScreenText())["rows"]
     assert any("echo typed-$((6*7))" in row for row in rows), "\n".join(rows)
 
 
@@ -159,7 +160,7 @@ def test_mouse_movement_reaches_the_guest_input_device(vm):
 
 def test_acpi_power_button_shuts_the_guest_down(vm):
     processes, serial, control, _ = vm
-    assert control.request("power-button")["handled"]
+    assert control.call(ops.PowerButton())["handled"]
     serial.wait_for("GUEST-POWEROFF", 60)
     assert processes.vcpu.wait(60) == 0, "the vCPU process ends when the guest powers off"
     deadline = time.monotonic() + 15

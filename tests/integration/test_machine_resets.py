@@ -8,10 +8,10 @@ import time
 
 import pytest
 
+from services.hw.memory import MiB
 from services.ipc.shm import PrivateRegion
 from services.vcpu.engine import StopReason
 from services.vcpu.machine import Machine, MachineConfig
-from services.hw.memory import MiB
 from tests.conftest import require_kvm
 
 RESETS = r"""

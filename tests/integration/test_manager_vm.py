@@ -16,11 +16,12 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from services.ipc import ops
 from services.ipc.naming import runtime_dir
 from services.manager.client import connect_or_start, daemon_running
 from services.manager.errors import INVALID_VM_STATE, IPRT_ERROR, ManagerError
 from services.manager.supervision import connect as supervisor_for
-from services.manager.vmcontrol import control_request
+from services.manager.vmcontrol import vm_call
 from tests.guests.linux_iso import linux_iso
 from tests.waiting import free_port
 from tests.waiting import wait_for as wait_until
@@ -61,7 +62,7 @@ class Vm:
                           f"{marker!r} on serial; it ends with {self.text()[-800:]!r}") - 1
 
     def type(self, line):
-        control_request(self.uuid, "control-devices", "serial-input", data=line.encode())
+        vm_call(self.uuid, "devices", ops.SerialInput(data=line.encode()))
 
     def vrdp_log(self):
         path = os.path.join(self.home, "Machines", self.name, "Logs", "vrdp.log")

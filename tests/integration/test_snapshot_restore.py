@@ -10,11 +10,11 @@ import uuid
 import msgpack
 import pytest
 
+from services.hw.memory import MiB
 from services.ipc.naming import shm_name
 from services.ipc.shm import SharedRegion
 from services.vcpu.engine import StopReason
 from services.vcpu.machine import Machine, MachineConfig
-from services.hw.memory import MiB
 from tests.conftest import require_kvm
 from tests.guests.build import build_program, counter_expected_lines
 

@@ -11,6 +11,7 @@ import uuid
 import pytest
 
 from services.headless import VmProcesses, VmSpec
+from services.ipc import ops
 from services.ipc.control import ControlClient
 from services.ipc.naming import endpoint
 from services.teleport import wire
@@ -257,7 +258,7 @@ def test_cpu_features_the_target_lacks_are_refused_until_cpuid_hides_them(source
     --cpuid restriction on the source makes the two compatible."""
     shown = ControlClient(endpoint(source_vm.spec.vm_id, "control-vcpu"))
     try:
-        ecx = shown.request("status")["cpu_features"]["0x1.ecx"]
+        ecx = shown.call(ops.Status())["cpu_features"]["0x1.ecx"]
     finally:
         shown.close()
     sse42 = 1 << 20

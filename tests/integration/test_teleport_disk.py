@@ -10,8 +10,6 @@ import subprocess
 import threading
 import time
 
-import pytest
-
 from services.images.image import create_disk
 from services.teleport import wire
 from services.teleport.source import teleport_out

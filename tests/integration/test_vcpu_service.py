@@ -9,8 +9,9 @@ import uuid
 
 import pytest
 
+from services.ipc import ops
+from services.ipc.control import ControlClient, ControlError
 from services.ipc.naming import endpoint, shm_name
-from services.vcpu.service import ControlClient
 from tests.conftest import require_kvm
 
 
@@ -54,24 +55,26 @@ def vcpu(request, tmp_path, monkeypatch):
 
 def test_control_socket_and_private_memory(vcpu):
     accel, vm_id, proc, client, _ = vcpu
-    status = client.request("status")
-    assert status["ok"] and status["state"] == "running" and status["accel"] == accel
+    status = client.call(ops.Status())
+    assert status["state"] == "running" and status["accel"] == accel
     ram = f"/dev/shm/{shm_name(vm_id, 'ram')}"
     assert os.stat(ram).st_mode & 0o777 == 0o600
     assert os.stat(ram).st_size == 64 << 20
     sock = endpoint(vm_id, "control-vcpu")[len("ipc://"):]
     assert os.stat(sock).st_mode & 0o777 == 0o600
 
-    assert client.request("snapshot") == {"ok": False, "error": "the VM must be paused for snapshot (it is running)"}
-    assert client.request("pause")["state"] == "paused"
-    state = client.request("snapshot")
-    assert state["ok"] and state["state"]["engine"]["accel"] == accel
+    with pytest.raises(ControlError, match=r"^the VM must be paused for snapshot \(it is running\)$"):
+        client.call(ops.Snapshot())
+    assert client.call(ops.Pause())["state"] == "paused"
+    state = client.call(ops.Snapshot())
+    assert state["state"]["engine"]["accel"] == accel
     assert "cmos" in state["state"]["platform"]
-    assert client.request("resume")["ok"]
-    assert client.request("status")["state"] == "running"
-    assert client.request("frobnicate")["ok"] is False
+    client.call(ops.Resume())
+    assert client.call(ops.Status())["state"] == "running"
+    with pytest.raises(ControlError, match="does not serve disconnect"):
+        client.call(ops.Disconnect())          # the RDP server's request, not the vCPU's
 
-    assert client.request("poweroff")["ok"]
+    client.call(ops.PowerOff())
     assert proc.wait(30) == 0
     assert not os.path.exists(ram), "the RAM region must be removed when the VM powers off"
 
@@ -83,5 +86,5 @@ def test_halted_guest_does_not_burn_a_core(vcpu):
     before, start = cpu_seconds(proc.pid), time.monotonic()
     time.sleep(3)
     used = (cpu_seconds(proc.pid) - before) / (time.monotonic() - start)
-    client.request("poweroff")
+    client.call(ops.PowerOff())
     assert used < 0.15, f"an idle guest used {used:.0%} of a core"

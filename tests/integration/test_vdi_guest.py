@@ -33,10 +33,11 @@ from pathlib import Path
 
 import pytest
 
-from services.images.image import create_disk
 from services.headless import VmProcesses, VmSpec
+from services.images.image import create_disk
+from services.ipc import ops
+from services.ipc.control import ControlClient, ControlError
 from services.ipc.naming import endpoint, shm_name
-from services.vcpu.service import ControlClient
 from tests.guests.linux_iso import linux_iso
 
 MODULE_BUDGET = 330.0       # seconds for the whole module: two boots of ~60 s plus the guest work
@@ -198,11 +199,11 @@ class GuestVm:
         mark = len(self.serial.poll())
         client = ControlClient(endpoint(self.vm_id, "control-devices"), timeout_ms=5000)
         try:
-            reply = client.request("serial-input", data=line.encode() + b"\r")
+            client.call(ops.SerialInput(data=line.encode() + b"\r"))
+        except ControlError as error:
+            raise VmError(f"serial-input failed: {error}") from None
         finally:
             client.close()
-        if not reply.get("ok"):
-            raise VmError(f"serial-input failed: {reply}")
         return mark
 
     def run(self, command: str, timeout: float = COMMAND_TIMEOUT, check: bool = True) -> str:
@@ -236,8 +237,8 @@ class GuestVm:
             shot = self.workdir / f"screen-{self.name}.png"
             client = ControlClient(endpoint(self.vm_id, "control-vcpu"), timeout_ms=5000)
             try:
-                reply = client.request("screenshot", path=str(shot))
-                lines.append(f"screenshot: {shot}" if reply.get("ok") else f"screenshot failed: {reply}")
+                client.call(ops.Screenshot(path=str(shot)))
+                lines.append(f"screenshot: {shot}")
             except Exception as error:  # the diagnostics must not hide the failure
                 lines.append(f"screenshot failed: {error!r}")
             finally:

@@ -11,12 +11,12 @@ from services.hw.display import vgabios
 from services.hw.display.pci import RECOMMENDED_SLOT
 from services.hw.display.render import Renderer
 from services.hw.display.surface import DisplaySurface
-from services.ipc.surface import REGION_SIZE
 from services.hw.display.vga import StdVga
-from services.vcpu.platform import build_platform
+from services.hw.memory import GuestMemory, MiB
 from services.ipc.shm import PrivateRegion
+from services.ipc.surface import REGION_SIZE
 from services.vcpu.engine import StopReason, create_engine
-from services.hw.memory import MiB, GuestMemory
+from services.vcpu.platform import build_platform
 
 SEABIOS = "/usr/share/seabios/bios.bin"
 END_OF_POST = b"No bootable device."

@@ -13,6 +13,7 @@ import uuid
 
 import pytest
 
+from services.ipc import ops
 from services.ipc.control import ControlClient
 from services.ipc.naming import endpoint
 from services.vrdp import mcs, x224
@@ -193,17 +194,15 @@ class VrdpProcess:
         wait_for(lambda: os.path.exists(self.control_endpoint[len("ipc://"):]), 20, "control socket",
                  [self.process])
 
-    def request(self, op, **fields):
+    def call(self, message) -> dict:
         client = ControlClient(self.control_endpoint, timeout_ms=5000)
         try:
-            reply = client.request(op, **fields)
+            return client.call(message)
         finally:
             client.close()
-        assert reply["ok"], reply
-        return reply
 
     def status(self):
-        return self.request("status")
+        return self.call(ops.Status())
 
     def update(self, **changes):
         for name, value in changes.items():
@@ -313,7 +312,7 @@ def test_logon_status_disconnect_and_blank_screen_without_a_vm(vrdp):
     [entry] = server.status()["clients"]
     assert entry["user"] == "john" and entry["address"].startswith("127.0.0.1:") and entry["since"]
     assert entry["disabled"] == ["Client/DisableAudio"] and entry["channels"]["withheld"] == ["rdpsnd"]
-    assert server.request("disconnect")["disconnected"] == 1
+    assert server.call(ops.Disconnect())["disconnected"] == 1
     assert client.closed_by_server()
     wait_for(lambda: server.status()["clients"] == [], 10, "client gone", [server.process])
     # Removing the switch enables the channel again for the next client.

@@ -26,6 +26,8 @@ import threading
 import time
 import uuid
 
+from services.ipc import ops
+
 POLL_S = 0.010
 SEABIOS = "/usr/share/seabios/bios.bin"     # our DEFAULT_FIRMWARE; given to QEMU too (-bios)
 
@@ -139,25 +141,23 @@ class OurVm:
 
     def type(self, text: str) -> int:
         """Types `text` on COM1; returns the serial offset before it."""
+        from services.ipc.control import ControlClient
         from services.ipc.naming import endpoint
-        from services.vcpu.service import ControlClient
         mark = len(self.serial.data)
         client = ControlClient(endpoint(self.vm_id, "control-devices"), timeout_ms=10000)
         try:
-            reply = client.request("serial-input", data=text.encode())
-            if not reply.get("ok"):
-                raise RuntimeError(f"serial-input failed: {reply}")
+            client.call(ops.SerialInput(data=text.encode()))
         finally:
             client.close()
         return mark
 
     def stop(self) -> None:
+        from services.ipc.control import ControlClient
         from services.ipc.naming import endpoint
-        from services.vcpu.service import ControlClient
         if self.vm is not None and self.vm.vcpu is not None and self.vm.vcpu.poll() is None:
             client = ControlClient(endpoint(self.vm_id, "control-vcpu"), timeout_ms=5000)
             try:
-                client.request("poweroff")
+                client.call(ops.PowerOff())
             except Exception:
                 pass
             finally:

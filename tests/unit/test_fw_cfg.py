@@ -7,8 +7,8 @@ import pytest
 
 from services.hw.bus import Bus
 from services.hw.chipset.fw_cfg import FwCfg, build_fw_cfg
-from services.ipc.shm import PrivateRegion
 from services.hw.memory import GuestMemory, MiB
+from services.ipc.shm import PrivateRegion
 
 BIOS = b"\xf4" * (64 * 1024)
 DESCRIPTOR, BUFFER = 0x7000, 0x8000

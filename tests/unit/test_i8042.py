@@ -5,8 +5,21 @@ import pytest
 
 from services.hw.bus import Bus
 from services.hw.input.i8042 import (
-    COMMAND_PORT, CTR_AUXDIS, CTR_AUXINT, CTR_KBDDIS, CTR_KBDINT, CTR_XLATE, DATA_PORT, I8042,
-    STATUS_AUX, STATUS_CMD, STATUS_OBF, STATUS_SYS, STATUS_TIMEOUT, STATUS_UNLOCKED)
+    COMMAND_PORT,
+    CTR_AUXDIS,
+    CTR_AUXINT,
+    CTR_KBDDIS,
+    CTR_KBDINT,
+    CTR_XLATE,
+    DATA_PORT,
+    I8042,
+    STATUS_AUX,
+    STATUS_CMD,
+    STATUS_OBF,
+    STATUS_SYS,
+    STATUS_TIMEOUT,
+    STATUS_UNLOCKED,
+)
 from services.hw.input.ps2 import SET1_TO_SET2, Ps2Keyboard
 
 

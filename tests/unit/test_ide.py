@@ -8,9 +8,14 @@ import pytest
 from services.hw.bus import Bus
 from services.hw.chipset.pci import COMMAND, PciConfigIo, PciRoot
 from services.hw.storage.atapi import CdromDrive
+from services.hw.storage.ide import (
+    HardDisk,
+    IdeController,
+    PiixIdeFunction,
+    boot_path,
+    cmos_disk_bytes,
+)
 from services.images.backend import ImageError
-from services.hw.storage.ide import (HardDisk, IdeController, PiixIdeFunction, boot_path,
-                                          cmos_disk_bytes)
 
 P = 0x1F0          # primary command block
 CTL = 0x3F6        # primary control port

@@ -142,7 +142,6 @@ def test_across_processes_with_interrupts(tmp_path):
 
 
 def test_regions_of_dead_owners_are_swept():
-    import fcntl
 
     from services.ipc.shm import SHM_DIR, SharedRegion, sweep_stale
 

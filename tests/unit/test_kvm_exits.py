@@ -4,10 +4,10 @@ No /dev/kvm needed: the kvm_run page is a ctypes structure over a plain buffer, 
 
 import ctypes
 
+from services.hw.memory import MemorySlot
 from services.vcpu.engine import StopReason
 from services.vcpu.kvm import ioctl as k
 from services.vcpu.kvm.exits import handle_exit
-from services.hw.memory import MemorySlot
 
 DATA_OFFSET = 4096   # where KVM puts string I/O data in the vCPU mapping (research §1.2)
 

@@ -10,8 +10,17 @@ import pytest
 
 from services.manager.errors import INVALID_VM_STATE, ManagerError
 from services.manager.settings import Settings, machine_xml, registry_xml
-from services.manager.settings.model import (Attachment, Controller, Machine, MachineEntry, Medium, Nic, Registry,
-                                             Teleporter, Vrde)
+from services.manager.settings.model import (
+    Attachment,
+    Controller,
+    Machine,
+    MachineEntry,
+    Medium,
+    Nic,
+    Registry,
+    Teleporter,
+    Vrde,
+)
 
 MiB = 1 << 20
 

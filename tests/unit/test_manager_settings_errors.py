@@ -5,8 +5,14 @@ import os
 
 import pytest
 
-from services.manager.errors import (E_INVALIDARG, FILE_ERROR, INVALID_OBJECT_STATE, INVALID_VM_STATE,
-                                     OBJECT_NOT_FOUND, ManagerError)
+from services.manager.errors import (
+    E_INVALIDARG,
+    FILE_ERROR,
+    INVALID_OBJECT_STATE,
+    INVALID_VM_STATE,
+    OBJECT_NOT_FOUND,
+    ManagerError,
+)
 from services.manager.settings import Settings
 
 

@@ -6,11 +6,28 @@ import pytest
 
 from services.hw.chipset import piix
 from services.hw.chipset.piix import (
-    ACPI_DISABLE, ACPI_ENABLE, CNT_SCI_EN, EN_PWRBTN, EN_TMR, PM1_CNT, PM1_EN, PM1_STS, PM_TIMER_HZ,
-    PM_TMR, SCI_IRQ, STS_PWRBTN, STS_TMR, STS_WAK, ApmControl, Piix3IsaBridge, Piix4Pm, pirq_of)
-from services.vcpu.platform import build_platform
+    ACPI_DISABLE,
+    ACPI_ENABLE,
+    CNT_SCI_EN,
+    EN_PWRBTN,
+    EN_TMR,
+    PM1_CNT,
+    PM1_EN,
+    PM1_STS,
+    PM_TIMER_HZ,
+    PM_TMR,
+    SCI_IRQ,
+    STS_PWRBTN,
+    STS_TMR,
+    STS_WAK,
+    ApmControl,
+    Piix3IsaBridge,
+    Piix4Pm,
+    pirq_of,
+)
+from services.hw.memory import GuestMemory, MiB
 from services.ipc.shm import PrivateRegion
-from services.hw.memory import MiB, GuestMemory
+from services.vcpu.platform import build_platform
 
 
 class Clock:

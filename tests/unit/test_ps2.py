@@ -4,8 +4,19 @@ detection, bounded queues and state, driven directly (the 8042 is tested on its 
 import pytest
 
 from services.hw.input.ps2 import (
-    BUTTON_BACK, BUTTON_LEFT, BUTTON_MIDDLE, BUTTON_RIGHT, KEY_QUEUE_LIMIT, LED_CAPS, LED_NUM,
-    MOTION_LIMIT, MOUSE_QUEUE_LIMIT, SET1_TO_SET2, Ps2Keyboard, Ps2Mouse)
+    BUTTON_BACK,
+    BUTTON_LEFT,
+    BUTTON_MIDDLE,
+    BUTTON_RIGHT,
+    KEY_QUEUE_LIMIT,
+    LED_CAPS,
+    LED_NUM,
+    MOTION_LIMIT,
+    MOUSE_QUEUE_LIMIT,
+    SET1_TO_SET2,
+    Ps2Keyboard,
+    Ps2Mouse,
+)
 
 
 def drain(device) -> list[int]:

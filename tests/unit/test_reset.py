@@ -5,9 +5,9 @@ import msgpack
 from services.hw.bus import Bus
 from services.hw.chipset.pci import I440fxHostBridge, PciConfigIo, PciRoot
 from services.hw.chipset.reset import ResetControl, SystemControlPortA
-from services.vcpu.platform import build_platform
-from services.ipc.shm import PrivateRegion
 from services.hw.memory import GuestMemory, MiB
+from services.ipc.shm import PrivateRegion
+from services.vcpu.platform import build_platform
 
 
 def test_port92_a20_reads_back_and_fast_reset_never_shows():

@@ -1,7 +1,16 @@
 """The 16550A model: transmit, receive, interrupt causes and the OUT2 gate, loopback probing."""
 
-from services.hw.serial import (IER_RX, IER_THRE, IIR_NONE, IIR_RX, IIR_THRE, LSR_DR, MCR_LOOP,
-                                     MCR_OUT2, Uart16550)
+from services.hw.serial import (
+    IER_RX,
+    IER_THRE,
+    IIR_NONE,
+    IIR_RX,
+    IIR_THRE,
+    LSR_DR,
+    MCR_LOOP,
+    MCR_OUT2,
+    Uart16550,
+)
 
 
 def make():

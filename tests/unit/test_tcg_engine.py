@@ -6,10 +6,10 @@ import pytest
 import unicorn
 from unicorn import x86_const as X
 
+from services.hw.memory import GuestMemory, MiB
 from services.ipc.shm import PrivateRegion
 from services.vcpu import engine as base
 from services.vcpu.engine import EngineError, choose_accelerator, create_engine
-from services.hw.memory import MiB, GuestMemory
 from services.vcpu.tcg import cpustate as cs
 from services.vcpu.tcg import fastcall
 from services.vcpu.tcg.delivery import GP, UD, CpuFault

@@ -6,7 +6,8 @@ import pytest
 from services.hw.bus import Bus
 from services.hw.chipset.fw_cfg import FwCfg
 from services.hw.chipset.pci import COMMAND, PciConfigIo, PciRoot
-from services.hw.display import dispi, pci as vga_pci, vgabios
+from services.hw.display import dispi, vgabios
+from services.hw.display import pci as vga_pci
 from services.hw.display.edid import build_edid
 from services.hw.display.vga import StdVga
 from services.ipc.shm import PrivateRegion

@@ -8,7 +8,13 @@ import threading
 import time
 from typing import Callable
 
-from services.hw.chipset.pci import COMMAND, HEADER_MULTIFUNCTION, INTERRUPT_LINE, STATUS, PciFunction
+from services.hw.chipset.pci import (
+    COMMAND,
+    HEADER_MULTIFUNCTION,
+    INTERRUPT_LINE,
+    STATUS,
+    PciFunction,
+)
 
 log = logging.getLogger("headbox.devices.piix")
 

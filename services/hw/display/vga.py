@@ -9,7 +9,9 @@ from services.hw.display import dispi as dispi_regs
 from services.hw.display.dac import Dac
 from services.hw.display.dispi import Dispi
 from services.hw.display.mode import DisplayMode, decode
-from services.hw.display.window import LegacyWindow, BASE as WINDOW_BASE, SIZE as WINDOW_SIZE
+from services.hw.display.window import BASE as WINDOW_BASE
+from services.hw.display.window import SIZE as WINDOW_SIZE
+from services.hw.display.window import LegacyWindow
 
 PORT_BASE, PORT_COUNT = 0x3B0, 0x30           # 0x3B0-0x3DF: mono aliases, shared ports, colour ports
 DEFAULT_VRAM_SIZE = 16 << 20

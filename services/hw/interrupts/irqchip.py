@@ -5,7 +5,12 @@ ISA IRQ n reaches the 8259 pair and IO-APIC pin n, except the PIT's IRQ0, on pin
 from __future__ import annotations
 
 from services.hw.interrupts.ioapic import IOAPIC_DEFAULT_BASE, PINS, IoApic
-from services.hw.interrupts.lapic import APIC_DEFAULT_BASE, DM_LOWEST, MSR_ENABLE, LocalApic
+from services.hw.interrupts.lapic import (
+    APIC_DEFAULT_BASE,
+    DM_LOWEST,
+    MSR_ENABLE,
+    LocalApic,
+)
 from services.hw.interrupts.pic import DualPic
 from services.hw.interrupts.pit import Pit
 

@@ -7,8 +7,16 @@ import struct
 from typing import Callable
 
 from services.hw.chipset.pci import BAR_IO, COMMAND_IO, STATUS, PciFunction
-from services.hw.storage.atapi import (MEDIUM_ERROR, PACKET_SIZE, CdromDrive, CheckCondition, DataOut,
-                                            SectorRead, ata_string, identify_page)
+from services.hw.storage.atapi import (
+    MEDIUM_ERROR,
+    PACKET_SIZE,
+    CdromDrive,
+    CheckCondition,
+    DataOut,
+    SectorRead,
+    ata_string,
+    identify_page,
+)
 from services.images.backend import ImageError
 
 __all__ = ["HardDisk", "CdromDrive", "IdeController", "IdeChannel", "BusMasterPorts", "PiixIdeFunction",

@@ -7,8 +7,9 @@ import subprocess
 import time
 
 from services.headless import VmProcesses, VmSpec, vrdp_argv
+from services.ipc import ops
+from services.ipc.control import call
 from services.ipc.naming import endpoint
-from services.vcpu.service import ControlClient
 
 POWER_OFF_TIMEOUT_S = 30
 
@@ -22,12 +23,8 @@ class ForegroundVm(VmProcesses):
         if self.vrde_config:
             self.vrdp = subprocess.Popen(vrdp_argv(self.spec, config=self.vrde_config), env=self.env)
 
-    def _request(self, channel: str, op: str, timeout_ms: int) -> dict:
-        client = ControlClient(endpoint(self.spec.vm_id, channel), timeout_ms=timeout_ms)
-        try:
-            return client.request(op)
-        finally:
-            client.close()
+    def _request(self, process: str, message, timeout_ms: int) -> dict:
+        return call(endpoint(self.spec.vm_id, f"control-{process}"), message, timeout_ms)
 
     def vrde_port(self, timeout_s: float = 15.0) -> int | None:
         """The port the RDP server bound (0: none of the configured ports was free); None without one."""
@@ -36,7 +33,7 @@ class ForegroundVm(VmProcesses):
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline and self.vrdp.poll() is None:
             try:
-                status = self._request("control-vrdp", "status", 300)
+                status = self._request("vrdp", ops.Status(), 300)
             except Exception:      # zmq.Again until the server has bound its control socket
                 time.sleep(0.1)
                 continue
@@ -50,7 +47,7 @@ class ForegroundVm(VmProcesses):
         (which flushes the disks); whatever does not stop in time is killed."""
         if self.vcpu is not None and self.vcpu.poll() is None:
             try:
-                self._request("control-vcpu", "poweroff", 5000)
+                self._request("vcpu", ops.PowerOff(), 5000)
                 self.vcpu.wait(POWER_OFF_TIMEOUT_S)
             except Exception:      # no answer or no exit in time: killed below
                 pass

@@ -10,7 +10,14 @@ import re
 from .. import ostypes
 from ..errors import E_INVALIDARG, INVALID_VM_STATE, OBJECT_NOT_FOUND, ManagerError
 from . import passwords
-from .model import ACCELS, AUTH_TYPES, BOOT_DEVICES, DEFAULT_VRDE_PORT, NIC_MODES, Machine
+from .model import (
+    ACCELS,
+    AUTH_TYPES,
+    BOOT_DEVICES,
+    DEFAULT_VRDE_PORT,
+    NIC_MODES,
+    Machine,
+)
 
 MIN_RAM_MB, MAX_RAM_MB = 4, 2097152
 MAX_CPUS = 64

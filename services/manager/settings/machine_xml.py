@@ -6,7 +6,16 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 
 from ..errors import FILE_ERROR, ManagerError
-from .model import ACCELS, NIC_SLOTS, Attachment, Controller, Machine, Nic, Teleporter, Vrde
+from .model import (
+    ACCELS,
+    NIC_SLOTS,
+    Attachment,
+    Controller,
+    Machine,
+    Nic,
+    Teleporter,
+    Vrde,
+)
 from .xmlutil import (
     bool_attr,
     braced,

@@ -9,6 +9,7 @@ import uuid as uuidlib
 
 from services.images import image, vdi
 from services.images.backend import ImageError
+
 from ..errors import E_INVALIDARG, FILE_ERROR, ManagerError
 
 KINDS = {"disk": "hdd", "hdd": "hdd", "dvd": "dvd"}

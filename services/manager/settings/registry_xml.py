@@ -6,7 +6,15 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 
 from .model import MachineEntry, Medium, Registry
-from .xmlutil import braced, envelope, extradata_element, parse, read_extradata, serialize, unbraced
+from .xmlutil import (
+    braced,
+    envelope,
+    extradata_element,
+    parse,
+    read_extradata,
+    serialize,
+    unbraced,
+)
 
 _MEDIA_LISTS = (("hdd", "HardDisks", "HardDisk"), ("dvd", "DVDImages", "Image"))
 

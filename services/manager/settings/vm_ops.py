@@ -9,8 +9,14 @@ import shutil
 import uuid as uuidlib
 
 from .. import ostypes
-from ..errors import (E_INVALIDARG, FILE_ERROR, INVALID_OBJECT_STATE, INVALID_VM_STATE, OBJECT_NOT_FOUND,
-                      ManagerError)
+from ..errors import (
+    E_INVALIDARG,
+    FILE_ERROR,
+    INVALID_OBJECT_STATE,
+    INVALID_VM_STATE,
+    OBJECT_NOT_FOUND,
+    ManagerError,
+)
 from . import changes as changes_mod
 from . import launch, passwords
 from .base import STOPPED_STATES, SettingsBase, absolute, as_uuid, unlink_quietly

@@ -13,6 +13,7 @@ import threading
 
 import numpy as np
 
+from services.hw.memory import ISA_BIOS_SIZE, PAGE, SHADOW_END, GuestMemory
 from services.vcpu import cpuid
 from services.vcpu.engine import (
     SNAPSHOT_VERSION,
@@ -27,7 +28,6 @@ from services.vcpu.kvm.exits import handle_exit
 from services.vcpu.kvm.system import KvmSystem
 from services.vcpu.kvm.vcpu import EXTRA_MSRS, Vcpu
 from services.vcpu.kvm.vm import IRQCHIPS, Vm
-from services.hw.memory import ISA_BIOS_SIZE, PAGE, SHADOW_END, GuestMemory
 
 log = logging.getLogger("headbox.vcpu.kvm")
 

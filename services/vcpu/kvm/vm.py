@@ -7,9 +7,9 @@ from __future__ import annotations
 import ctypes
 import os
 
+from services.hw.memory import PAGE, MemorySlot
 from services.vcpu.engine import EngineError
 from services.vcpu.kvm import ioctl as k
-from services.hw.memory import PAGE, MemorySlot
 
 # Research §1.4 step 2 (QEMU kvm_arch_init): one identity-map page, then three TSS pages, below 4 GiB
 # and outside every slot; the firmware slot ends at 4 GiB and is at most 16 MiB, so this stays clear.

@@ -10,10 +10,37 @@ from __future__ import annotations
 import struct
 
 from services.vcpu.tcg.cpustate import (
-    CPUX86State, CR0_PE, CR0_PG, DESC_B, DESC_C, DESC_CS, DESC_DPL_SHIFT, DESC_L, DESC_P, DESC_S,
-    DESC_W, HF_CPL_MASK, HF_LMA, IF_FLAG, NT_FLAG, R_CS, R_DS, R_ES, R_FS, R_GS, R_SS, RF_FLAG,
-    TF_FLAG, VM_FLAG, AC_FLAG, descriptor_base, descriptor_flags, descriptor_limit,
-    load_segment_cache, set_eflags)
+    AC_FLAG,
+    CR0_PE,
+    CR0_PG,
+    DESC_B,
+    DESC_C,
+    DESC_CS,
+    DESC_DPL_SHIFT,
+    DESC_L,
+    DESC_P,
+    DESC_S,
+    DESC_W,
+    HF_CPL_MASK,
+    HF_LMA,
+    IF_FLAG,
+    NT_FLAG,
+    R_CS,
+    R_DS,
+    R_ES,
+    R_FS,
+    R_GS,
+    R_SS,
+    RF_FLAG,
+    TF_FLAG,
+    VM_FLAG,
+    CPUX86State,
+    descriptor_base,
+    descriptor_flags,
+    descriptor_limit,
+    load_segment_cache,
+    set_eflags,
+)
 
 DE, DB, NMI, BP, OF, BR, UD, NM, DF, TS, NP, SS, GP, PF, MF, AC = 0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 11, 12, 13, 14, 16, 17
 WITH_ERROR_CODE = frozenset((DF, TS, NP, SS, GP, PF, AC))

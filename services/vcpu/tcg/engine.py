@@ -21,11 +21,12 @@ import numpy as np
 import unicorn
 from unicorn import x86_const as X
 
+from services.hw.interrupts.irqchip import InterruptChip
+from services.hw.memory import FOUR_GIB, IOAPIC_BASE, LAPIC_BASE, PAGE
 from services.ipc.shm import PrivateRegion
 from services.vcpu import cpuid
 from services.vcpu import engine as base
 from services.vcpu.engine import Engine, EngineError, StopReason
-from services.hw.memory import FOUR_GIB, IOAPIC_BASE, LAPIC_BASE, PAGE
 from services.vcpu.tcg import cpustate as cs
 from services.vcpu.tcg import fastcall, string_io
 from services.vcpu.tcg.delivery import (
@@ -42,9 +43,15 @@ from services.vcpu.tcg.delivery import (
     TripleFault,
     UnsupportedGuestFeature,
 )
-from services.hw.interrupts.irqchip import InterruptChip
 from services.vcpu.tcg.requests import (
-    ATTENTION, HARD, NMI as NMI_LINE, SVM_EXIT_INIT, SVM_EXIT_INTR, SVM_EXIT_NMI, CpuRequests)
+    ATTENTION,
+    HARD,
+    SVM_EXIT_INIT,
+    SVM_EXIT_INTR,
+    SVM_EXIT_NMI,
+    CpuRequests,
+)
+from services.vcpu.tcg.requests import NMI as NMI_LINE
 
 log = logging.getLogger("headbox.vcpu.tcg")
 

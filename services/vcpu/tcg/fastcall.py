@@ -7,8 +7,26 @@ SYSENTER). SYSRET and SYSEXIT are emulated by Unicorn itself."""
 from __future__ import annotations
 
 from services.vcpu.tcg.cpustate import (
-    CPUX86State, DESC_A, DESC_B, DESC_CS, DESC_G, DESC_L, DESC_P, DESC_S, DESC_W, HF_CS64, HF_LMA,
-    IF_FLAG, R_CS, R_SS, RF_FLAG, VM_FLAG, CR0_PE, load_segment_cache, set_eflags)
+    CR0_PE,
+    DESC_A,
+    DESC_B,
+    DESC_CS,
+    DESC_G,
+    DESC_L,
+    DESC_P,
+    DESC_S,
+    DESC_W,
+    HF_CS64,
+    HF_LMA,
+    IF_FLAG,
+    R_CS,
+    R_SS,
+    RF_FLAG,
+    VM_FLAG,
+    CPUX86State,
+    load_segment_cache,
+    set_eflags,
+)
 from services.vcpu.tcg.delivery import GP, UD, CpuFault
 
 INSTRUCTION_LENGTH = 2     # 0F 05 and 0F 34: Unicorn adds it to EIP after the hook returns

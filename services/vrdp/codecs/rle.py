@@ -7,8 +7,12 @@ import struct
 
 import numpy as np
 
-from services.vrdp.codecs.convert import (BYTES_PER_PIXEL, pixel_values, values_to_bgrx,
-                                          values_to_bytes)
+from services.vrdp.codecs.convert import (
+    BYTES_PER_PIXEL,
+    pixel_values,
+    values_to_bgrx,
+    values_to_bytes,
+)
 
 BITMAP_COMPRESSION = 0x0001
 NO_BITMAP_COMPRESSION_HDR = 0x0400

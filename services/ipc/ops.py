@@ -1,0 +1,128 @@
+"""The requests a VM's processes serve on their control sockets (services/ipc/control.py), with the
+fields their replies carry. Which process serves which: the handlers each one gives its server."""
+
+from __future__ import annotations
+
+from services.ipc.control import request
+
+# -- every process -------------------------------------------------------------------------------
+
+
+@request("status")
+class Status:
+    """-> vcpu: state, accel, accel_reason, cpus, ram_mib, pid, cpu_features; devices: state,
+    devices, pid; vrdp: pid, port, clients [{id, user, domain, address, ...}]."""
+
+
+@request("snapshot")
+class Snapshot:
+    """Paused only -> state: the process's part of the machine state (plain data)."""
+
+
+@request("restore")
+class Restore:
+    """Paused only: load a state taken by Snapshot."""
+    state: dict
+
+
+@request("reset")
+class Reset:
+    """Platform reset (the vCPUs reset their processors, the devices theirs)."""
+
+
+# -- the vCPU process ------------------------------------------------------------------------------
+
+
+@request("pause")
+class Pause:
+    """-> state, once the vCPUs are stopped and their state is consistent."""
+
+
+@request("resume")
+class Resume:
+    pass
+
+
+@request("poweroff")
+class PowerOff:
+    pass
+
+
+@request("dirty")
+class DirtyPages:
+    """Guest memory written since the last call. Without `areas`: -> bitmap (bytes, one bit per
+    RAM page, from the accelerator). With `areas` ("ram", "vram"): -> pages {area: little-endian
+    uint32 page indices, or None when tracking just started}; `pause` first pauses and then also
+    returns state (a teleport's stop-and-copy in one round trip); `stop` ends the tracking."""
+    areas: list | None = None
+    pause: bool = False
+    stop: bool = False
+
+
+@request("screenshot")
+class Screenshot:
+    """The screen as a PNG file at `path`."""
+    path: str
+
+
+@request("screen-text")
+class ScreenText:
+    """-> rows: the text-mode console as strings, or None in a graphics mode."""
+
+
+@request("power-button")
+class PowerButton:
+    """The ACPI power button -> handled: whether the guest listens."""
+
+
+@request("keys")
+class Keys:
+    """Set-1 scancodes typed on the PS/2 keyboard: [[code, extended, pressed], ...]."""
+    scancodes: list
+
+
+@request("throttle")
+class Throttle:
+    """Keep the vCPUs out of the guest for this share of the time (0 to 0.99): teleport's
+    auto-converge."""
+    share: float = 0.0
+
+
+# -- the device process ------------------------------------------------------------------------------
+
+
+@request("serial-input")
+class SerialInput:
+    """Bytes typed on a serial port (as if from its cable)."""
+    data: bytes
+    device: str = "serial"
+
+
+@request("release-media")
+class ReleaseMedia:
+    """Teleport: flush and unlock the VM's images for the target; the VM is paused meanwhile."""
+
+
+@request("open-media")
+class OpenMedia:
+    """Teleport target: lock and open the VM's images now that the source let them go."""
+
+
+@request("stop")
+class Stop:
+    """End the process."""
+
+
+# -- the RDP server ------------------------------------------------------------------------------
+
+
+@request("disconnect")
+class Disconnect:
+    """Disconnect every client -> disconnected: how many."""
+
+
+@request("configure")
+class Configure:
+    """New VRDE settings for a running VM (services/vrdp/config.py VrdeConfig as plain data),
+    applied before the reply."""
+    config: dict
