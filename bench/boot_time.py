@@ -4,7 +4,7 @@ Both VMs: 512 MiB, the ISO on the IDE CD-ROM (secondary master), SeaBIOS /usr/sh
 (our default firmware; QEMU gets it with -bios, so both run the same firmware build), boot from
 the CD. QEMU: `qemu-system-x86_64 -accel tcg -m 512 -nodefaults -vga std -display none -cdrom ISO
 -boot d -bios bios.bin -serial <unix socket> -device isa-debugcon,iobase=0x402,...`.
-Ours: services.headless.VmProcesses(VmSpec(memory_mib=512, accel="tcg", drives=["1:0:dvd:ISO"])).
+Ours: services.headless.VmProcesses(LaunchSpec(memory_mib=512, accel="tcg", drives=[Drive(1, 0, "dvd", ISO)])).
 
 Milestones, in seconds since the VM's first process started (tests/support/guest_vms.py says how each output is
 timestamped): SeaBIOS's first debug-port byte, "Booting from" (SeaBIOS hands over to the boot

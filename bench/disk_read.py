@@ -5,7 +5,7 @@ block written with non-zero data, so every read reaches the file. It is cached i
 The host's page cache is warmed (the file read once) before each VM starts.
 
 Both VMs boot the Linux test ISO (IDE CD-ROM, 512 MiB) with the image as the primary master:
-ours `VmSpec(drives=["0:0:hdd:IMG", "1:0:dvd:ISO"])`, QEMU `-drive file=IMG,format=vdi,if=ide,
+ours `LaunchSpec(drives=[Drive(0, 0, "hdd", IMG), Drive(1, 0, "dvd", ISO)])`, QEMU `-drive file=IMG,format=vdi,if=ide,
 index=0,media=disk -cdrom ISO -boot d` (+ -nodefaults -vga std, as boot_time.py). Linux's ata_piix
 drives both (bus-master DMA). On the serial console, --runs times (3):
 

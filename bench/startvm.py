@@ -27,7 +27,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from bench._harness import machine
+from services.ipc.spec import LaunchSpec
 from services.manager.client import connect_or_start, daemon_running
+from tests.support.vm_processes import process_argv_for
 
 RESET_VECTOR = 0xFFF0
 
@@ -94,8 +96,9 @@ def bench_first_instruction(runs: int, accels: list[str]) -> None:
         for accel in accels:
             ours, theirs = [], []
             for index in range(runs):
-                seconds, code = timed([sys.executable, "-m", "services.vcpu", "--vm-id", f"fw{index}", "--memory",
-                                       "64", "--accel", accel, "--firmware", firmware, "--exit-port", "0xf4"], env)
+                spec = LaunchSpec(f"fw{index}", memory_mib=64, accel=accel, firmware=firmware, exit_port=0xF4,
+                                  device_process=False)
+                seconds, code = timed(process_argv_for("vcpu", spec, tmp), env)
                 ours.append(seconds)
                 if qemu:
                     seconds, qcode = timed([qemu, "-accel", accel, "-M", "pc", "-m", "64", "-bios", firmware,

@@ -29,7 +29,8 @@ import uuid
 
 from _harness import REPO_ROOT, machine  # noqa: F401  (puts the repository on sys.path)
 
-from services.headless import VmProcesses, VmSpec
+from services.headless import VmProcesses
+from services.ipc.spec import LaunchSpec
 from tests.guests.build import build_program
 
 QEMU = "qemu-system-x86_64"
@@ -43,8 +44,8 @@ def free_port() -> int:
 
 def ours(image_path: str, ram: int, settle: float) -> dict:
     def spec(incoming):
-        return VmSpec(vm_id="bt" + uuid.uuid4().hex[:8], memory_mib=ram, accel="tcg", firmware=image_path,
-                      boot=(), incoming=incoming)
+        return LaunchSpec(vm_id="bt" + uuid.uuid4().hex[:8], memory_mib=ram, accel="tcg", firmware=image_path,
+                          boot=(), incoming=incoming)
     source, target = VmProcesses(spec(False)), VmProcesses(spec(True))
     source.start()
     target.start()

@@ -27,6 +27,7 @@ from bench._harness import machine
 from services.ipc.messages import DISPLAY_VERSION, pack
 from services.ipc.naming import endpoint, shm_name
 from services.ipc.shm import SharedRegion
+from services.ipc.spec import LaunchSpec
 from services.ipc.surface import (
     FRAME_OFFSET,
     HEADER,
@@ -34,6 +35,8 @@ from services.ipc.surface import (
     REGION_SIZE,
     VERSION,
 )
+from services.ipc.vrde import VrdeConfig
+from tests.support.vm_processes import start
 
 WIDTH, HEIGHT = 1024, 768
 SQUARE = 64
@@ -121,9 +124,9 @@ class Session:
             port = probe.getsockname()[1]
         self.logs = open(self.tmp / "processes.log", "w")
         self.processes = []
-        self.processes.append(subprocess.Popen(
-            [sys.executable, "-m", "services.vrdp", "--vm-id", vm_id, "--port", str(port), "--state-dir",
-             str(self.tmp / "state")], env=env, stdout=self.logs, stderr=self.logs))
+        vrde = VrdeConfig.listening(port, vm_id, state_dir=str(self.tmp / "state"))
+        self.processes.append(start("vrdp", LaunchSpec(vm_id, vrde=vrde), self.tmp, env=env, stdout=self.logs,
+                                    stderr=self.logs))
         read_fd, write_fd = os.pipe()
         self.processes.append(subprocess.Popen(
             ["Xvfb", "-displayfd", str(write_fd), "-screen", "0", "1280x1024x24", "-nolisten", "tcp", "-noreset"],

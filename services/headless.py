@@ -1,6 +1,7 @@
-"""Runs one VM in the foreground as its processes: the vCPU process and the device process.
+"""Runs one VM in the foreground as its processes: the vCPU process, the device process and the RDP
+server, all told by one launch spec (services/ipc/spec.py).
 
-This is the core of `VBoxHeadless --startvm`: it starts both, ties their lifetimes together and
+This is the core of `VBoxHeadless --startvm`: it starts them, ties their lifetimes together and
 says in the VM log why the VM ended (the guest powered off, a process failed)."""
 
 from __future__ import annotations
@@ -12,86 +13,24 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
 
 import zmq
 
 from services.ipc import ops
 from services.ipc.control import ControlError, call
-from services.ipc.naming import RAM, endpoint, remove_regions, runtime_dir, shm_name
-from services.vcpu.cpuid import format_override as format_cpuid_override
-from services.vcpu.machine import DEFAULT_FIRMWARE
+from services.ipc.naming import endpoint, remove_regions
+from services.ipc.spec import Drive, LaunchSpec, SpecError, process_argv
+from services.ipc.vrde import VrdeConfig
 
 log = logging.getLogger("headbox.vm")
 
 
 
-@dataclass
-class VmSpec:
-    vm_id: str
-    memory_mib: int = 256
-    cpus: int = 1
-    accel: str = "auto"
-    boot: tuple[str, ...] = ("dvd", "disk")
-    drives: list[str] = field(default_factory=list)     # CHANNEL:UNIT:hdd|dvd[:PATH]
-    ide_controller: str = "piix3"
-    acpi: bool = True
-    serial_log: str | None = None
-    debug_log: str | None = None
-    rdp_port: int | None = None          # None: no RDP server for this VM
-    rdp_address: str = "127.0.0.1"       # only what the user asks for listens beyond loopback
-    state_dir: str | None = None         # where the VRDP TLS certificate and key are kept
-    firmware: str = DEFAULT_FIRMWARE
-    incoming: bool = False               # a teleport target: wait paused for the VM's state
-    cpuid: list = field(default_factory=list)   # [leaf, eax, ebx, ecx, edx]: VBoxManage --cpuid
-
-
-def vcpu_argv(spec: VmSpec, python: str = sys.executable) -> list[str]:
-    """The vCPU process of a VM: the one command line this runner and the manager's supervisor use."""
-    argv = [python, "-m", "services.vcpu", "--vm-id", spec.vm_id, "--memory", str(spec.memory_mib),
-            "--cpus", str(spec.cpus), "--accel", spec.accel, "--firmware", spec.firmware,
-            "--boot", ",".join(spec.boot), "--devices", "--acpi", "on" if spec.acpi else "off",
-            "--ide-controller", spec.ide_controller]
-    if spec.debug_log:
-        argv += ["--debug-log", spec.debug_log]
-    if spec.incoming:
-        argv.append("--incoming")
-    for leaf, *regs in spec.cpuid:
-        argv += ["--cpuid", format_cpuid_override(int(leaf), regs)]
-    return argv
-
-
-def devices_argv(spec: VmSpec, python: str = sys.executable) -> list[str]:
-    """The device process; it maps the guest RAM the vCPU process created, so it starts second."""
-    argv = [python, "-m", "services.devices", "--vm-id", spec.vm_id,
-            "--ram-region", shm_name(spec.vm_id, RAM), "--ide-controller", spec.ide_controller]
-    for drive in spec.drives:
-        argv += ["--drive", drive]
-    if spec.serial_log:
-        argv += ["--serial1", spec.serial_log]
-    if spec.incoming:
-        argv.append("--incoming")
-    return argv
-
-
-def vrdp_argv(spec: VmSpec, config: str | None = None, python: str = sys.executable) -> list[str] | None:
-    """The RDP server: told by a vrde.json (`config`, the manager's way) or by port and address;
-    None when the VM has no RDP server."""
-    argv = [python, "-m", "services.vrdp", "--vm-id", spec.vm_id]
-    if config:
-        return argv + ["--config", config]
-    if spec.rdp_port is None:
-        return None
-    argv += ["--port", str(spec.rdp_port), "--address", spec.rdp_address]
-    if spec.state_dir:
-        argv += ["--state-dir", spec.state_dir]
-    return argv
-
-
 class VmProcesses:
-    """The two processes of a running VM."""
+    """The processes of a running VM: vCPU, devices and, when the spec has VRDE settings, the RDP
+    server, all told by the launch spec written into the VM's runtime folder."""
 
-    def __init__(self, spec: VmSpec, env: dict | None = None):
+    def __init__(self, spec: LaunchSpec, env: dict | None = None):
         self.spec = spec
         self.env = env or dict(os.environ)
         self.vcpu: subprocess.Popen | None = None
@@ -105,21 +44,24 @@ class VmProcesses:
         """Start both processes and wait until each answers on its control socket. A process that
         fails to start raises RuntimeError with its one-line error (a missing or corrupt image,
         no firmware, too much RAM); the other process is stopped then."""
-        spec = self.spec
-        runtime_dir(spec.vm_id)
-        self.vcpu = self._spawn(vcpu_argv(spec), "headbox-vcpu")
+        self.spec_file = self.spec.save()
+        self.vcpu = self._spawn(self._argv("vcpu"), "headbox-vcpu")
         self._await_ready(self.vcpu, "control-vcpu", "vCPU", ram_timeout)
         self._vcpu_ready = True
-        self.devices = self._spawn(devices_argv(spec), "headbox-devices")
+        self.devices = self._spawn(self._argv("devices"), "headbox-devices")
         self._await_ready(self.devices, "control-devices", "device", ram_timeout)
         self._start_vrdp()
 
+    def _argv(self, program: str) -> list[str]:
+        return process_argv(program, self.spec_file, sys.executable)
+
     def _start_vrdp(self) -> None:
-        argv = vrdp_argv(self.spec)
-        if argv is None:
+        vrde = self.spec.vrde
+        if vrde is None or not vrde.enabled:
             return
-        self.vrdp = subprocess.Popen(argv, env=self.env)
-        log.info("VM %s: RDP server on %s:%d", self.spec.vm_id, self.spec.rdp_address, self.spec.rdp_port)
+        self.vrdp = subprocess.Popen(self._argv("vrdp"), env=self.env)
+        log.info("VM %s: RDP server on %s, port(s) %s", self.spec.vm_id, vrde.address or "every address",
+                 vrde.ports)
 
     def _spawn(self, argv: list[str], prog: str) -> subprocess.Popen:
         """Start a child whose stderr passes through to ours, except its "PROG: error: ..." line,
@@ -242,12 +184,14 @@ def main(argv=None) -> int:
         iso = str(linux_iso())
     drives = []
     if args.hdd:
-        drives.append(f"0:0:hdd:{os.path.abspath(args.hdd)}")
-    drives.append(f"1:0:dvd:{os.path.abspath(iso)}" if iso else "1:0:dvd")
-    spec = VmSpec(vm_id=args.name, memory_mib=args.memory, accel=args.accel, drives=drives,
-                  boot=tuple(args.boot.split(",")), serial_log=args.serial_log,
-                  rdp_port=args.rdp_port or None, rdp_address=args.rdp_address,
-                  state_dir=args.state_dir)
+        drives.append(Drive(0, 0, "hdd", os.path.abspath(args.hdd)))
+    drives.append(Drive(1, 0, "dvd", os.path.abspath(iso) if iso else None))
+    vrde = None
+    if args.rdp_port:
+        vrde = VrdeConfig(vm_name=args.name, enabled=True, ports=str(args.rdp_port), address=args.rdp_address,
+                          state_dir=args.state_dir)
+    spec = LaunchSpec(vm_id=args.name, memory_mib=args.memory, accel=args.accel, drives=drives,
+                      boot=tuple(args.boot.split(",")), serial_log=args.serial_log, vrde=vrde)
     vm = VmProcesses(spec)
     try:
         vm.start()
@@ -255,7 +199,7 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         vm.kill()
         return 130
-    except RuntimeError as error:
+    except (RuntimeError, SpecError) as error:
         vm.kill()
         print(f"headbox-vm: error: {error}", file=sys.stderr)
         return 1

@@ -1,4 +1,4 @@
-"""Entry point of the device process: `python -m services.devices`."""
+"""Entry point of the device process: `python -m services.devices --spec FILE`."""
 
 import sys
 

@@ -3,57 +3,34 @@ the bus-master ports that follow BAR4, DMA straight into the shared guest RAM.""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from services.hw.storage.atapi import CdromDrive
 from services.hw.storage.ide import HardDisk, IdeController, PiixIdeFunction
 from services.images.image import open_image
+from services.ipc.spec import Drive
 
 IDE_IRQ = (14, 15)
-
-
-@dataclass(frozen=True)
-class DriveSpec:
-    """One attached medium: VBoxManage's `--port <channel> --device <unit> --type hdd|dvddrive`."""
-
-    channel: int
-    unit: int
-    kind: str            # "hdd" or "dvd"
-    path: str | None     # None: an empty DVD drive
-
-    @classmethod
-    def parse(cls, text: str) -> "DriveSpec":
-        """CHANNEL:UNIT:KIND[:PATH], e.g. 1:0:dvd:/isos/demo.iso or 0:0:hdd:/vms/disk.vdi."""
-        parts = text.split(":", 3)
-        if len(parts) < 3 or parts[0] not in ("0", "1") or parts[1] not in ("0", "1") \
-                or parts[2] not in ("hdd", "dvd"):
-            raise ValueError(f"bad drive '{text}' (expected CHANNEL:UNIT:hdd|dvd[:PATH], channel and unit 0 or 1)")
-        path = parts[3] if len(parts) == 4 and parts[3] else None
-        if parts[2] == "hdd" and path is None:
-            raise ValueError(f"bad drive '{text}': a hard disk needs an image file")
-        return cls(int(parts[0]), int(parts[1]), parts[2], path)
 
 
 class DiskController:
     """IDE controller + drives + the bus-master port mapping on one bus."""
 
-    def __init__(self, bus, memory, specs: list[DriveSpec], *, model: str = "piix3",
+    def __init__(self, bus, memory, drives: list[Drive], *, model: str = "piix3",
                  set_irq=lambda gsi, level: None, on_dma_write=None):
         self.bus = bus
         self.images = []
         self.ide = IdeController(irq=lambda channel, level: set_irq(IDE_IRQ[channel], level),
                                  memory=memory, on_dma_write=on_dma_write)
         try:
-            for spec in specs:
-                if spec.kind == "hdd":
-                    image = open_image(spec.path, "hdd")
+            for drive in drives:
+                if drive.kind == "hdd":
+                    image = open_image(drive.path, "hdd")
                     self.images.append(image)
-                    self.ide.attach(spec.channel, spec.unit, HardDisk(image))
+                    self.ide.attach(drive.channel, drive.unit, HardDisk(image))
                 else:
-                    image = open_image(spec.path, "dvd", readonly=True) if spec.path else None
+                    image = open_image(drive.path, "dvd", readonly=True) if drive.path else None
                     if image is not None:
                         self.images.append(image)
-                    self.ide.attach(spec.channel, spec.unit, CdromDrive(image))
+                    self.ide.attach(drive.channel, drive.unit, CdromDrive(image))
         except BaseException:
             self.close()
             raise

@@ -1,6 +1,6 @@
 """The device process: the VM's device bus behind the io channel, interrupts out on the irq channel.
 
-`python -m services.devices --vm-id ID ...`: one thread serves the io channel (accesses the vCPU
+`python -m services.devices --spec FILE`: one thread serves the io channel (accesses the vCPU
 process forwards) and the control socket, in arrival order, so device state needs no locks."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import sys
 
 import zmq
 
-from services.devices.disks import DiskController, DriveSpec
+from services.devices.disks import DiskController
 from services.hw.bus import Bus
 from services.hw.memory import GuestRam
 from services.hw.serial import COM_PORTS, Uart16550
@@ -21,8 +21,9 @@ from services.ipc import ops
 from services.ipc.control import ControlError, ControlServer
 from services.ipc.io import DmaLog, IoServer, IrqSender
 from services.ipc.messages import ProtocolError
-from services.ipc.naming import endpoint
+from services.ipc.naming import RAM, endpoint, shm_name
 from services.ipc.shm import SharedRegion
+from services.ipc.spec import LaunchSpec, SpecError
 
 log = logging.getLogger("headbox.devices")
 
@@ -137,62 +138,55 @@ class Devices:
             sink.close()
 
 
-def build_devices(args, irq: IrqSender, dma_log: DmaLog) -> Devices:
+def build_devices(spec: LaunchSpec, irq: IrqSender, dma_log: DmaLog) -> Devices:
     devices = Devices()
-    bus, sinks = devices.bus, devices.sinks
-    if args.serial1 and args.serial1 != "disconnected":
+    if spec.serial_log:
         port, line = COM_PORTS[1]
-        if args.serial1_port:
-            port, line = args.serial1_port, args.serial1_irq or line
-        sink = FileSink(args.serial1)
-        sinks.append(sink)
+        sink = FileSink(spec.serial_log)
+        devices.sinks.append(sink)
         uart = Uart16550(irq=lambda level, line=line: irq.set_irq(line, level), output=sink)
-        bus.register(uart, "pio", port, 8, name="serial")
-    if args.drive or args.ram_region:
-        if getattr(args, "incoming", False):
+        devices.bus.register(uart, "pio", port, 8, name="serial")
+    if spec.ide_controller:
+        if spec.incoming:
             # A teleport target opens its media only when the source has let go of them.
-            devices.open_media = lambda: _attach_disks(devices, args, irq, dma_log)
+            devices.open_media = lambda: _attach_disks(devices, spec, irq, dma_log)
         else:
-            _attach_disks(devices, args, irq, dma_log)
+            _attach_disks(devices, spec, irq, dma_log)
     return devices
 
 
-def _attach_disks(devices: Devices, args, irq: IrqSender, dma_log: DmaLog) -> None:
-    ram = None
-    if args.ram_region:
-        try:
-            ram = GuestRam(SharedRegion.open(args.ram_region))
-        except FileNotFoundError:
-            raise ValueError(f"no guest RAM region '{args.ram_region}' (is the VM's vCPU process "
-                             "running?)") from None
-    devices.disks = DiskController(devices.bus, ram, [DriveSpec.parse(d) for d in args.drive],
-                                   model=args.ide_controller, set_irq=irq.set_irq, on_dma_write=dma_log)
-    devices.pci_functions[(1, 1)] = devices.disks.pci
+def _attach_disks(devices: Devices, spec: LaunchSpec, irq: IrqSender, dma_log: DmaLog) -> None:
+    # The images first: a missing or damaged one is the error the user needs to see.
+    disks = DiskController(devices.bus, None, spec.drives, model=spec.ide_controller,
+                           set_irq=irq.set_irq, on_dma_write=dma_log)
+    try:
+        disks.ide.memory = GuestRam(SharedRegion.open(shm_name(spec.vm_id, RAM)))
+    except FileNotFoundError:
+        disks.close()
+        raise ValueError(f"no guest RAM region for VM {spec.vm_id} (is its vCPU process running?)") from None
+    devices.disks = disks
+    devices.pci_functions[(1, 1)] = disks.pci
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="headbox-devices", description="Run one VM's device bus.")
-    parser.add_argument("--vm-id", required=True)
-    parser.add_argument("--serial1", help="file that receives COM1's output, or 'disconnected'")
-    parser.add_argument("--serial1-port", type=lambda s: int(s, 0))
-    parser.add_argument("--serial1-irq", type=int)
-    parser.add_argument("--ram-region", help="name of the guest RAM region (for DMA)")
-    parser.add_argument("--drive", action="append", default=[],
-                        help="CHANNEL:UNIT:hdd|dvd[:PATH] on the IDE controller (repeatable)")
-    parser.add_argument("--ide-controller", default="piix3", choices=("piix3", "piix4"))
-    parser.add_argument("--incoming", action="store_true",
-                        help="teleport target: open the media only on the open-media request")
+    parser.add_argument("--spec", required=True, help="the VM's launch spec (services/ipc/spec.py)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s devices %(levelname)s %(message)s")
-    dma_log = DmaLog()
-    irq = IrqSender(endpoint(args.vm_id, "irq"), dma_log=dma_log)
     try:
-        devices = build_devices(args, irq, dma_log)
+        spec = LaunchSpec.load(args.spec)
+    except SpecError as error:
+        print(f"headbox-devices: error: {error}", file=sys.stderr)
+        return 2
+    dma_log = DmaLog()
+    irq = IrqSender(endpoint(spec.vm_id, "irq"), dma_log=dma_log)
+    try:
+        devices = build_devices(spec, irq, dma_log)
     except (ImageError, ValueError, FileNotFoundError) as error:
         print(f"headbox-devices: error: {error}", file=sys.stderr)
         irq.close()
         return 2
-    service = DeviceService(args.vm_id, devices, irq, dma_log)
+    service = DeviceService(spec.vm_id, devices, irq, dma_log)
     try:
         service.run()
     finally:

@@ -10,7 +10,7 @@ from services.ipc.control import request
 
 @request("status")
 class Status:
-    """-> vcpu: state, accel, accel_reason, cpus, ram_mib, pid, cpu_features; devices: state,
+    """-> vcpu: state, accel, accel_reason, cpus, memory_mib, pid, cpu_features; devices: state,
     devices, pid; vrdp: pid, port, clients [{id, user, domain, address, ...}]."""
 
 
@@ -123,6 +123,6 @@ class Disconnect:
 
 @request("configure")
 class Configure:
-    """New VRDE settings for a running VM (services/vrdp/config.py VrdeConfig as plain data),
+    """New VRDE settings for a running VM (services/ipc/vrde.py VrdeConfig as plain data),
     applied before the reply."""
     config: dict

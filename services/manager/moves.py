@@ -10,8 +10,8 @@ import os
 import time
 from typing import TYPE_CHECKING
 
-from services.headless import VmSpec
 from services.ipc import ops
+from services.ipc.spec import LaunchSpec
 from services.manager import savedstate
 from services.manager.errors import (
     E_INVALIDARG,
@@ -29,7 +29,7 @@ log = logging.getLogger("headbox.manager")
 
 
 class StateMoves:
-    def _restore(self, job: Job, run: VmRun, spec: VmSpec) -> None:
+    def _restore(self, job: Job, run: VmRun, spec: LaunchSpec) -> None:
         """Load the saved state into the waiting processes, in a teleport target's order; the file
         goes once the VM runs from it."""
         from services.teleport.target import config_mismatch, hardware_config
@@ -56,7 +56,7 @@ class StateMoves:
         getter = getattr(self.settings, "teleporter", None)
         return getter(uuid) if getter is not None else {"enabled": False}
 
-    def _teleport_in(self, job: Job, run: VmRun, spec: VmSpec, teleporter: dict) -> None:
+    def _teleport_in(self, job: Job, run: VmRun, spec: LaunchSpec, teleporter: dict) -> None:
         """Wait (VirtualBox: up to 5 minutes) for a source to send this VM; it then runs here."""
         from services.teleport.source import TeleportError
         from services.teleport.target import hardware_config, teleport_in
@@ -91,7 +91,6 @@ class StateMoves:
                                "for VMs the manager started")
         with self.settings_lock:
             spec = self.settings.launch_spec(run.uuid)
-        spec = spec if isinstance(spec, VmSpec) else VmSpec(**spec)
         with self.lock:
             before = run.state
             run.set_state("Stopping")
@@ -143,7 +142,6 @@ class StateMoves:
         from services.teleport.target import hardware_config
         with self.settings_lock:
             spec = self.settings.launch_spec(run.uuid)
-        spec = spec if isinstance(spec, VmSpec) else VmSpec(**spec)
         with self.lock:
             if run.state not in ("Running", "Paused"):
                 raise ManagerError(INVALID_VM_STATE, f"Machine '{run.name}' is {run.state}")

@@ -9,13 +9,14 @@ import dataclasses
 import datetime
 import logging
 import os
+import sys
 import threading
 import time
 from dataclasses import dataclass
 
-from services.headless import VmSpec, devices_argv, vcpu_argv, vrdp_argv
 from services.ipc import ops
-from services.ipc.naming import remove_regions, runtime_dir
+from services.ipc.naming import remove_regions
+from services.ipc.spec import LaunchSpec, process_argv, spec_path
 from services.manager import savedstate, supervision
 from services.manager.errors import (
     E_FAIL,
@@ -234,24 +235,20 @@ class Runtime(StateMoves):
         uuid, group = run.uuid, group_name(run.uuid)
         with self.settings_lock:
             spec = self.settings.launch_spec(uuid)
-            spec = spec if isinstance(spec, VmSpec) else VmSpec(**spec)
-            vrde = self._vrde_config(uuid)
             folder = self.settings.vm_folder(uuid)
             teleporter = self._teleporter(uuid)
         # A saved VM, or a teleporter-enabled one (a teleport target), starts its processes waiting
         # for the state they are given.
         saved = savedstate.exists(self.home, uuid)
-        spec = dataclasses.replace(spec, vm_id=uuid, incoming=saved or bool(teleporter.get("enabled")))
+        spec.incoming = saved or bool(teleporter.get("enabled"))
+        vrde = spec.vrde
         run.vrde_enabled = vrde.enabled
         logs = os.path.join(folder, "Logs")
         os.makedirs(logs, mode=0o700, exist_ok=True)
-        config_path = os.path.join(runtime_dir(uuid), "vrde.json")
-        vrde.save(config_path)
-        programs = [supervision.Program("vcpu", vcpu_argv(spec), False, os.path.join(logs, "vcpu.log")),
-                    supervision.Program("devices", devices_argv(spec), False, os.path.join(logs, "devices.log"))]
-        vrdp = vrdp_argv(spec, config=config_path)
-        if vrdp:
-            programs.append(supervision.Program("vrdp", vrdp, True, os.path.join(logs, "vrdp.log"), startsecs=1))
+        path = spec.save()
+        programs = [supervision.Program(program, process_argv(program, path, sys.executable), restart,
+                                        os.path.join(logs, f"{program}.log"), startsecs=1 if restart else 0)
+                    for program, restart in (("vcpu", False), ("devices", False), ("vrdp", True))]
         t0 = time.monotonic()
         supervisor = self.supervisor()
         supervisor.add_group(group, supervision.group_config(group, programs, REPO_ROOT, self._environment()))
@@ -261,20 +258,18 @@ class Runtime(StateMoves):
             run.pid_vcpu = self._start_program(supervisor, run, "vcpu", programs[0].log_file)
             marks["vCPU answers"] = time.monotonic() - t0
             job.progress(50)
-            if vrdp:
-                # It needs only the vCPU's display surface: it starts while the devices do.
-                supervisor.start_program(group, "vrdp")
+            # The RDP server needs only the vCPU's display surface: it starts while the devices do.
+            supervisor.start_program(group, "vrdp")
             self._start_program(supervisor, run, "devices", programs[1].log_file)
             marks["devices answer"] = time.monotonic() - t0
             job.progress(70)
-            if vrdp:
-                run.vrde_port = self._vrdp_port(uuid, timeout_ms=int(VRDP_TIMEOUT_S * 1000))
-                marks["RDP server answers"] = time.monotonic() - t0
-                if run.vrde_port is None:
-                    log.warning("VM '%s': its RDP server does not answer status", run.name)
-                elif vrde.enabled and not run.vrde_port:
-                    raise ManagerError(IPRT_ERROR, "VirtualBox Remote Desktop Extension server can't bind "
-                                       f"to the port(s): {vrde.ports}")
+            run.vrde_port = self._vrdp_port(uuid, timeout_ms=int(VRDP_TIMEOUT_S * 1000))
+            marks["RDP server answers"] = time.monotonic() - t0
+            if run.vrde_port is None:
+                log.warning("VM '%s': its RDP server does not answer status", run.name)
+            elif vrde.enabled and not run.vrde_port:
+                raise ManagerError(IPRT_ERROR, "VirtualBox Remote Desktop Extension server can't bind "
+                                   f"to the port(s): {vrde.ports}")
         except BaseException:
             log.warning("VM '%s': start failed; stopping its processes", run.name)
             self._stop_group(run)
@@ -342,17 +337,9 @@ class Runtime(StateMoves):
                 env[key] = os.environ[key]
         return env
 
-    def _vrde_config(self, uuid: str):
-        from services.vrdp.config import VrdeConfig
-        config = self.settings.vrde_config(uuid)
-        if isinstance(config, dict):
-            config = VrdeConfig.from_dict(config)
-        if not config.state_dir:
-            config.state_dir = os.path.join(self.settings.vm_folder(uuid), "vrdp")
-        return config
-
     def refresh_vrde(self, vm: str) -> None:
-        """The VRDE settings of a VM changed: a running VM's RDP server gets the new vrde.json."""
+        """The VRDE settings of a VM changed: a running VM's RDP server applies them before this
+        returns, and its launch spec says them for a restart of that server."""
         try:
             uuid, _ = self._resolve(vm)
         except ManagerError:
@@ -362,10 +349,13 @@ class Runtime(StateMoves):
             if run is None or run.state not in ("Running", "Paused") or run.foreground_pid:
                 return
         with self.settings_lock:
-            config = self._vrde_config(uuid)
-        config.save(os.path.join(runtime_dir(uuid), "vrde.json"))
-        run.vrde_enabled = config.enabled
-        log.info("VM '%s': vrde.json rewritten", run.name)
+            vrde = self.settings.launch_spec(uuid).vrde
+        spec = LaunchSpec.load(spec_path(uuid))
+        spec.vrde = vrde
+        spec.save()
+        vm_call(uuid, "vrdp", ops.Configure(config=vrde.to_dict()), timeout_ms=15000)
+        run.vrde_enabled = vrde.enabled
+        log.info("VM '%s': new VRDE settings applied", run.name)
 
     # -- stopping and watching ---------------------------------------------------------------------
     def _stop_group(self, run: VmRun, graceful: bool = False) -> None:
@@ -449,7 +439,7 @@ class Runtime(StateMoves):
         uuid, _ = self._resolve(vm)
         with self.settings_lock:
             spec = self.settings.launch_spec(uuid)
-        return dataclasses.asdict(spec) if isinstance(spec, VmSpec) else dict(spec)
+        return dataclasses.asdict(spec)
 
     def session(self, vm=None, action=None, pid=None, vrde_port_bound=None) -> None:
         uuid, name = self._resolve(vm)

@@ -53,10 +53,10 @@ def config_mismatch(source: dict, target: dict) -> str | None:
 
 
 def hardware_config(spec) -> dict:
-    """What both ends compare, from a services.headless.VmSpec. The accelerator and the CPU features
-    are added from the running vCPU process, which knows what "auto" chose and what the guest sees."""
+    """What both ends compare, from the VM's launch spec. The accelerator and the CPU features are
+    added from the running vCPU process, which knows what "auto" chose and what the guest sees."""
     return {"memory_mib": spec.memory_mib, "cpus": spec.cpus, "acpi": spec.acpi,
-            "ide_controller": spec.ide_controller, "drives": list(spec.drives)}
+            "ide_controller": spec.ide_controller, "drives": [drive.text() for drive in spec.drives]}
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Entry point of the vCPU process: `python -m services.vcpu`."""
+"""Entry point of the vCPU process: `python -m services.vcpu --spec FILE`."""
 
 import sys
 

@@ -1,6 +1,6 @@
-"""What the guest sees of the processor through CPUID: VirtualBox's `--cpuid <leaf> <eax> <ebx> <ecx>
-<edx>` values, and the feature bits a teleport compares (a guest may use any feature it was shown, so
-the target must offer each of them)."""
+"""What the guest sees of the processor through CPUID: the feature bits a teleport compares (a guest
+may use any feature it was shown, so the target must offer each of them). VirtualBox's `--cpuid <leaf>
+<eax> <ebx> <ecx> <edx>` values reach the engines as the launch spec's `cpuid`."""
 
 from __future__ import annotations
 
@@ -8,24 +8,6 @@ from __future__ import annotations
 # extended. Other registers hold IDs, sizes and counts that may differ freely.
 FEATURE_REGISTERS = ((0x1, 2), (0x1, 3), (0x7, 1), (0x7, 2), (0x7, 3), (0x80000001, 2), (0x80000001, 3))
 REGISTER_NAMES = ("eax", "ebx", "ecx", "edx")
-
-
-def parse_override(text: str) -> tuple[int, tuple[int, int, int, int]]:
-    """LEAF:EAX:EBX:ECX:EDX in hex (the vCPU process's --cpuid option)."""
-    parts = text.split(":")
-    if len(parts) != 5:
-        raise ValueError(f"bad CPUID override '{text}' (expected LEAF:EAX:EBX:ECX:EDX in hex)")
-    try:
-        leaf, *regs = (int(p, 16) for p in parts)
-    except ValueError:
-        raise ValueError(f"bad CPUID override '{text}': not hexadecimal") from None
-    if any(not 0 <= v <= 0xFFFFFFFF for v in (leaf, *regs)):
-        raise ValueError(f"bad CPUID override '{text}': values are 32-bit")
-    return leaf, tuple(regs)
-
-
-def format_override(leaf: int, regs) -> str:
-    return ":".join(f"{v:x}" for v in (leaf, *regs))
 
 
 def features(read) -> dict[str, int]:

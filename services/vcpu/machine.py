@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -18,6 +17,7 @@ from services.hw.memory import GuestMemory, MiB
 from services.hw.storage.ide import IDE_FUNCTION, IDE_SLOT, PiixIdeFunction
 from services.ipc.naming import RAM, SURFACE, VRAM, shm_name
 from services.ipc.shm import PrivateRegion, SharedRegion, sweep_stale
+from services.ipc.spec import LaunchSpec
 from services.ipc.surface import REGION_SIZE
 from services.vcpu.engine import (
     EngineError,
@@ -31,24 +31,8 @@ from services.vcpu.write_tracker import PAGE, WriteTracker, merge_pages
 
 log = logging.getLogger("headbox.vcpu")
 
-DEFAULT_FIRMWARE = "/usr/share/seabios/bios.bin"
 MACHINE_STATE_VERSION = 1
 
-
-@dataclass
-class MachineConfig:
-    vm_id: str
-    ram_mib: int = 128
-    cpus: int = 1
-    accel: str = "auto"
-    firmware: str = DEFAULT_FIRMWARE
-    boot_order: tuple[str, ...] = ("dvd", "disk")
-    exit_port: int | None = None            # the test-exit device, for test programs only
-    acpi: bool = True
-    ide_controller: str | None = "piix3"    # PIIX3/PIIX4 IDE function at 00:01.1, or none
-    vga: bool = True
-    vram_mib: int = 16
-    engine_options: dict = field(default_factory=dict)
 
 VGA_SLOT = 2
 
@@ -78,24 +62,24 @@ def load_firmware(path: str) -> bytes:
 class Machine:
     """RAM (a named shared-memory region), firmware, platform devices and the engine of one VM."""
 
-    def __init__(self, config: MachineConfig, *, debug_sink=None, ram: SharedRegion | None = None,
-                 firmware: bytes | None = None, device_bus=None):
+    def __init__(self, spec: LaunchSpec, *, debug_sink=None, ram: SharedRegion | None = None,
+                 firmware: bytes | None = None, device_bus=None, vga: bool = True):
         """`device_bus` (an IoBus: the io channel to the device process) gets every port and MMIO
         access that the platform devices hosted here do not claim."""
-        self.config = config
-        self.accel, self.accel_reason = choose_accelerator(config.accel)
+        self.spec = spec
+        self.accel, self.accel_reason = choose_accelerator(spec.accel)
         log.info("accelerator: %s (%s)", self.accel, self.accel_reason)
-        image = firmware if firmware is not None else load_firmware(config.firmware)
+        image = firmware if firmware is not None else load_firmware(spec.firmware)
         if ram is None:
             stale = sweep_stale()
             if stale:
                 log.info("removed %d shared-memory regions left by VMs that were killed", len(stale))
-            size = config.ram_mib * MiB
+            size = spec.memory_mib * MiB
             available = host_ram_available()
             if available and size > available:
-                raise EngineError(f"{config.ram_mib} MiB of RAM asked for, but the host has only "
+                raise EngineError(f"{spec.memory_mib} MiB of RAM asked for, but the host has only "
                                   f"{available // MiB} MiB available")
-            ram = SharedRegion.create(shm_name(config.vm_id, RAM), size)
+            ram = SharedRegion.create(shm_name(spec.vm_id, RAM), size)
             self._owns_ram = True
         else:
             self._owns_ram = False
@@ -111,15 +95,16 @@ class Machine:
             self.memory.load_firmware_shadow()
             self.engine = None
             self.bus = build_platform(
-                self.memory, cpus=config.cpus, boot_order=config.boot_order, debug_sink=debug_sink,
-                uuid=None, exit_port=config.exit_port, fallback=device_bus, acpi=config.acpi,
+                self.memory, cpus=spec.cpus, boot_order=spec.boot, debug_sink=debug_sink,
+                uuid=None, exit_port=spec.exit_port, fallback=device_bus, acpi=spec.acpi,
                 set_irq=lambda line, level: self.engine.set_irq(line, level),
                 reset=lambda: self.engine.request_stop(StopReason.RESET),
                 poweroff=lambda: self.engine.request_stop(StopReason.POWEROFF))
             self._add_disk_controller()
-            if config.vga:
+            if vga:
                 self._add_vga()
-            self.engine = create_engine(self.accel, self.memory, self.bus, config.cpus, **config.engine_options)
+            overrides = {int(leaf): tuple(regs) for leaf, *regs in spec.cpuid}
+            self.engine = create_engine(self.accel, self.memory, self.bus, spec.cpus, cpuid_values=overrides)
             if device_bus is not None:
                 device_bus.on_dma = self.note_dma
         except BaseException:
@@ -127,13 +112,13 @@ class Machine:
             raise
 
     def _region(self, name: str, size: int, shared: bool):
-        region = SharedRegion.create(shm_name(self.config.vm_id, name), size) if shared else PrivateRegion(size)
+        region = SharedRegion.create(shm_name(self.spec.vm_id, name), size) if shared else PrivateRegion(size)
         self._regions.append(region)
         return region
 
     def _add_disk_controller(self) -> None:
         """The IDE function's configuration space lives here; its device in the device process."""
-        model = self.config.ide_controller
+        model = self.spec.ide_controller
         if model is None:
             return
         function = PiixIdeFunction(model)
@@ -145,7 +130,7 @@ class Machine:
         """Standard VGA beside the vCPUs: its register traffic is too dense for a round trip each
         (SeaVGABIOS's mode set alone is ~20k port accesses, research/vmm.md §0.2)."""
         shared = self._owns_ram
-        vram = self._region(VRAM, self.config.vram_mib * MiB, shared)
+        vram = self._region(VRAM, self.spec.vram_mib * MiB, shared)
         self.vga = StdVga(vram)
         self.vga.attach(self.bus)
         self._lfb = LinearFramebuffer(vram)

@@ -1,6 +1,6 @@
 """The vCPU process: runs one VM's processors and answers its control socket.
 
-`python -m services.vcpu --vm-id ID ...`: the main thread runs the guest; a control thread serves
+`python -m services.vcpu --spec FILE`: the main thread runs the guest; a control thread serves
 the requests of services/ipc/ops.py listed in VcpuService.handlers."""
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from services.ipc import ops
 from services.ipc.control import ControlError, ControlServer
 from services.ipc.io import InputReceiver, IrqReceiver, RemoteBus
 from services.ipc.naming import endpoint
-from services.vcpu.cpuid import parse_override as parse_cpuid_override
+from services.ipc.spec import LaunchSpec, SpecError
 from services.vcpu.display import DisplayPublisher
 from services.vcpu.engine import EngineError, StopReason
-from services.vcpu.machine import DEFAULT_FIRMWARE, Machine, MachineConfig
+from services.vcpu.machine import Machine
 
 log = logging.getLogger("headbox.vcpu")
 
@@ -94,7 +94,7 @@ class VcpuService:
     def _status(self, _request) -> dict:
         machine = self.machine
         return {"state": self.state, "accel": machine.accel, "accel_reason": machine.accel_reason,
-                "cpus": machine.config.cpus, "ram_mib": machine.config.ram_mib, "pid": os.getpid(),
+                "cpus": machine.spec.cpus, "memory_mib": machine.spec.memory_mib, "pid": os.getpid(),
                 "cpu_features": machine.engine.cpu_features()}
 
     def _pause(self, _request=None) -> dict:
@@ -159,58 +159,33 @@ class VcpuService:
         self.control.close()
 
 
-def parse_args(argv):
-    parser = argparse.ArgumentParser(prog="headbox-vcpu", description="Run one VM's processors.")
-    parser.add_argument("--vm-id", required=True)
-    parser.add_argument("--memory", type=int, default=128, metavar="MiB")
-    parser.add_argument("--cpus", type=int, default=1)
-    parser.add_argument("--accel", default="auto", choices=("auto", "kvm", "tcg"))
-    parser.add_argument("--firmware", default=DEFAULT_FIRMWARE)
-    parser.add_argument("--boot", default="dvd,disk", help="boot order: floppy, dvd, disk, net")
-    parser.add_argument("--debug-log", help="file for the firmware's debug-port output")
-    parser.add_argument("--acpi", default="on", choices=("on", "off"))
-    parser.add_argument("--ide-controller", default="piix3", choices=("piix3", "piix4", "none"))
-    parser.add_argument("--devices", action="store_true",
-                        help="send unclaimed port/MMIO accesses to the device process (io channel)")
-    parser.add_argument("--cpuid", action="append", default=[], metavar="LEAF:EAX:EBX:ECX:EDX",
-                        help="what CPUID answers the guest for a leaf, in hex (VBoxManage modifyvm --cpuid)")
-    parser.add_argument("--incoming", action="store_true",
-                        help="wait paused for a teleported VM's state instead of booting")
-    parser.add_argument("--exit-port", type=lambda s: int(s, 0), help=argparse.SUPPRESS)
-    return parser.parse_args(argv)
-
-
 def main(argv=None) -> int:
-    args = parse_args(argv)
+    parser = argparse.ArgumentParser(prog="headbox-vcpu", description="Run one VM's processors.")
+    parser.add_argument("--spec", required=True, help="the VM's launch spec (services/ipc/spec.py)")
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s vcpu %(levelname)s %(message)s")
-    sink = LineSink(args.debug_log) if args.debug_log else None
-    config = MachineConfig(vm_id=args.vm_id, ram_mib=args.memory, cpus=args.cpus, accel=args.accel,
-                           firmware=args.firmware, boot_order=tuple(filter(None, args.boot.split(","))),
-                           exit_port=args.exit_port, acpi=args.acpi == "on",
-                           ide_controller=None if args.ide_controller == "none" else args.ide_controller)
     try:
-        overrides = dict(parse_cpuid_override(text) for text in args.cpuid)
-    except ValueError as error:
+        spec = LaunchSpec.load(args.spec)
+    except SpecError as error:
         print(f"headbox-vcpu: error: {error}", file=sys.stderr)
         return 2
-    if overrides:
-        config.engine_options["cpuid_values"] = overrides
-    device_bus = RemoteBus(endpoint(args.vm_id, "io")) if args.devices else None
+    sink = LineSink(spec.debug_log) if spec.debug_log else None
+    device_bus = RemoteBus(endpoint(spec.vm_id, "io")) if spec.device_process else None
     try:
-        machine = Machine(config, debug_sink=sink, device_bus=device_bus)
+        machine = Machine(spec, debug_sink=sink, device_bus=device_bus)
     except (EngineError, ValueError, FileExistsError) as error:
         message = str(error)
         if isinstance(error, FileExistsError):
-            message = f"VM {args.vm_id} is already running (its RAM region exists)"
+            message = f"VM {spec.vm_id} is already running (its RAM region exists)"
         print(f"headbox-vcpu: error: {message}", file=sys.stderr)
         return 2
-    service = VcpuService(machine, endpoint(args.vm_id, "control-vcpu"), incoming=args.incoming)
-    irq = IrqReceiver(endpoint(args.vm_id, "irq"), machine.engine.set_irq,
-                      on_dma=machine.note_dma) if args.devices else None
+    service = VcpuService(machine, endpoint(spec.vm_id, "control-vcpu"), incoming=spec.incoming)
+    irq = IrqReceiver(endpoint(spec.vm_id, "irq"), machine.engine.set_irq,
+                      on_dma=machine.note_dma) if spec.device_process else None
     keyboard = machine.bus.device("i8042")
-    display = DisplayPublisher(machine.surface, endpoint(args.vm_id, "display"),
+    display = DisplayPublisher(machine.surface, endpoint(spec.vm_id, "display"),
                                machine.display_lock) if machine.surface is not None else None
-    inputs = InputReceiver(endpoint(args.vm_id, "input"),
+    inputs = InputReceiver(endpoint(spec.vm_id, "input"),
                            key=lambda code, ext, pressed: keyboard.keyboard.key(code, ext, pressed),
                            mouse=machine.mouse, sync_locks=keyboard.keyboard.sync_locks)
     try:

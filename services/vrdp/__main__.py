@@ -1,5 +1,5 @@
-"""Entry point of the VRDP process: `python -m services.vrdp --vm-id ID --config vrde.json` (or `--port LIST
---address A --state-dir D` without a manager). One process per running VM; see services.vrdp.server."""
+"""Entry point of the VRDP process: `python -m services.vrdp --spec FILE` (the VM's launch spec, with its
+VRDE settings). One process per running VM; see services.vrdp.server."""
 
 import sys
 

@@ -1,46 +1,18 @@
-"""VRDE TCP/Ports and TCP/Address: the port list syntax and VirtualBox's bind rule (research/vrde.md §4.2).
-
-Ports are tried in list order; the first port where at least one address binds wins; none free -> port 0."""
+"""VRDE TCP/Ports and TCP/Address: VirtualBox's bind rule (research/vrde.md §4.2); the list syntax is
+services/ipc/vrde.py's. Ports are tried in list order; the first port where at least one address
+binds wins; none free -> port 0."""
 
 from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Iterator
 from dataclasses import dataclass
+
+from services.ipc.vrde import DEFAULT_PORT, ports_in_order
 
 log = logging.getLogger("headbox.vrdp")
 
-DEFAULT_PORT = 3389
 SNDBUF, RCVBUF = 64 * 1024, 32 * 1024
-
-
-def _port(text: str) -> int | None:
-    text = text.strip()
-    if not text.isdigit() or len(text) > 5:
-        return None
-    value = int(text)
-    if value == 0:
-        return DEFAULT_PORT
-    return value if value <= 65535 else None
-
-
-def iterate_ports(spec: str) -> Iterator[int]:
-    """Every port of "5000,5010-5012" in order; "5012-5010" goes down; malformed items are skipped."""
-    for item in spec.split(","):
-        if item.count("-") > 1:
-            continue
-        if "-" in item:
-            low_text, high_text = item.split("-")
-            first, last = _port(low_text), _port(high_text)
-            if first is None or last is None:
-                continue
-            step = 1 if last >= first else -1
-            yield from range(first, last + step, step)
-        else:
-            port = _port(item)
-            if port is not None:
-                yield port
 
 
 @dataclass
@@ -94,7 +66,7 @@ def _bind_one(family, kind, proto, sockaddr) -> socket.socket | None:
 
 def bind_listener(ports: str, address: str) -> Listener | None:
     """Sockets on every address of the first port of `ports` that binds; None when no port does."""
-    for port in iterate_ports(ports):
+    for port in ports_in_order(ports):
         sockets = [s for s in (_bind_one(*a) for a in _addresses(address, port)) if s is not None]
         if sockets:
             listener = Listener(port, sockets)

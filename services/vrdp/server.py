@@ -7,6 +7,7 @@ import argparse
 import itertools
 import logging
 import os
+import queue
 import select
 import socket
 import sys
@@ -23,7 +24,9 @@ from services.ipc.io import InputSender
 from services.ipc.messages import DISPLAY_VERSION, unpack
 from services.ipc.naming import SURFACE, endpoint, runtime_dir, shm_name
 from services.ipc.shm import SharedRegion
+from services.ipc.spec import LaunchSpec, SpecError
 from services.ipc.surface import frame_view, read_header
+from services.ipc.vrde import ConfigError, VrdeConfig
 from services.vrdp.auth import (
     REFUSE,
     REPLACE,
@@ -32,7 +35,6 @@ from services.vrdp.auth import (
     check_logon,
     multicon_decision,
 )
-from services.vrdp.config import ConfigError, ConfigWatcher, VrdeConfig
 from services.vrdp.connection import (
     Activated,
     ClientInfoReceived,
@@ -52,9 +54,9 @@ from services.vrdp.security_policy import (
 from services.vrdp.tpkt import ProtocolError
 
 log = logging.getLogger("headbox.vrdp")
+CONFIGURE_TIMEOUT = 10.0            # seconds a configure request waits for the listening loop
 
 POLL_INTERVAL = 0.02
-CONFIG_POLL = 0.5
 WHEEL_STEP = 120  # one notch of a Windows wheel
 # The static channels a Client/Disable* switch keeps a client from being served (none is served yet).
 FEATURE_CHANNELS = {"Client/DisableAudio": "rdpsnd", "Client/DisableUSB": "vrdpusb",
@@ -323,10 +325,9 @@ class ClientHandler:
 
 
 class VrdpServer:
-    def __init__(self, vm_id: str, config: VrdeConfig, watcher: ConfigWatcher | None = None):
+    def __init__(self, vm_id: str, config: VrdeConfig):
         self.vm_id = vm_id
         self.config = config
-        self.watcher = watcher
         self.security: SecurityPolicy | None = None
         self.listener: Listener | None = None
         self._listener_key = None
@@ -340,6 +341,9 @@ class VrdpServer:
         self._ids = itertools.count(1)
         self._dropped_input = 0
         self.control: ControlServer | None = None
+        # Settings from the control thread reach the listening loop through a queue and a wakeup.
+        self._new_configs: queue.SimpleQueue = queue.SimpleQueue()
+        self._wakeup_reader, self._wakeup_writer = socket.socketpair()
         self._apply_listener(config)
 
     @property
@@ -371,24 +375,14 @@ class VrdpServer:
             log.error("VirtualBox Remote Desktop Extension server can't bind to the port(s): %s", config.ports)
 
     def reload(self, config: VrdeConfig) -> None:
-        """A new vrde.json: new clients get its auth, multicon and features; listener changes rebind."""
+        """New VRDE settings (the configure request): new clients get their auth, multicon and
+        features; listener changes rebind."""
         log.info("VRDE configuration changed")
         was_enabled = self.config.enabled
         self.config = config
         self._apply_listener(config)
         if was_enabled and not config.enabled:
             self.disconnect_all()
-
-    def _poll_config(self) -> None:
-        if self.watcher is None:
-            return
-        try:
-            config = self.watcher.poll()
-        except ConfigError as exc:
-            log.error("VRDE configuration not applied: %s", exc)
-            return
-        if config is not None:
-            self.reload(config)
 
     # --- clients ------------------------------------------------------------------------------------
 
@@ -439,31 +433,38 @@ class VrdpServer:
                 ops.Configure: self._configure}
 
     def _configure(self, request) -> None:
+        """New settings, handed to the listening loop (which owns the listener) and applied
+        before the reply."""
         try:
             config = VrdeConfig.from_dict(request.config)
         except (ConfigError, TypeError) as exc:
             raise ControlError(f"VRDE configuration not applied: {exc}") from None
-        self.reload(config)
+        applied = threading.Event()
+        self._new_configs.put((config, applied))
+        self._wakeup_writer.send(b"!")
+        if not applied.wait(CONFIGURE_TIMEOUT):
+            raise ControlError("VRDE configuration not applied: the server is busy; it will apply it later")
 
     # --- the listening loop -------------------------------------------------------------------------
 
     def serve_forever(self) -> None:
         threading.Thread(target=self.screen.watch, args=(self.stopping,), name="display", daemon=True).start()
         log.info("VRDP server for VM %s started (port %d)", self.vm_id, self.port)
-        next_poll = time.monotonic() + CONFIG_POLL
         while not self.stopping.is_set():
             sockets = list(self.listener.sockets) if self.listener is not None else []
-            timeout = max(0.0, next_poll - time.monotonic())
-            if sockets:
-                readable, _, _ = select.select(sockets, [], [], timeout)
-            else:
-                readable = []
-                self.stopping.wait(timeout)
+            readable, _, _ = select.select([*sockets, self._wakeup_reader], [], [], 0.5)
+            if self._wakeup_reader in readable:
+                self._wakeup_reader.recv(4096)
+                self._apply_new_configs()
+                continue                 # the listener may have changed
             for listening in readable:
                 self._accept(listening)
-            if time.monotonic() >= next_poll:
-                next_poll = time.monotonic() + CONFIG_POLL
-                self._poll_config()
+
+    def _apply_new_configs(self) -> None:
+        while not self._new_configs.empty():
+            config, applied = self._new_configs.get()
+            self.reload(config)
+            applied.set()
 
     def _accept(self, listening: socket.socket) -> None:
         try:
@@ -489,34 +490,27 @@ class VrdpServer:
         if self.listener is not None:
             self.listener.close()
         self.input.close()
+        self._wakeup_reader.close()
+        self._wakeup_writer.close()
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m services.vrdp", description="RDP server of one VM")
-    parser.add_argument("--vm-id", required=True)
-    parser.add_argument("--config", help="the VM's vrde.json (written by the manager), re-read when it changes")
-    parser.add_argument("--port", default="3389", help="without --config: port list, e.g. 5000,5010-5012")
-    parser.add_argument("--address", default="127.0.0.1", help="without --config: address to listen on")
-    parser.add_argument("--state-dir", help="without --config: where the self-signed TLS certificate is kept")
+    parser.add_argument("--spec", required=True, help="the VM's launch spec (services/ipc/spec.py)")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    watcher = None
     try:
-        runtime_dir(args.vm_id)
-        if args.config:
-            watcher = ConfigWatcher(args.config)
-            config = watcher.config
-        else:  # a run without a manager: the options make the configuration
-            config = VrdeConfig(vm_name=args.vm_id, enabled=True, ports=str(args.port), address=args.address,
-                                state_dir=args.state_dir or "")
-            config.validate()
-    except (ConfigError, ValueError) as exc:
+        spec = LaunchSpec.load(args.spec)
+        if spec.vrde is None:
+            raise SpecError(f"VM {spec.vm_id} has no RDP server in its launch spec")
+        runtime_dir(spec.vm_id)
+    except (SpecError, ValueError) as exc:
         print(f"VRDP: error: {exc}", file=sys.stderr)
         return 1
-    server = VrdpServer(args.vm_id, config, watcher)
+    server = VrdpServer(spec.vm_id, spec.vrde)
     try:
-        server.control = ControlServer(endpoint(args.vm_id, "control-vrdp"), server.handlers())
+        server.control = ControlServer(endpoint(spec.vm_id, "control-vrdp"), server.handlers())
         server.control.serve_in_thread("vrdp-control")
     except zmq.ZMQError as exc:
         print(f"VRDP: error: cannot open the control socket: {exc}", file=sys.stderr)

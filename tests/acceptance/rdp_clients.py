@@ -3,12 +3,12 @@ server, and real clients (xfreerdp, rdesktop) driven under Xvfb with xdotool and
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import shutil
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -17,15 +17,17 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from services.headless import VmProcesses, VmSpec
+from services.headless import VmProcesses
 from services.ipc import ops
-from services.ipc.control import ControlClient
+from services.ipc.control import ControlClient, call
 from services.ipc.naming import endpoint, shm_name
 from services.ipc.shm import SharedRegion
+from services.ipc.spec import Drive, LaunchSpec
 from services.ipc.surface import frame_view
+from services.ipc.vrde import VrdeConfig
 from services.vrdp.codecs import convert
-from services.vrdp.config import VrdeConfig
 from tests.guests.linux_iso import linux_iso
+from tests.support import vm_processes
 from tests.waiting import free_port, wait_for  # noqa: F401 (the tests import them from here)
 
 BOOT_TIMEOUT = 300
@@ -61,7 +63,7 @@ def listening(port: int) -> bool:
 
 @dataclass
 class Guest:
-    """The Linux test ISO running on tcg with its RDP server told by a vrde.json."""
+    """The Linux test ISO running on tcg; its RDP server is started once the guest is up."""
     vm_id: str
     tmp: Path
     processes: VmProcesses
@@ -136,26 +138,22 @@ class Guest:
         """The lock LEDs the guest last set on its PS/2 keyboard (bit 0 scroll, 1 num, 2 caps)."""
         return int(self.machine_state()["platform"]["i8042"]["keyboard"]["leds"])
 
-    def configure(self, properties: dict[str, str]) -> None:
-        """(Re)write vrde.json; the server rereads it and rebinds when Security/* changed."""
-        config = VrdeConfig(vm_name=self.vm_id, vm_uuid=self.vm_id, enabled=True, ports=str(self.port),
-                            address="127.0.0.1", properties=dict(properties),
-                            state_dir=str(self.tmp / "vrdp-state"))
-        config.save(str(self.tmp / "vrde.json"))
+    def vrde(self, properties: dict[str, str]) -> VrdeConfig:
+        return VrdeConfig.listening(self.port, self.vm_id, vm_uuid=self.vm_id, properties=dict(properties),
+                                    state_dir=str(self.tmp / "vrdp-state"))
 
     def start_vrdp(self, properties: dict[str, str]) -> None:
-        self.configure(properties)
+        """The RDP server started on its own, as the manager's supervisor starts it, once the guest runs."""
+        spec = dataclasses.replace(self.processes.spec, vrde=self.vrde(properties))
         self.logs["vrdp"] = (self.tmp / "vrdp.log").open("w+")
-        self.vrdp = subprocess.Popen([sys.executable, "-m", "services.vrdp", "--vm-id", self.vm_id,
-                                      "--config", str(self.tmp / "vrde.json")],
-                                     stdout=self.logs["vrdp"], stderr=self.logs["vrdp"])
+        self.vrdp = vm_processes.start("vrdp", spec, self.tmp, stdout=self.logs["vrdp"], stderr=self.logs["vrdp"])
         wait_for(lambda: listening(self.port), 60, "VRDP listener", [self.vrdp])
 
     def reconfigure(self, properties: dict[str, str]) -> None:
-        count = self.vrdp_log().count("Security method ")
-        self.configure(properties)
-        wait_for(lambda: self.vrdp_log().count("Security method ") > count, 20, "new security policy",
-                 [self.vrdp])
+        """New settings through the server's control socket, as the manager sends them: applied (and the
+        listener rebound when Security/* changed) before the reply."""
+        call(endpoint(self.vm_id, "control-vrdp"), ops.Configure(config=self.vrde(properties).to_dict()),
+             timeout_ms=20000)
         wait_for(lambda: listening(self.port), 20, "VRDP listener after the change", [self.vrdp])
 
 
@@ -177,8 +175,8 @@ def boot_guest(tmp: Path, properties: dict[str, str]):
     old = os.environ.get("XDG_RUNTIME_DIR")
     os.environ["XDG_RUNTIME_DIR"] = str(tmp)  # endpoint() and shm_name() here and in the children
     vm_id = "rdp" + uuid.uuid4().hex[:6]
-    spec = VmSpec(vm_id=vm_id, memory_mib=256, accel="tcg", drives=[f"1:0:dvd:{linux_iso()}"],
-                  serial_log=str(tmp / "serial.log"))
+    spec = LaunchSpec(vm_id=vm_id, memory_mib=256, accel="tcg", drives=[Drive(1, 0, "dvd", str(linux_iso()))],
+                      serial_log=str(tmp / "serial.log"))
     processes = VmProcesses(spec)
     guest = Guest(vm_id, tmp, processes, free_port())
     started = time.monotonic()

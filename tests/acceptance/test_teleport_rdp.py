@@ -49,7 +49,7 @@ def test_rdp_clients_leave_with_the_source_and_connect_to_the_target(firmware, d
     first = second = None
     try:
         wait_lines(source.log, 5)
-        first = connect(display, source.spec.rdp_port, tmp_path, "before")
+        first = connect(display, source.rdp_port, tmp_path, "before")
         first.wait_window()
         wait_for(lambda: rdp_clients(source), 30, "the client logged on to the source", [first.process])
         target = Target(target_vm)
@@ -58,7 +58,7 @@ def test_rdp_clients_leave_with_the_source_and_connect_to_the_target(firmware, d
         assert target.error is None and target.result.resumed
         # The source's RDP server goes with its VM: its client is disconnected.
         wait_for(lambda: first.process.poll() is not None, 30, "the source's client to be disconnected")
-        second = connect(display, target_vm.spec.rdp_port, tmp_path, "after")
+        second = connect(display, target_vm.rdp_port, tmp_path, "after")
         second.wait_window()
         wait_for(lambda: rdp_clients(target_vm), 30, "a client logged on to the target", [second.process])
         time.sleep(1)

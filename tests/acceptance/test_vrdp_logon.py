@@ -2,11 +2,11 @@
 and the host's PAM refuse a wrong password and admit the right one, null admits anyone, and a port list
 whose first ports are taken binds the next free one, which `status` reports."""
 
+import dataclasses
 import io
 import os
 import socket
 import subprocess
-import sys
 import time
 import uuid
 
@@ -18,9 +18,11 @@ from services.ipc import ops
 from services.ipc.control import ControlClient
 from services.ipc.naming import endpoint, shm_name
 from services.ipc.shm import SharedRegion
+from services.ipc.spec import LaunchSpec
 from services.ipc.surface import frame_view
+from services.ipc.vrde import VrdeConfig
 from services.vrdp.auth.simple import password_hash
-from services.vrdp.config import VrdeConfig
+from tests.support import vm_processes
 from tests.waiting import free_port, wait_for
 
 PAM_PASSWORD = "Pa55-word"
@@ -63,9 +65,9 @@ class Vm:
         self.vm_id = "va" + uuid.uuid4().hex[:6]
         self.env = {**os.environ, "XDG_RUNTIME_DIR": str(tmp)}
         self.logs = []
-        self.vcpu = subprocess.Popen([sys.executable, "-m", "services.vcpu", "--vm-id", self.vm_id, "--accel",
-                                      "tcg", "--memory", "64"], env=self.env, stdout=self.log("vcpu"),
-                                     stderr=subprocess.STDOUT)
+        self.spec = LaunchSpec(self.vm_id, memory_mib=64, accel="tcg", device_process=False)
+        self.vcpu = vm_processes.start("vcpu", self.spec, tmp, env=self.env, stdout=self.log("vcpu"),
+                                       stderr=subprocess.STDOUT)
         display_socket = endpoint(self.vm_id, "display")[len("ipc://"):]
         wait_for(lambda: os.path.exists(display_socket), 30, "vCPU display channel", [self.vcpu])
         self.xvfb, self.display = start_xvfb(self.log("xvfb"))
@@ -85,13 +87,10 @@ class Vm:
         self.stop_vrdp()
         config = VrdeConfig(vm_name="auth-test", vm_uuid=str(uuid.uuid4()), enabled=True, address="127.0.0.1",
                             state_dir=str(self.tmp / "vrdp-state"), **fields)
-        self.config_path = str(self.tmp / "vrde.json")
-        config.save(self.config_path)
         name = f"vrdp-{uuid.uuid4().hex[:4]}"
         self.vrdp_log = self.tmp / f"{name}.log"
-        self.vrdp = subprocess.Popen([sys.executable, "-m", "services.vrdp", "--vm-id", self.vm_id, "--config",
-                                      self.config_path], env=self.env, stdout=self.log(name),
-                                     stderr=subprocess.STDOUT)
+        self.vrdp = vm_processes.start("vrdp", dataclasses.replace(self.spec, vrde=config), self.tmp, env=self.env,
+                                       stdout=self.log(name), stderr=subprocess.STDOUT)
         wait_for(lambda: self.status()["port"], 20, "VRDP listening", [self.vrdp])
         return self.vrdp_log
 

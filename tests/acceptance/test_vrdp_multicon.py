@@ -2,10 +2,10 @@
 with multicon both windows show the same guest screen after a line typed in one of them; without it
 the second client is refused; with reusecon the second replaces the first; DisableInput ignores keys."""
 
+import dataclasses
 import io
 import os
 import subprocess
-import sys
 import time
 import uuid
 
@@ -13,11 +13,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from services.headless import VmProcesses, VmSpec
+from services.headless import VmProcesses
 from services.ipc import ops
-from services.ipc.control import ControlClient
+from services.ipc.control import ControlClient, call
 from services.ipc.naming import endpoint
-from services.vrdp.config import VrdeConfig
+from services.ipc.spec import Drive, LaunchSpec
+from services.ipc.vrde import VrdeConfig
 from tests.acceptance.test_vrdp_logon import (
     free_port,
     guest_frame,
@@ -26,6 +27,7 @@ from tests.acceptance.test_vrdp_logon import (
     wait_for,
 )
 from tests.guests.linux_iso import linux_iso
+from tests.support import vm_processes
 
 BOOT_TIMEOUT = 300
 
@@ -38,8 +40,9 @@ class Guest:
         self.vm_id = "vm" + uuid.uuid4().hex[:6]
         self.env = {**os.environ, "XDG_RUNTIME_DIR": str(tmp)}
         self.serial = tmp / "serial.log"
-        self.processes = VmProcesses(VmSpec(vm_id=self.vm_id, memory_mib=256, accel="tcg",
-                                            drives=[f"1:0:dvd:{linux_iso()}"], serial_log=str(self.serial)))
+        self.processes = VmProcesses(LaunchSpec(vm_id=self.vm_id, memory_mib=256, accel="tcg",
+                                                drives=[Drive(1, 0, "dvd", str(linux_iso()))],
+                                                serial_log=str(self.serial)))
         self.processes.start()
         self.logs = []
         self.xvfb, display = start_xvfb(self.log("xvfb"))
@@ -75,17 +78,20 @@ class Guest:
     def start_vrdp(self, **fields) -> int:
         self.stop_vrdp()
         port = free_port()
-        config = VrdeConfig(vm_name="multicon", vm_uuid=str(uuid.uuid4()), enabled=True, ports=str(port),
-                            address="127.0.0.1", state_dir=str(self.tmp / "vrdp-state"), **fields)
-        self.config_path = str(self.tmp / "vrde.json")
-        config.save(self.config_path)
+        self.config = VrdeConfig.listening(port, "multicon", vm_uuid=str(uuid.uuid4()),
+                                           state_dir=str(self.tmp / "vrdp-state"), **fields)
         name = f"vrdp-{uuid.uuid4().hex[:4]}"
         self.vrdp_log = self.tmp / f"{name}.log"
-        self.vrdp = subprocess.Popen([sys.executable, "-m", "services.vrdp", "--vm-id", self.vm_id, "--config",
-                                      self.config_path], env=self.env, stdout=self.log(name),
-                                     stderr=subprocess.STDOUT)
+        spec = dataclasses.replace(self.processes.spec, vrde=self.config)
+        self.vrdp = vm_processes.start("vrdp", spec, self.tmp, env=self.env, stdout=self.log(name),
+                                       stderr=subprocess.STDOUT)
         wait_for(lambda: self.status()["port"] == port, 20, "VRDP listening", [self.vrdp])
         return port
+
+    def configure(self, config: VrdeConfig) -> None:
+        """New settings through the server's control socket, applied before the reply (as the manager's)."""
+        call(endpoint(self.vm_id, "control-vrdp"), ops.Configure(config=config.to_dict()), timeout_ms=20000)
+        self.config = config
 
     def status(self):
         path = endpoint(self.vm_id, "control-vrdp")
@@ -234,10 +240,7 @@ def test_disable_input_ignores_that_clients_keys(guest):
     assert not any("should-not-arrive" in row for row in guest.screen_text())
     assert guest.status()["clients"][0]["disabled"] == ["Client/DisableInput"]
     # Removing the switch enables input again for the next client.
-    config = VrdeConfig.load(guest.config_path)
-    config.features = {}
-    config.save(guest.config_path)
-    time.sleep(1.2)
+    guest.configure(dataclasses.replace(guest.config, features={}))
     two = guest.xfreerdp(port, "speaks")
     window_two = guest.window("speaks", two)
     guest.all_show_guest([window_two], [two])

@@ -25,6 +25,8 @@ from services.images import vdi
 from services.ipc import ops
 from services.ipc.control import ControlClient
 from services.ipc.naming import endpoint
+from services.ipc.spec import Drive, LaunchSpec
+from tests.support.vm_processes import process_argv_for
 
 MiB = 1 << 20
 TIMEOUT = 60
@@ -54,9 +56,10 @@ def shm_of(vm_id: str) -> list[str]:
     return glob.glob(f"/dev/shm/headbox-{vm_id}-*")
 
 
-def run(env, module: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", module, *args], env=env, capture_output=True,
-                          text=True, timeout=TIMEOUT, stdin=subprocess.DEVNULL)
+def run(env, program: str, spec: LaunchSpec) -> subprocess.CompletedProcess:
+    """One of a VM's processes on its own, told by `spec`."""
+    return subprocess.run(process_argv_for(program, spec, env["XDG_RUNTIME_DIR"]), env=env,
+                          capture_output=True, text=True, timeout=TIMEOUT, stdin=subprocess.DEVNULL)
 
 
 def assert_one_error(result: subprocess.CompletedProcess, prog: str, *names: str) -> str:
@@ -77,7 +80,8 @@ def assert_one_error(result: subprocess.CompletedProcess, prog: str, *names: str
 
 
 def headless(env, vm_id: str, *args: str) -> subprocess.CompletedProcess:
-    result = run(env, "services.headless", "--name", vm_id, "--accel", "tcg", *args)
+    result = subprocess.run([sys.executable, "-m", "services.headless", "--name", vm_id, "--accel", "tcg", *args],
+                            env=env, capture_output=True, text=True, timeout=TIMEOUT, stdin=subprocess.DEVNULL)
     assert not shm_of(vm_id), f"shared memory left behind: {shm_of(vm_id)}"
     return result
 
@@ -159,7 +163,7 @@ def test_corrupt_vdi(runtime, tmp_path, how):
     line = assert_one_error(result, "headbox-vm", str(disk), VDI_DAMAGE[how])
     assert disk.read_bytes() == before, "the failed start changed the image"
     # The device process on its own says the same.
-    alone = run(runtime, "services.devices", "--vm-id", vm_name(), "--drive", f"0:0:hdd:{disk}")
+    alone = run(runtime, "devices", LaunchSpec(vm_name(), drives=[Drive(0, 0, "hdd", str(disk))]))
     assert assert_one_error(alone, "headbox-devices", str(disk)).split(": error: ", 1)[1] \
         == line.split(": error: ", 1)[1]
     assert disk.read_bytes() == before
@@ -169,7 +173,7 @@ def test_more_ram_than_the_host_has(runtime):
     result = headless(runtime, vm_name(), "--memory", "10000000")
     assert_one_error(result, "headbox-vm", "10000000 MiB", "available")
     vm_id = vm_name()
-    alone = run(runtime, "services.vcpu", "--vm-id", vm_id, "--accel", "tcg", "--memory", "10000000")
+    alone = run(runtime, "vcpu", LaunchSpec(vm_id, accel="tcg", memory_mib=10000000, device_process=False))
     assert_one_error(alone, "headbox-vcpu", "10000000 MiB")
     assert not shm_of(vm_id)
 
@@ -190,7 +194,7 @@ def test_image_in_use_by_a_running_vm(runtime, tmp_path):
 
         result = headless(runtime, second_id, "--hdd", str(disk))
         assert_one_error(result, "headbox-vm", str(disk), "in use")
-        alone = run(runtime, "services.devices", "--vm-id", vm_name(), "--drive", f"0:0:hdd:{disk}")
+        alone = run(runtime, "devices", LaunchSpec(vm_name(), drives=[Drive(0, 0, "hdd", str(disk))]))
         assert_one_error(alone, "headbox-devices", str(disk), "in use")
 
         # The first VM runs on, and its image is still locked by it.
@@ -229,7 +233,7 @@ def test_image_in_use_by_a_running_vm(runtime, tmp_path):
 def test_no_firmware(runtime, tmp_path):
     vm_id = vm_name()
     missing = tmp_path / "nonexistent" / "bios.bin"
-    result = run(runtime, "services.vcpu", "--vm-id", vm_id, "--accel", "tcg", "--firmware", str(missing))
+    result = run(runtime, "vcpu", LaunchSpec(vm_id, accel="tcg", firmware=str(missing), device_process=False))
     assert_one_error(result, "headbox-vcpu", str(missing), "seabios")
     assert not shm_of(vm_id)
 
@@ -238,6 +242,6 @@ def test_firmware_that_is_not_a_firmware_image(runtime, tmp_path):
     vm_id = vm_name()
     bogus = tmp_path / "bios.bin"
     bogus.write_bytes(b"not a BIOS\n")
-    result = run(runtime, "services.vcpu", "--vm-id", vm_id, "--accel", "tcg", "--firmware", str(bogus))
+    result = run(runtime, "vcpu", LaunchSpec(vm_id, accel="tcg", firmware=str(bogus), device_process=False))
     assert_one_error(result, "headbox-vcpu", str(bogus))
     assert not shm_of(vm_id)

@@ -3,14 +3,14 @@ the other process (its probe crosses the io channel), and the port's interrupt c
 irq channel."""
 
 import os
-import subprocess
-import sys
 import time
 import uuid
 
 from services.ipc import ops
 from services.ipc.control import ControlClient
 from services.ipc.naming import endpoint
+from services.ipc.spec import LaunchSpec
+from tests.support.vm_processes import start
 
 
 def test_seabios_probes_a_serial_port_in_the_device_process(tmp_path, monkeypatch):
@@ -18,10 +18,10 @@ def test_seabios_probes_a_serial_port_in_the_device_process(tmp_path, monkeypatc
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
     vm_id = "d" + uuid.uuid4().hex[:8]
     debug, serial = tmp_path / "debug.log", tmp_path / "serial.log"
-    devices = subprocess.Popen([sys.executable, "-m", "services.devices", "--vm-id", vm_id,
-                                "--serial1", str(serial)], env=env)
-    vcpu = subprocess.Popen([sys.executable, "-m", "services.vcpu", "--vm-id", vm_id, "--accel", "tcg",
-                             "--memory", "64", "--devices", "--debug-log", str(debug)], env=env)
+    spec = LaunchSpec(vm_id, memory_mib=64, accel="tcg", ide_controller=None, serial_log=str(serial),
+                      debug_log=str(debug))
+    devices = start("devices", spec, tmp_path, env=env)
+    vcpu = start("vcpu", spec, tmp_path, env=env)
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not (debug.exists() and b"No bootable device" in debug.read_bytes()):

@@ -2,8 +2,6 @@
 pixels in the shared surface; nobody subscribing costs no rendering."""
 
 import os
-import subprocess
-import sys
 import time
 import uuid
 
@@ -15,14 +13,16 @@ from services.ipc.control import ControlClient
 from services.ipc.messages import DISPLAY_VERSION
 from services.ipc.naming import endpoint, shm_name
 from services.ipc.shm import SharedRegion
+from services.ipc.spec import LaunchSpec
 from services.ipc.surface import frame_view, read_header
+from tests.support.vm_processes import start
 
 
 def test_seabios_screen_reaches_a_subscriber(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
     vm_id = "ds" + uuid.uuid4().hex[:6]
-    vcpu = subprocess.Popen([sys.executable, "-m", "services.vcpu", "--vm-id", vm_id, "--accel", "tcg",
-                             "--memory", "64"], env={**os.environ, "XDG_RUNTIME_DIR": str(tmp_path)})
+    vcpu = start("vcpu", LaunchSpec(vm_id, memory_mib=64, accel="tcg", device_process=False), tmp_path,
+                 env={**os.environ, "XDG_RUNTIME_DIR": str(tmp_path)})
     context = zmq.Context.instance()
     sub = context.socket(zmq.SUB)
     sub.setsockopt(zmq.LINGER, 0)

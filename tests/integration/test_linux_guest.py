@@ -11,11 +11,12 @@ import uuid
 import pytest
 from PIL import Image
 
-from services.headless import VmProcesses, VmSpec
+from services.headless import VmProcesses
 from services.ipc import ops
 from services.ipc.control import ControlClient
 from services.ipc.io import InputSender
 from services.ipc.naming import endpoint
+from services.ipc.spec import Drive, LaunchSpec
 from tests.guests.keys import scancodes
 from tests.guests.linux_iso import linux_iso
 
@@ -71,8 +72,8 @@ def vm(tmp_path_factory):
     old = os.environ.get("XDG_RUNTIME_DIR")
     os.environ["XDG_RUNTIME_DIR"] = str(tmp)
     vm_id = "lg" + uuid.uuid4().hex[:6]
-    spec = VmSpec(vm_id=vm_id, memory_mib=256, accel="tcg", drives=[f"1:0:dvd:{linux_iso()}"],
-                  serial_log=str(tmp / "serial.log"))
+    spec = LaunchSpec(vm_id=vm_id, memory_mib=256, accel="tcg", drives=[Drive(1, 0, "dvd", str(linux_iso()))],
+                      serial_log=str(tmp / "serial.log"))
     processes = VmProcesses(spec)
     started = time.monotonic()
     processes.start()

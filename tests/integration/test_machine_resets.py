@@ -10,8 +10,9 @@ import pytest
 
 from services.hw.memory import MiB
 from services.ipc.shm import PrivateRegion
+from services.ipc.spec import LaunchSpec
 from services.vcpu.engine import StopReason
-from services.vcpu.machine import Machine, MachineConfig
+from services.vcpu.machine import Machine
 from tests.conftest import require_kvm
 
 RESETS = r"""
@@ -81,7 +82,7 @@ def test_guest_resets_pause_resume_poweroff(accel, tmp_path):
     if accel == "kvm":
         require_kvm()
     output = bytearray()
-    machine = Machine(MachineConfig(vm_id="test", ram_mib=16, accel=accel), debug_sink=output.extend,
+    machine = Machine(LaunchSpec(vm_id="test", memory_mib=16, accel=accel), debug_sink=output.extend,
                       ram=PrivateRegion(16 * MiB), firmware=assemble(tmp_path, RESETS))
     result = {}
     runner = threading.Thread(target=lambda: result.setdefault("reason", machine.run()))
@@ -151,7 +152,7 @@ def test_keyboard_controller_reset(accel, tmp_path):
     if accel == "kvm":
         require_kvm()
     output = bytearray()
-    machine = Machine(MachineConfig(vm_id="test", ram_mib=16, accel=accel, exit_port=0xF4),
+    machine = Machine(LaunchSpec(vm_id="test", memory_mib=16, accel=accel, exit_port=0xF4),
                       debug_sink=output.extend, ram=PrivateRegion(16 * MiB),
                       firmware=assemble(tmp_path, KEYBOARD_RESET))
     timer = threading.Timer(60, machine.engine.request_stop, (StopReason.PAUSED,))

@@ -13,8 +13,9 @@ import pytest
 from services.hw.memory import MiB
 from services.ipc.naming import shm_name
 from services.ipc.shm import SharedRegion
+from services.ipc.spec import LaunchSpec
 from services.vcpu.engine import StopReason
-from services.vcpu.machine import Machine, MachineConfig
+from services.vcpu.machine import Machine
 from tests.conftest import require_kvm
 from tests.guests.build import build_program, counter_expected_lines
 
@@ -41,7 +42,7 @@ def continue_elsewhere(accel, ram_name, image, state_bytes, lines, queue):
     """The second process: a fresh engine over the same RAM, restored from the snapshot."""
     ram = SharedRegion.open(ram_name)
     output = bytearray()
-    machine = Machine(MachineConfig(vm_id="restored", ram_mib=RAM_MIB, accel=accel, exit_port=0xF4),
+    machine = Machine(LaunchSpec(vm_id="restored", memory_mib=RAM_MIB, accel=accel, exit_port=0xF4),
                       debug_sink=output.extend, ram=ram, firmware=image)
     try:
         machine.restore(msgpack.unpackb(state_bytes, raw=False, strict_map_key=False))
@@ -61,7 +62,7 @@ def test_snapshot_restore_in_another_process(accel):
     ram = SharedRegion.create(ram_name, RAM_MIB * MiB)
     try:
         output = bytearray()
-        machine = Machine(MachineConfig(vm_id="original", ram_mib=RAM_MIB, accel=accel, exit_port=0xF4),
+        machine = Machine(LaunchSpec(vm_id="original", memory_mib=RAM_MIB, accel=accel, exit_port=0xF4),
                           debug_sink=output.extend, ram=ram, firmware=image)
         try:
             run_until_lines(machine, output, 8, timeout=120)

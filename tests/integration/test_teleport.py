@@ -10,10 +10,12 @@ import uuid
 
 import pytest
 
-from services.headless import VmProcesses, VmSpec
+from services.headless import VmProcesses
 from services.ipc import ops
 from services.ipc.control import ControlClient
 from services.ipc.naming import endpoint
+from services.ipc.spec import Drive, LaunchSpec
+from services.ipc.vrde import VrdeConfig
 from services.teleport import wire
 from services.teleport.source import teleport_out
 from services.teleport.target import hardware_config, teleport_in
@@ -56,9 +58,12 @@ class Vm:
     def __init__(self, firmware: str, folder, incoming: bool = False, memory_mib: int = RAM_MIB,
                  accel: str = "tcg", cpuid: list | None = None, rdp_port: int | None = None,
                  drives: list | None = None):
-        self.spec = VmSpec(vm_id="tp" + uuid.uuid4().hex[:8], memory_mib=memory_mib, accel=accel,
-                           firmware=firmware, boot=(), serial_log=str(folder / f"{uuid.uuid4().hex[:6]}.log"),
-                           incoming=incoming, cpuid=cpuid or [], rdp_port=rdp_port, drives=drives or [])
+        vm_id = "tp" + uuid.uuid4().hex[:8]
+        self.spec = LaunchSpec(vm_id=vm_id, memory_mib=memory_mib, accel=accel, firmware=firmware, boot=(),
+                               serial_log=str(folder / f"{uuid.uuid4().hex[:6]}.log"), incoming=incoming,
+                               cpuid=cpuid or [], drives=[Drive.parse(d) for d in drives or []],
+                               vrde=VrdeConfig.listening(rdp_port, vm_id) if rdp_port else None)
+        self.rdp_port = rdp_port
         self.processes = VmProcesses(self.spec)
         self.processes.start(ram_timeout=120)
         self.exit_code = None

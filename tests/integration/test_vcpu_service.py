@@ -3,7 +3,6 @@ burning a core, and its control socket pauses, snapshots, resumes and powers it 
 
 import os
 import subprocess
-import sys
 import time
 import uuid
 
@@ -12,7 +11,9 @@ import pytest
 from services.ipc import ops
 from services.ipc.control import ControlClient, ControlError
 from services.ipc.naming import endpoint, shm_name
+from services.ipc.spec import LaunchSpec
 from tests.conftest import require_kvm
+from tests.support.vm_processes import start
 
 
 def wait_for(predicate, timeout, what):
@@ -38,10 +39,9 @@ def vcpu(request, tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
     vm_id = "t" + uuid.uuid4().hex[:8]
     log = tmp_path / "debug.log"
-    proc = subprocess.Popen([sys.executable, "-m", "services.vcpu", "--vm-id", vm_id, "--accel", accel,
-                             "--memory", "64", "--debug-log", str(log)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            env={**os.environ, "XDG_RUNTIME_DIR": str(tmp_path)})
+    proc = start("vcpu", LaunchSpec(vm_id, memory_mib=64, accel=accel, debug_log=str(log), device_process=False),
+                 tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                 env={**os.environ, "XDG_RUNTIME_DIR": str(tmp_path)})
     wait_for(lambda: log.exists() and b"No bootable device" in log.read_bytes(), 120, "SeaBIOS to finish POST")
     client = ControlClient(endpoint(vm_id, "control-vcpu"))
     yield accel, vm_id, proc, client, log

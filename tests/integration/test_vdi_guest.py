@@ -33,11 +33,12 @@ from pathlib import Path
 
 import pytest
 
-from services.headless import VmProcesses, VmSpec
+from services.headless import VmProcesses
 from services.images.image import create_disk
 from services.ipc import ops
 from services.ipc.control import ControlClient, ControlError
 from services.ipc.naming import endpoint, shm_name
+from services.ipc.spec import Drive, LaunchSpec
 from tests.guests.linux_iso import linux_iso
 
 MODULE_BUDGET = 330.0       # seconds for the whole module: two boots of ~60 s plus the guest work
@@ -123,8 +124,8 @@ class GuestVm:
         self.name, self.workdir, self.budget = name, workdir, budget
         self.vm_id = f"vdi{name}-{uuid.uuid4().hex[:6]}"
         self.serial = SerialLog(workdir / f"serial-{name}.log")
-        spec = VmSpec(vm_id=self.vm_id, memory_mib=256, accel="tcg", drives=drives,
-                      serial_log=str(self.serial.path))
+        spec = LaunchSpec(vm_id=self.vm_id, memory_mib=256, accel="tcg", drives=[Drive.parse(d) for d in drives],
+                          serial_log=str(self.serial.path))
         self.processes = VmProcesses(spec, env=dict(os.environ))
         self.commands = 0
         self.started = 0.0

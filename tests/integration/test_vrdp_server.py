@@ -1,26 +1,26 @@
-"""The VRDP process without a VM, driven through real sockets: vrde.json and its reload, the port list's
+"""The VRDP process without a VM, driven through real sockets: its launch spec and live `configure`, the port list's
 bind rule, the control socket (status, disconnect), logon, multicon and the Client/Disable* switches."""
 
-import json
 import os
 import socket
 import ssl
 import struct
 import subprocess
-import sys
 import time
 import uuid
 
 import pytest
 
 from services.ipc import ops
-from services.ipc.control import ControlClient
+from services.ipc.control import ControlClient, ControlError
 from services.ipc.naming import endpoint
+from services.ipc.spec import LaunchSpec
+from services.ipc.vrde import VrdeConfig
 from services.vrdp import mcs, x224
 from services.vrdp.auth.simple import password_hash
-from services.vrdp.config import VrdeConfig
 from services.vrdp.pdu import activation, capabilities, info, share
 from services.vrdp.tpkt import FrameKind, FrameReader, build_tpkt, parse_tpkt
+from tests.support.vm_processes import start
 from tests.unit.rdp_vectors import XFREERDP_CONNECT_INITIAL
 from tests.unit.test_vrdp_connection import client_caps
 from tests.waiting import free_port, wait_for
@@ -175,21 +175,18 @@ def taken_port():
 
 
 class VrdpProcess:
-    """`python -m services.vrdp --config vrde.json` without a VM, its log in a file."""
+    """The RDP server of a VM without a VM, told by a launch spec, its log in a file."""
 
     def __init__(self, tmp_path, **fields):
         self.tmp_path = tmp_path
         self.vm_id = "vrdp" + uuid.uuid4().hex[:6]
-        self.config_path = str(tmp_path / "vrde.json")
         self.log_path = tmp_path / "vrdp.log"
         self.config = VrdeConfig(vm_name="test", vm_uuid=str(uuid.uuid4()), enabled=True, address="127.0.0.1",
                                  state_dir=str(tmp_path / "state"), **fields)
-        self.config.save(self.config_path)
         self.env = {**os.environ, "XDG_RUNTIME_DIR": str(tmp_path)}
         self.log_file = self.log_path.open("w")
-        self.process = subprocess.Popen([sys.executable, "-m", "services.vrdp", "--vm-id", self.vm_id,
-                                         "--config", self.config_path], env=self.env,
-                                        stdout=self.log_file, stderr=self.log_file)
+        self.process = start("vrdp", LaunchSpec(self.vm_id, vrde=self.config), tmp_path, env=self.env,
+                             stdout=self.log_file, stderr=self.log_file)
         self.control_endpoint = endpoint(self.vm_id, "control-vrdp")
         wait_for(lambda: os.path.exists(self.control_endpoint[len("ipc://"):]), 20, "control socket",
                  [self.process])
@@ -205,9 +202,10 @@ class VrdpProcess:
         return self.call(ops.Status())
 
     def update(self, **changes):
+        """New settings, applied before this returns (as modifyvm's)."""
         for name, value in changes.items():
             setattr(self.config, name, value)
-        self.config.save(self.config_path)
+        self.call(ops.Configure(config=self.config.to_dict()))
 
     def log(self) -> str:
         self.log_file.flush()
@@ -278,20 +276,18 @@ def test_no_free_port_keeps_running_with_port_0_and_retries_on_change(vrdp):
         taken.close()
 
 
-def test_reload_moves_the_listener_and_a_bad_file_is_ignored(vrdp):
+def test_configure_moves_the_listener_at_once_and_a_bad_one_is_refused(vrdp):
     old, new = free_port(), free_port()
     server = vrdp(ports=str(old))
     wait_for(lambda: server.status()["port"] == old, 10, "first port", [server.process])
     server.update(ports=str(new))
-    wait_for(lambda: server.status()["port"] == new, 10, "moved to the new port", [server.process])
-    assert not listening(old)
-    with open(server.config_path, "w") as file:
-        json.dump({**server.config.to_dict(), "auth_type": "kerberos"}, file)
-    wait_for(lambda: "VRDE configuration not applied" in server.log(), 10, "bad file reported", [server.process])
+    assert server.status()["port"] == new and not listening(old)     # applied before the reply
+    with pytest.raises(ControlError, match="VRDE configuration not applied: .*auth_type 'kerberos'"):
+        server.call(ops.Configure(config={**server.config.to_dict(), "auth_type": "kerberos"}))
+    assert "Traceback" not in server.log()
     assert server.status()["port"] == new and listening(new)
     server.update(enabled=False)
-    wait_for(lambda: server.status()["port"] == 0, 10, "disabled", [server.process])
-    assert not listening(new)
+    assert server.status()["port"] == 0 and not listening(new)
 
 
 def test_logon_status_disconnect_and_blank_screen_without_a_vm(vrdp):

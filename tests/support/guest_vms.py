@@ -88,17 +88,15 @@ class Stream:
 class OurVm:
     def __init__(self, *, iso: str | None = None, hdd: str | None = None, memory_mib: int = 512,
                  accel: str = "tcg", boot=("dvd", "disk")):
-        from services.headless import VmSpec
+        from services.ipc.spec import Drive, LaunchSpec
         self.tmp = tempfile.mkdtemp(prefix="hb-bench-vm-")
         self.vm_id = "bench" + uuid.uuid4().hex[:6]
-        drives = []
-        if hdd:
-            drives.append(f"0:0:hdd:{os.path.abspath(hdd)}")
-        drives.append(f"1:0:dvd:{os.path.abspath(iso)}" if iso else "1:0:dvd")
+        drives = [Drive(0, 0, "hdd", os.path.abspath(hdd))] if hdd else []
+        drives.append(Drive(1, 0, "dvd", os.path.abspath(iso) if iso else None))
         self.serial_path = os.path.join(self.tmp, "serial.log")
         self.debug_path = os.path.join(self.tmp, "debug.log")
-        self.spec = VmSpec(vm_id=self.vm_id, memory_mib=memory_mib, accel=accel, drives=drives,
-                           boot=tuple(boot), serial_log=self.serial_path, debug_log=self.debug_path)
+        self.spec = LaunchSpec(vm_id=self.vm_id, memory_mib=memory_mib, accel=accel, drives=drives,
+                               boot=tuple(boot), serial_log=self.serial_path, debug_log=self.debug_path)
         self.serial, self.debug = Stream(), Stream()
         self.vm = None
         self._stop = False

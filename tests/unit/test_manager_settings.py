@@ -72,11 +72,11 @@ def test_the_spec_walkthrough_gives_a_runnable_vm(settings, xp):
     assert [(a["port"], a["device"], a["type"], a["medium_path"]) for a in ide["attachments"]] == [
         (0, 0, "hdd", xp["disk"]), (0, 1, "dvddrive", xp["iso"])]
     spec = settings.launch_spec("Windows XP")
-    assert spec["vm_id"] == info["uuid"] and spec["memory_mib"] == 256
-    assert spec["boot"] == ("dvd", "disk")
-    assert spec["drives"] == [f"0:0:hdd:{xp['disk']}", f"0:1:dvd:{xp['iso']}"]
-    assert spec["ide_controller"] == "piix4" and spec["acpi"] is True
-    assert spec["serial_log"] is None and spec["state_dir"] == info["folder"]
+    assert spec.vm_id == info["uuid"] and spec.memory_mib == 256
+    assert spec.boot == ("dvd", "disk")
+    assert [d.text() for d in spec.drives] == [f"0:0:hdd:{xp['disk']}", f"0:1:dvd:{xp['iso']}"]
+    assert spec.ide_controller == "piix4" and spec.acpi is True
+    assert spec.serial_log is None and spec.vrde.state_dir == info["folder"]
     assert settings.vm_uuid("Windows XP") == info["uuid"] == settings.vm_uuid(info["uuid"])
     assert settings.vm_uuid("{" + info["uuid"].upper() + "}") == info["uuid"]
     assert settings.vm_folder(info["uuid"]) == info["folder"]
@@ -179,7 +179,7 @@ def test_modifyvm_every_key(settings, xp):
     assert settings.cpuid("Windows XP") == {1: [5, 6, 7, 8], 0x80000001: [1, 2, 3, 0xFFFFFFFF]}
     tele = settings.teleporter("Windows XP")
     assert tele["password_hash"] == "#SHA-512##" + hashlib.sha512(b"s3cret").hexdigest()
-    assert settings.launch_spec("Windows XP")["serial_log"] == "/tmp/serial.log"
+    assert settings.launch_spec("Windows XP").serial_log == "/tmp/serial.log"
 
     settings.modifyvm(vm="Windows XP", changes={
         "vrde_ports": "default", "vrde_address": "", "vrde_properties": {"Security/Method": ""},
@@ -209,7 +209,7 @@ def test_rename_moves_the_folder_and_the_media_inside_it(settings):
     assert sorted(os.listdir(new_folder)) == ["Logs", "new.vbox", "old.vdi"]
     info = settings.showvminfo(vm="new")
     assert info["settings_file"] == os.path.join(new_folder, "new.vbox") and info["uuid"] == made["uuid"]
-    assert settings.launch_spec("new")["drives"] == [f"0:0:hdd:{new_folder}/old.vdi"]
+    assert [d.text() for d in settings.launch_spec("new").drives] == [f"0:0:hdd:{new_folder}/old.vdi"]
 
 
 def test_a_running_vm_takes_only_vrde_and_teleporter_changes(tmp_path):
@@ -369,12 +369,12 @@ def test_storageattach_registers_a_new_path_empties_and_detaches(settings, xp, t
     settings.storageattach(vm="Windows XP", storagectl="IDE Controller", port=0, device=1,
                            type="dvddrive", medium="emptydrive")
     settings.storageattach(vm="Windows XP", storagectl="IDE Controller", port=0, device=0, medium="none")
-    assert settings.launch_spec("Windows XP")["drives"] == ["0:1:dvd", f"1:0:dvd:{iso}"]
+    assert [d.text() for d in settings.launch_spec("Windows XP").drives] == ["0:1:dvd", f"1:0:dvd:{iso}"]
 
 
 def test_launch_spec_refuses_what_cannot_run(settings, xp):
     settings.storagectl(vm="Windows XP", name="SATA", add="sata", controller="IntelAhci")
-    assert settings.launch_spec("Windows XP")["drives"]          # an empty SATA controller is fine
+    assert settings.launch_spec("Windows XP").drives             # an empty SATA controller is fine
     settings.storageattach(vm="Windows XP", storagectl="IDE Controller", port=0, device=0, medium="none")
     settings.storageattach(vm="Windows XP", storagectl="SATA", port=3, device=0, type="hdd", medium=xp["disk"])
     with pytest.raises(ManagerError, match="SATA controllers are not emulated; attach the disk to an IDE controller"):
@@ -407,17 +407,17 @@ def test_vm_state_may_be_the_daemons_map(tmp_path):
 
 
 def test_the_consumers_accept_what_the_daemon_is_given(settings, xp):
-    """The VRDP process's VrdeConfig and headless's VmSpec take these fields as they are."""
-    from services.headless import VmSpec
-    from services.vrdp.config import VrdeConfig
+    """The launch spec the processes load takes these fields as they are."""
+    from services.ipc.spec import LaunchSpec
+    from services.ipc.vrde import VrdeConfig
     settings.modifyvm(vm="Windows XP", changes={"vrde": True, "vrde_ports": "5000,5010-5012",
                                                 "vrde_auth_type": "external"})
     settings.setextradata(target="Windows XP", key="VBoxAuthSimple/users/u", value="p")
     config = VrdeConfig.from_dict(settings.vrde_config("Windows XP"))
     assert (config.ports, config.auth_type, config.users["u"]) == (
         "5000,5010-5012", "external", hashlib.sha256(b"p").hexdigest())
-    spec = VmSpec(**settings.launch_spec("Windows XP"))
-    assert spec.drives[0] == f"0:0:hdd:{xp['disk']}"
+    spec = LaunchSpec.from_bytes(settings.launch_spec("Windows XP").to_bytes())
+    assert spec.drives[0].text() == f"0:0:hdd:{xp['disk']}" and spec.vrde == config
 
 
 def test_machine_and_registry_xml_round_trip():

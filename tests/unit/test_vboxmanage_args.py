@@ -1,6 +1,8 @@
 """VBoxManage's argv -> control-API request mapping, its progress line and its output layouts
 (showvminfo, list, extradata) fed with contract-shaped answers (docs/control-api.md)."""
 
+import dataclasses
+
 import pytest
 
 from services.manager.cli import format as output
@@ -322,22 +324,17 @@ def test_vboxheadless_options():
 
 
 def test_vboxheadless_vrde_settings_follow_the_vm_and_the_command_line():
-    from services.manager.cli.vboxheadless import vrde_settings
-    from services.vrdp.config import VrdeConfig
-    info = {**VM, "vrde": {**VM["vrde"], "enabled": False, "properties": {"Security/Method": "TLS"}}}
-    vm_extra = [{"key": "VBoxAuthSimple/users/john", "value": "a" * 64},
-                {"key": "VRDE/Feature/Client/DisableDisplay", "value": "1"}]
-    global_extra = [{"key": "VBoxAuthSimple/users/john", "value": "b" * 64},
-                    {"key": "VBoxAuthSimple/users/mary", "value": "c" * 64}]
-    on = vrde_settings(info, vm_extra, global_extra, "on", {"TCP/Ports": "5000"})
-    VrdeConfig.from_dict(on)      # a valid vrde.json
-    assert on["enabled"] and on["ports"] == "5000" and on["address"] == ""
-    assert on["properties"] == {"Security/Method": "TLS"}
-    assert on["users"] == {"john": "a" * 64, "mary": "c" * 64}
-    assert on["features"] == {"Client/DisableDisplay": "1"}
-    assert on["state_dir"] == "/h/Windows XP/vrdp"
-    assert not vrde_settings(info, [], [], "config", {})["enabled"]
-    assert not vrde_settings(VM, [], [], "off", {})["enabled"]
+    from services.ipc.vrde import VrdeConfig
+    from services.manager.cli.vboxheadless import headless_vrde
+    settings = VrdeConfig(vm_name="Windows XP", enabled=False, ports="3389", properties={"Security/Method": "TLS"},
+                          users={"john": "a" * 64}, state_dir="/h/Windows XP")
+    on = headless_vrde(settings, "on", {"TCP/Ports": "5000", "TCP/Address": "127.0.0.1"})
+    assert on.enabled and on.ports == "5000" and on.address == "127.0.0.1"
+    assert on.properties == {"Security/Method": "TLS"} and on.users == {"john": "a" * 64}
+    assert not headless_vrde(settings, "config", {}).enabled
+    assert not headless_vrde(dataclasses.replace(settings, enabled=True), "off", {}).enabled
+    assert headless_vrde(dataclasses.replace(settings, enabled=True), "config", {}).enabled
+
 
 
 def test_system_properties_layout():

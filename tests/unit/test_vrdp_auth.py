@@ -7,6 +7,7 @@ import uuid
 
 import pytest
 
+from services.ipc.vrde import VrdeConfig
 from services.vrdp.auth import (
     ACCEPT,
     REFUSE,
@@ -17,7 +18,6 @@ from services.vrdp.auth import (
     multicon_decision,
 )
 from services.vrdp.auth.simple import password_hash
-from services.vrdp.config import VrdeConfig
 
 SECRET_HASH = "2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b"
 

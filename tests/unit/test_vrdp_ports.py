@@ -2,18 +2,29 @@
 
 import socket
 
-from services.vrdp.ports import bind_listener, iterate_ports
+import pytest
+
+from services.ipc.vrde import ConfigError, normalize_ports, ports_in_order
+from services.vrdp.ports import bind_listener
 
 
 def test_list_and_ranges_in_order():
-    assert list(iterate_ports("5000,5010-5012")) == [5000, 5010, 5011, 5012]
-    assert list(iterate_ports("5012-5010,4000")) == [5012, 5011, 5010, 4000]
+    assert list(ports_in_order("5000,5010-5012")) == [5000, 5010, 5011, 5012]
+    assert list(ports_in_order(" 80 , 81")) == [80, 81]
+    assert normalize_ports(" 80 , 81,5010-5012 ") == "80,81,5010-5012"
 
 
-def test_zero_is_3389_and_malformed_items_are_skipped():
-    assert list(iterate_ports("0")) == [3389]
-    assert list(iterate_ports("x,70000,1-2-3,,123456,5000-,7")) == [7]
-    assert list(iterate_ports(" 80 , 81")) == [80, 81]
+def test_the_defaults_are_3389():
+    for text in ("0", "default", ""):
+        assert list(ports_in_order(text)) == [3389]
+
+
+@pytest.mark.parametrize("text,why", [
+    ("x", "neither a port nor a range"), ("70000", "1..65535"), ("1-2-3", "neither"), ("5000,,7", "neither"),
+    ("5000-", "neither"), ("13395-13393", "from low to high"), ("0,80", "1..65535")])
+def test_a_bad_item_is_refused_by_name(text, why):
+    with pytest.raises(ConfigError, match=why):
+        list(ports_in_order(text))
 
 
 def _taken():

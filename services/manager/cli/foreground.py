@@ -1,12 +1,11 @@
-"""A VM's processes run in the foreground for VBoxHeadless: the RDP server told by vrde.json (as the
-manager's own runs are), its bound port read from its `status`, and a clean power-off on request."""
+"""A VM's processes run in the foreground for VBoxHeadless, from the launch spec the manager's runs
+use: the RDP server's bound port read from its `status`, and a clean power-off on request."""
 
 from __future__ import annotations
 
-import subprocess
 import time
 
-from services.headless import VmProcesses, VmSpec, vrdp_argv
+from services.headless import VmProcesses
 from services.ipc import ops
 from services.ipc.control import call
 from services.ipc.naming import endpoint
@@ -15,14 +14,6 @@ POWER_OFF_TIMEOUT_S = 30
 
 
 class ForegroundVm(VmProcesses):
-    def __init__(self, spec: VmSpec, vrde_config: str | None):
-        super().__init__(spec)
-        self.vrde_config = vrde_config      # None: no RDP server for this run
-
-    def _start_vrdp(self) -> None:
-        if self.vrde_config:
-            self.vrdp = subprocess.Popen(vrdp_argv(self.spec, config=self.vrde_config), env=self.env)
-
     def _request(self, process: str, message, timeout_ms: int) -> dict:
         return call(endpoint(self.spec.vm_id, f"control-{process}"), message, timeout_ms)
 

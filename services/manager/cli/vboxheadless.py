@@ -3,10 +3,13 @@ the foreground with its RDP server, reported to the manager as a session; Ctrl-C
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import sys
 
+from services.ipc.spec import LaunchSpec
+from services.ipc.vrde import VrdeConfig
 from services.manager.cli.arguments import UsageError, scan
 from services.manager.errors import INVALID_VM_STATE, IPRT_ERROR, ManagerError
 
@@ -23,8 +26,6 @@ USAGE = """Usage:
 """
 OPTIONS = {"--startvm": 1, "-s": 1, "--vrde": 1, "--vrdp": 1, "-v": 1, "--vrdeproperty": 1, "-e": 1,
            "--vrdpport": 1, "-p": 1, "--vrdpaddress": 1, "-a": 1, "--help": 0, "-h": 0, "--version": 0, "-V": 0}
-USERS_PREFIX = "VBoxAuthSimple/users/"
-FEATURE_PREFIXES = ("VRDP/Feature/", "VRDE/Feature/")     # the later prefix wins, as in VirtualBox
 
 
 class Stop(Exception):
@@ -64,51 +65,24 @@ def parse(argv: list[str]) -> dict:
     return parsed
 
 
-def vrde_settings(info: dict, vm_extradata: list, global_extradata: list, mode: str, overrides: dict) -> dict:
-    """The vrde.json fields (docs/control-api.md) for this run: the VM's settings, VBoxHeadless's
-    `--vrde` (on by default: the headless server has no other output) and its `-e` properties."""
-    vrde = info.get("vrde") or {}
-    properties = {k: v for k, v in (vrde.get("properties") or {}).items() if v not in (None, "")}
-    properties.update(overrides)
-    features = {}
-    for prefix in FEATURE_PREFIXES:
-        for item in vm_extradata:
-            if item["key"].startswith(prefix) and len(item["key"]) > len(prefix):
-                features[item["key"][len(prefix):]] = item["value"]
-    users = {}
-    for items in (global_extradata, vm_extradata):         # the VM's users win over global ones
-        for item in items:
-            if item["key"].startswith(USERS_PREFIX) and item["value"]:
-                users[item["key"][len(USERS_PREFIX):]] = item["value"]
-    return {"vm_name": info["name"], "vm_uuid": info["uuid"],
-            "enabled": bool(vrde.get("enabled")) if mode == "config" else mode == "on",
-            "ports": properties.pop("TCP/Ports", None) or vrde.get("ports") or "3389",
-            "address": properties.pop("TCP/Address", None) or vrde.get("address") or "",
-            "auth_type": vrde.get("auth_type") or "null", "auth_library": vrde.get("auth_library") or "VBoxAuth",
-            "multicon": bool(vrde.get("multicon")), "reusecon": bool(vrde.get("reusecon")),
-            "video_channel": bool(vrde.get("video_channel")),
-            "video_channel_quality": int(vrde.get("video_channel_quality") or 75),
-            "properties": properties, "features": features, "users": users,
-            "state_dir": os.path.join(info.get("folder") or os.path.dirname(info.get("settings_file", "")), "vrdp")}
+def headless_vrde(vrde: VrdeConfig, mode: str, overrides: dict) -> VrdeConfig:
+    """The VM's VRDE settings for this run: VBoxHeadless's `--vrde` (on by default: the headless
+    server has no other output) and its `-e` properties (TCP/Ports and TCP/Address among them)."""
+    properties = {**vrde.properties, **overrides}
+    changed = dataclasses.replace(
+        vrde, enabled=vrde.enabled if mode == "config" else mode == "on",
+        ports=properties.pop("TCP/Ports", None) or vrde.ports,
+        address=properties.pop("TCP/Address", None) or vrde.address, properties=properties)
+    changed.validate()
+    return changed
 
 
 def _launch(client, vm: str, mode: str, overrides: dict):
-    """The VmSpec and the vrde.json path for this run, both from the manager's settings."""
-    from services.headless import VmSpec
-    from services.ipc.naming import runtime_dir
-    from services.vrdp.config import VrdeConfig
+    """The launch spec for this run, from the manager's settings and the command line."""
     info = client.request("showvminfo", vm=vm)
-    fields = client.request("launchspec", vm=vm)
-    known = VmSpec.__dataclass_fields__
-    spec = VmSpec(**{k: (tuple(v) if k == "boot" else v) for k, v in fields.items() if k in known})
-    vrde = fields.get("vrde") if isinstance(fields.get("vrde"), dict) else None
-    if vrde is None:
-        vrde = vrde_settings(info, client.request("getextradata", target=info["uuid"], key=None) or [],
-                             client.request("getextradata", target="global", key=None) or [], mode, overrides)
-    config = VrdeConfig.from_dict(vrde)
-    path = os.path.join(runtime_dir(spec.vm_id), "vrde.json")
-    config.save(path)
-    return info, spec, (path if config.enabled else None)
+    spec = LaunchSpec(**client.request("launchspec", vm=vm))
+    spec.vrde = headless_vrde(spec.vrde, mode, overrides)
+    return info, spec
 
 
 def _on_signal(signum, frame):
@@ -123,13 +97,13 @@ def run(parsed: dict, out) -> int:
     vm = None
     session = None
     try:
-        info, spec, config_path = _launch(client, parsed["vm"], parsed["vrde"], parsed["properties"])
+        info, spec = _launch(client, parsed["vm"], parsed["vrde"], parsed["properties"])
         state = client.request("vmstate", vm=info["uuid"])
         if state.get("state") in ("Running", "Paused", "Starting", "Stopping", "Teleporting", "TeleportingIn"):
             raise ManagerError(INVALID_VM_STATE, f"The machine '{info['name']}' is already running")
         for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
             signal.signal(signum, _on_signal)
-        vm = ForegroundVm(spec, config_path)
+        vm = ForegroundVm(spec)
         vm.start()
         port = vm.vrde_port()
         client.request("session", vm=info["uuid"], action="open", pid=os.getpid(), vrde_port_bound=port)

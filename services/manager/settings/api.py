@@ -24,7 +24,7 @@ class Settings(VmOps, MediaOps, SystemOps):
     def vm_folder(self, vm) -> str:
         return os.path.dirname(self._read(vm)[0].src)
 
-    def launch_spec(self, vm) -> dict:
+    def launch_spec(self, vm):
         entry, m, reg = self._read(vm)
         return launch.launch_spec(m, reg, os.path.dirname(entry.src))
 

@@ -1,10 +1,13 @@
-"""What a VM's processes are told, derived from its settings: the VmSpec fields for the vCPU and
-device processes and the vrde.json fields for the RDP server; settings we cannot run are refused."""
+"""What a VM's processes are told, derived from its settings: its launch spec (services/ipc/spec.py),
+the RDP server's VRDE settings included; settings we cannot run are refused."""
 
 from __future__ import annotations
 
 import os
 import re
+
+from services.ipc.spec import Drive, LaunchSpec
+from services.ipc.vrde import VrdeConfig
 
 from ..errors import E_INVALIDARG, FILE_ERROR, OBJECT_NOT_FOUND, ManagerError
 from .model import Machine, Registry
@@ -16,7 +19,7 @@ DEFAULT_AUTH_LIBRARY = "VBoxAuth"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
-def _drives(m: Machine, reg: Registry) -> tuple[list[str], str]:
+def _drives(m: Machine, reg: Registry) -> tuple[list[Drive], str]:
     ide = [c for c in m.controllers if c.bus == "IDE"]
     for c in m.controllers:
         if c.bus != "IDE" and c.attachments:
@@ -32,7 +35,7 @@ def _drives(m: Machine, reg: Registry) -> tuple[list[str], str]:
     drives = []
     for a in sorted(controller.attachments, key=lambda a: (a.port, a.device)):
         if a.medium is None:
-            drives.append(f"{a.port}:{a.device}:{a.type}")
+            drives.append(Drive(a.port, a.device, a.type, None))
             continue
         medium = reg.medium(a.medium)
         if medium is None:
@@ -42,7 +45,7 @@ def _drives(m: Machine, reg: Registry) -> tuple[list[str], str]:
         if not os.path.exists(medium.location):
             raise ManagerError(FILE_ERROR, f"Could not find file for the medium "
                                            f"'{medium.location}' (VERR_FILE_NOT_FOUND)")
-        drives.append(f"{a.port}:{a.device}:{a.type}:{medium.location}")
+        drives.append(Drive(a.port, a.device, a.type, medium.location))
     return drives, "piix4" if controller.type == "PIIX4" else "piix3"
 
 
@@ -59,23 +62,23 @@ def _serial_log(m: Machine) -> str | None:
 BIOS_ROM_KEY = "VBoxInternal/Devices/pcbios/0/Config/BiosRom"
 
 
-def launch_spec(m: Machine, reg: Registry, folder: str) -> dict:
-    """The services.headless.VmSpec fields that run this VM."""
+def launch_spec(m: Machine, reg: Registry, folder: str) -> LaunchSpec:
+    """The launch spec that runs this VM."""
     boot = tuple(dict.fromkeys(d for d in m.boot if d in ("dvd", "disk")))   # once each, in order
     if not boot:
         raise ManagerError(E_INVALIDARG, "No boot device the VM can boot from: set --boot1 dvd "
                                          "or --boot1 disk")
     drives, ide_controller = _drives(m, reg)
-    spec = {"vm_id": m.uuid, "memory_mib": m.memory_mb, "cpus": m.cpus, "accel": m.accel,
-            "boot": boot, "drives": drives, "ide_controller": ide_controller, "acpi": m.acpi,
-            "serial_log": _serial_log(m), "state_dir": folder,
-            "cpuid": [[leaf, *regs] for leaf, regs in sorted(m.cpuid.items())]}
+    spec = LaunchSpec(vm_id=m.uuid, memory_mib=m.memory_mb, cpus=m.cpus, accel=m.accel, boot=boot,
+                      drives=drives, ide_controller=ide_controller, acpi=m.acpi, serial_log=_serial_log(m),
+                      cpuid=[[leaf, *regs] for leaf, regs in sorted(m.cpuid.items())],
+                      vrde=VrdeConfig.from_dict(vrde_config(m, reg, folder)))
     rom = m.extradata.get(BIOS_ROM_KEY)
     if rom:
         # VirtualBox's custom BIOS image (the tests run flat test programs this way).
         if not os.path.isfile(rom):
             raise ManagerError(FILE_ERROR, f"The BIOS ROM image '{rom}' ({BIOS_ROM_KEY}) does not exist")
-        spec["firmware"] = rom
+        spec.firmware = rom
     return spec
 
 
@@ -87,7 +90,7 @@ def _users(m: Machine, reg: Registry) -> dict[str, str]:
 
 
 def vrde_config(m: Machine, reg: Registry, folder: str) -> dict:
-    """The vrde.json fields of docs/control-api.md."""
+    """The VRDE settings of docs/control-api.md (services/ipc/vrde.py VrdeConfig's fields)."""
     v = m.vrde
     features = {}
     for prefix in reversed(_FEATURE_PREFIXES):    # VRDE/Feature/* wins over the legacy VRDP/

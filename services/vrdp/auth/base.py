@@ -7,7 +7,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from services.vrdp.config import VrdeConfig
+from services.ipc.vrde import VrdeConfig
 
 
 class AuthResult(enum.Enum):

@@ -1,4 +1,4 @@
-"""VBoxAuthSimple: users and SHA-256 password hashes from the VM's configuration (vrde.json `users`).
+"""VBoxAuthSimple: users and SHA-256 password hashes from the VM's VRDE settings (their `users`).
 
 As VirtualBox's: the user name is what follows the first backslash; a missing user is denied; no salt."""
 

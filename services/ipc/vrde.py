@@ -1,16 +1,13 @@
-"""vrde.json: what the manager tells a VM's RDP server (docs/control-api.md), read and written only here.
-
-VrdeConfig holds exactly the contract's fields with VirtualBox's defaults; load() validates, save() is atomic and 0600."""
+"""What the manager tells a VM's RDP server (docs/control-api.md): VrdeConfig, part of the VM's launch
+spec (services/ipc/spec.py) and of the `configure` request, and the VRDE port-list syntax, parsed here
+and nowhere else."""
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-
-from services.private_file import write_private
 
 AUTH_TYPES = ("null", "external", "guest")
 DEFAULT_AUTH_LIBRARY = "VBoxAuth"
@@ -20,8 +17,45 @@ CLIENT_FEATURES = ("Client/DisableDisplay", "Client/DisableInput", "Client/Disab
                    "Client/DisableUSB", "Client/DisableClipboard", "Client/DisableRDPDR")
 
 
+DEFAULT_PORT = 3389
+_PORT_ITEM = re.compile(r"(\d{1,5})(?:-(\d{1,5}))?")
+
+
 class ConfigError(ValueError):
-    """vrde.json is unreadable or holds a bad value; the message is one line for the user."""
+    """A VRDE setting holds a bad value; the message is one line for the user."""
+
+
+def parse_ports(text: str) -> list[tuple[int, int]]:
+    """VRDE's TCP/Ports: a comma-separated list of ports and ranges low-high ("5000,5010-5012"),
+    each port 1..65535; "", "0" and "default" mean 3389. ConfigError names the first bad item."""
+    text = str(text).strip()
+    if text in ("", "0", "default"):
+        return [(DEFAULT_PORT, DEFAULT_PORT)]
+    ranges = []
+    for item in text.split(","):
+        match = _PORT_ITEM.fullmatch(item.strip())
+        if not match:
+            raise ConfigError(f"'{item.strip()}' in the port list '{text}' is neither a port nor a range "
+                              "like 5010-5012")
+        low = int(match.group(1))
+        high = int(match.group(2) or low)
+        if not (1 <= low <= 65535 and 1 <= high <= 65535):
+            raise ConfigError(f"'{item.strip()}' in the port list '{text}': ports are 1..65535")
+        if high < low:
+            raise ConfigError(f"'{item.strip()}' in the port list '{text}': a range goes from low to high")
+        ranges.append((low, high))
+    return ranges
+
+
+def normalize_ports(text: str) -> str:
+    """The port list as it is stored: items without spaces, 3389 for the defaults."""
+    return ",".join(str(low) if low == high else f"{low}-{high}" for low, high in parse_ports(text))
+
+
+def ports_in_order(text: str) -> Iterator[int]:
+    """Every port of a valid list, in the order VirtualBox tries them."""
+    for low, high in parse_ports(text):
+        yield from range(low, high + 1)
 
 
 @dataclass
@@ -43,37 +77,41 @@ class VrdeConfig:
     users: dict[str, str] = field(default_factory=dict)
     state_dir: str = ""
 
+    @classmethod
+    def listening(cls, port: int, vm_name: str = "", address: str = "127.0.0.1", **settings) -> VrdeConfig:
+        """An enabled server on one port, by default on loopback only (the demo runner, tests)."""
+        return cls(vm_name=vm_name, enabled=True, ports=str(port), address=address, **settings)
+
     def validate(self) -> None:
         """Raise ConfigError naming the first bad field."""
         for name, kind in (("vm_name", str), ("vm_uuid", str), ("ports", str), ("address", str),
                            ("auth_type", str), ("auth_library", str), ("state_dir", str)):
             if not isinstance(getattr(self, name), kind):
-                raise ConfigError(f"vrde.json: '{name}' must be a string")
+                raise ConfigError(f"VRDE: '{name}' must be a string")
         for name in ("enabled", "multicon", "reusecon", "video_channel"):
             if not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"vrde.json: '{name}' must be true or false")
+                raise ConfigError(f"VRDE: '{name}' must be true or false")
         for name in ("auth_timeout_ms", "video_channel_quality"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool):
-                raise ConfigError(f"vrde.json: '{name}' must be an integer")
+                raise ConfigError(f"VRDE: '{name}' must be an integer")
         if self.auth_type not in AUTH_TYPES:
-            raise ConfigError(f"vrde.json: auth_type '{self.auth_type}' is not one of {', '.join(AUTH_TYPES)}")
+            raise ConfigError(f"VRDE: auth_type '{self.auth_type}' is not one of {', '.join(AUTH_TYPES)}")
         if not self.auth_library:
-            raise ConfigError("vrde.json: auth_library is empty")
+            raise ConfigError("VRDE: auth_library is empty")
         if not 0 <= self.auth_timeout_ms <= 600_000:
-            raise ConfigError(f"vrde.json: auth_timeout_ms {self.auth_timeout_ms} is not within 0..600000")
+            raise ConfigError(f"VRDE: auth_timeout_ms {self.auth_timeout_ms} is not within 0..600000")
         if not 10 <= self.video_channel_quality <= 100:
-            raise ConfigError(f"vrde.json: video_channel_quality {self.video_channel_quality} is not within 10..100")
-        if not self.ports.strip():
-            raise ConfigError("vrde.json: ports is empty")
+            raise ConfigError(f"VRDE: video_channel_quality {self.video_channel_quality} is not within 10..100")
+        parse_ports(self.ports)
         for name in ("properties", "features", "users"):
             mapping = getattr(self, name)
             if not isinstance(mapping, dict) or not all(
                     isinstance(k, str) and isinstance(v, str) for k, v in mapping.items()):
-                raise ConfigError(f"vrde.json: '{name}' must map strings to strings")
+                raise ConfigError(f"VRDE: '{name}' must map strings to strings")
         for user, digest in self.users.items():
             if not SHA256_HEX.fullmatch(digest):
-                raise ConfigError(f"vrde.json: the password of user '{user}' is not a lowercase hex SHA-256")
+                raise ConfigError(f"VRDE: the password of user '{user}' is not a lowercase hex SHA-256")
 
     def feature(self, name: str) -> bool:
         """A Client/Disable* switch is on only for the exact value "1" (a VRDE property wins over extradata)."""
@@ -96,54 +134,12 @@ class VrdeConfig:
     @classmethod
     def from_dict(cls, data) -> VrdeConfig:
         if not isinstance(data, dict):
-            raise ConfigError("vrde.json: expected a JSON object")
+            raise ConfigError("VRDE: expected a mapping of settings")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ConfigError(f"vrde.json: unknown field '{unknown[0]}'")
+            raise ConfigError(f"VRDE: unknown field '{unknown[0]}'")
         config = cls(**data)
         config.validate()
         return config
 
-    @classmethod
-    def load(cls, path: str) -> VrdeConfig:
-        try:
-            with open(path, encoding="utf-8") as file:
-                data = json.load(file)
-        except OSError as exc:
-            raise ConfigError(f"cannot read '{path}': {exc.strerror}") from None
-        except (ValueError, UnicodeError) as exc:
-            raise ConfigError(f"'{path}' is not valid JSON: {exc}") from None
-        return cls.from_dict(data)
-
-    def save(self, path: str) -> None:
-        """Write atomically (a reader never sees half a file), readable by the owner only."""
-        self.validate()
-        write_private(path, json.dumps(self.to_dict(), indent=1, sort_keys=True))
-
-
-class ConfigWatcher:
-    """Re-reads a vrde.json whose mtime (or size) changed; a bad new file is reported and the old one kept."""
-
-    def __init__(self, path: str):
-        self.path = path
-        self._stamp = self._stat()
-        self.config = VrdeConfig.load(path)
-
-    def _stat(self):
-        try:
-            st = os.stat(self.path)
-        except OSError:
-            return None
-        return (st.st_mtime_ns, st.st_size, st.st_ino)
-
-    def poll(self) -> VrdeConfig | None:
-        """The new configuration when the file changed and is valid; None otherwise.
-        Raises ConfigError (once per change) when the changed file is bad."""
-        stamp = self._stat()
-        if stamp is None or stamp == self._stamp:
-            return None
-        self._stamp = stamp
-        config = VrdeConfig.load(self.path)
-        self.config = config
-        return config
