@@ -349,7 +349,7 @@ def main() -> int:
     parser.add_argument("--no-profile", dest="profile", action="store_false")
     parser.add_argument("--keep", help="keep the profiles in this directory")
     args = parser.parse_args()
-    from tests.guests.linux_iso import linux_iso
+    from services.demo.linux_iso import linux_iso
     iso = str(linux_iso())
     header("Linux test ISO boot time: start -> GUEST-READY on serial (ours tcg vs QEMU TCG)")
     print(f"# ISO {iso} ({os.path.getsize(iso):,} bytes); 512 MiB; SeaBIOS {SEABIOS} for both")

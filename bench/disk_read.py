@@ -163,7 +163,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--no-profile", dest="profile", action="store_false")
     args = parser.parse_args()
-    from tests.guests.linux_iso import linux_iso
+    from services.demo.linux_iso import linux_iso
     iso = str(linux_iso())
     image = make_image()
     header("Guest sequential read from the IDE disk (dd bs=1M), ours tcg vs QEMU TCG")

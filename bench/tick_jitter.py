@@ -52,7 +52,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=60.0)
     args = parser.parse_args()
-    from tests.guests.linux_iso import linux_iso
+    from services.demo.linux_iso import linux_iso
     iso = str(linux_iso())
     header("Tick jitter with two CPU hogs in the guest: interval between serial TICK lines")
     results = {}

@@ -16,6 +16,7 @@ import time
 
 import zmq
 
+from services.demo.linux_iso import linux_iso
 from services.ipc import ops
 from services.ipc.control import ControlError, call
 from services.ipc.naming import endpoint, remove_regions
@@ -179,9 +180,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     iso = args.iso
     if args.demo:
-        # built from Debian's packages, cached
-        from tests.guests.linux_iso import linux_iso
-        iso = str(linux_iso())
+        iso = str(linux_iso())      # built from Debian's packages on first use, cached
     drives = []
     if args.hdd:
         drives.append(Drive(0, 0, "hdd", os.path.abspath(args.hdd)))

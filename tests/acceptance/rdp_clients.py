@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from services.demo.linux_iso import linux_iso
 from services.headless import VmProcesses
 from services.ipc import ops
 from services.ipc.control import ControlClient, call
@@ -26,7 +27,6 @@ from services.ipc.spec import Drive, LaunchSpec
 from services.ipc.surface import frame_view
 from services.ipc.vrde import VrdeConfig
 from services.vrdp.codecs import convert
-from tests.guests.linux_iso import linux_iso
 from tests.support import vm_processes
 from tests.waiting import free_port, wait_for  # noqa: F401 (the tests import them from here)
 

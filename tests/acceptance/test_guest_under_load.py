@@ -16,6 +16,7 @@ import time
 
 import pytest
 
+from services.demo.linux_iso import linux_iso
 from tests.acceptance.rdp_clients import (
     Client,
     Display,
@@ -25,7 +26,6 @@ from tests.acceptance.rdp_clients import (
     stop,
     wait_for,
 )
-from tests.guests.linux_iso import linux_iso
 from tests.support.guest_vms import QemuVm
 
 WINDOW = 60.0           # seconds of host time per tick measurement

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from test_vboxmanage_cli import Cli
 
+from services.demo.linux_iso import linux_iso
 from tests.guests.keys import scancodes
-from tests.guests.linux_iso import linux_iso
 from tests.waiting import free_port, wait_for
 
 SCRIPT = Path(__file__).with_name("spec_headless_server.sh")

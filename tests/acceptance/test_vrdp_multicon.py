@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from services.demo.linux_iso import linux_iso
 from services.headless import VmProcesses
 from services.ipc import ops
 from services.ipc.control import ControlClient, call
@@ -26,7 +27,6 @@ from tests.acceptance.test_vrdp_logon import (
     stop,
     wait_for,
 )
-from tests.guests.linux_iso import linux_iso
 from tests.support import vm_processes
 
 BOOT_TIMEOUT = 300

@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.guests.linux_iso import (
+from services.demo.linux_iso import (
     CACHE_DIR,
     GuestBuildError,
     build_lock,

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from services.demo.linux_iso import linux_iso
 from tests.guests.installer_iso import installer_iso
-from tests.guests.linux_iso import linux_iso
 
 QEMU = "qemu-system-x86_64"
 BOOT_TIMEOUT = 60.0
@@ -163,7 +163,7 @@ def test_linux_iso_is_cached():
 
 
 def test_a_missing_tool_names_its_debian_package(monkeypatch):
-    from tests.guests import linux_iso as builder
+    from services.demo import linux_iso as builder
 
     real = builder.package_version
     monkeypatch.setattr(builder, "package_version",

@@ -11,6 +11,7 @@ import uuid
 import pytest
 from PIL import Image
 
+from services.demo.linux_iso import linux_iso
 from services.headless import VmProcesses
 from services.ipc import ops
 from services.ipc.control import ControlClient
@@ -18,7 +19,6 @@ from services.ipc.io import InputSender
 from services.ipc.naming import endpoint
 from services.ipc.spec import Drive, LaunchSpec
 from tests.guests.keys import scancodes
-from tests.guests.linux_iso import linux_iso
 
 BOOT_TIMEOUT = 300
 

@@ -16,13 +16,13 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from services.demo.linux_iso import linux_iso
 from services.ipc import ops
 from services.ipc.spec import LaunchSpec, spec_path
 from services.manager.client import connect_or_start, daemon_running
 from services.manager.errors import INVALID_VM_STATE, IPRT_ERROR, ManagerError
 from services.manager.supervision import connect as supervisor_for
 from services.manager.vmcontrol import vm_call
-from tests.guests.linux_iso import linux_iso
 from tests.waiting import free_port
 from tests.waiting import wait_for as wait_until
 

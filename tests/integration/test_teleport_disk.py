@@ -10,11 +10,11 @@ import subprocess
 import threading
 import time
 
+from services.demo.linux_iso import linux_iso
 from services.images.image import create_disk
 from services.teleport import wire
 from services.teleport.source import teleport_out
 from services.teleport.target import hardware_config, teleport_in
-from tests.guests.linux_iso import linux_iso
 from tests.integration.test_teleport import free_port
 from tests.integration.test_vdi_guest import Budget, GuestVm, VmError, qemu_img
 

@@ -33,13 +33,13 @@ from pathlib import Path
 
 import pytest
 
+from services.demo.linux_iso import linux_iso
 from services.headless import VmProcesses
 from services.images.image import create_disk
 from services.ipc import ops
 from services.ipc.control import ControlClient, ControlError
 from services.ipc.naming import endpoint, shm_name
 from services.ipc.spec import Drive, LaunchSpec
-from tests.guests.linux_iso import linux_iso
 
 MODULE_BUDGET = 330.0       # seconds for the whole module: two boots of ~60 s plus the guest work
 BOOT_TIMEOUT = 150.0        # to GUEST-READY

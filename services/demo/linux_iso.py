@@ -1,4 +1,4 @@
-"""Builds the Linux test guest ISO (also the built-in demo guest) from Debian's packages, cached.
+"""Builds the built-in demo guest ISO (also the test suite's guest) from Debian's packages, cached.
 
 `linux_iso()` returns a BIOS El Torito ISO made with grub-mkrescue: Debian's stable kernel (downloaded
 with apt-get download, unpacked with dpkg -x, never installed) and an initramfs with static busybox,
@@ -356,7 +356,7 @@ def _cache_key(deb: Path, versions: dict[str, str]) -> str:
 
 
 def linux_iso() -> Path:
-    """The Linux test guest ISO under build/guests, built on first use (~10 s), cached after."""
+    """The demo guest ISO under build/guests, built on first use (~10 s), cached after."""
     versions = _tool_versions()
     with build_lock("linux-iso"):
         deb = kernel_deb()
