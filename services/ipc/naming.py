@@ -9,7 +9,7 @@ import os
 import re
 
 CHANNELS = ("io", "irq", "display", "input", "audio", "usb",
-            "control-vcpu", "control-devices", "control-vrdp", "control-usbproxy")
+            "control-vcpu", "control-devices", "control-vrdp", "control-usbproxy", "control-teleport")
 
 
 def _safe(vm_id: str) -> str:

@@ -11,7 +11,9 @@ from services.ipc.control import request
 @request("status")
 class Status:
     """-> vcpu: state, accel, accel_reason, cpus, memory_mib, pid, cpu_features; devices: state,
-    devices, pid; vrdp: pid, port, clients [{id, user, domain, address, ...}]."""
+    devices, pid; vrdp: pid, port, clients [{id, user, domain, address, ...}]; teleport: pid and its
+    task's name, percent, done, result, error (one line) and error_kind ("file" for a file that
+    cannot be written, "state" for a saved state that does not fit, else "teleport")."""
 
 
 @request("snapshot")
@@ -126,3 +128,38 @@ class Configure:
     """New VRDE settings for a running VM (services/ipc/vrde.py VrdeConfig as plain data),
     applied before the reply."""
     config: dict
+
+
+# -- the teleport program: a VM's state leaving or arriving ---------------------------------------
+# Each starts one task and returns at once; `status` follows it.
+
+
+@request("save-state")
+class SaveState:
+    """Pause the VM and write its state to the file `path` (it stays paused for its power-off)."""
+    path: str
+
+
+@request("restore-state")
+class RestoreState:
+    """Load the saved state file `path` into the waiting VM and resume it."""
+    path: str
+
+
+@request("teleport-out")
+class TeleportOut:
+    """Send the running VM to the target waiting at host:port; the VM powers off once the target
+    runs it. -> result: downtime_ms, total_ms, bytes_sent."""
+    host: str
+    port: int
+    password: str = ""
+    max_downtime_ms: int = 250
+
+
+@request("teleport-in")
+class TeleportIn:
+    """Wait on address:port for a source to send this (waiting) VM. -> result: peer, resumed."""
+    port: int
+    address: str = ""
+    password_hash: str = ""
+    wait_s: float = 300.0

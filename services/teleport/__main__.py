@@ -1,5 +1,6 @@
-"""`python -m services.teleport target|source ...`: one end of a teleport for a VM whose processes
-run on this host (the manager calls the same functions; benchmarks and tests use this)."""
+"""`python -m services.teleport --spec PATH`: the VM's teleport program (services/teleport/service.py),
+as the manager's supervisor runs it. `python -m services.teleport target|source ...`: one end of a
+teleport for a VM whose processes run on this host, by hand (benchmarks use it)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import json
 import logging
 import sys
 
+from services.ipc.spec import LaunchSpec, SpecError
 from services.teleport import wire
+from services.teleport.service import serve
 from services.teleport.source import DEFAULT_MAX_DOWNTIME_MS, teleport_out
 from services.teleport.target import DEFAULT_WAIT_S, teleport_in
 from services.teleport.vm import TeleportError
@@ -16,7 +19,8 @@ from services.teleport.vm import TeleportError
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m services.teleport")
-    sub = parser.add_subparsers(dest="end", required=True)
+    parser.add_argument("--spec", help="serve the VM of this launch spec (services/ipc/spec.py)")
+    sub = parser.add_subparsers(dest="end")
     target = sub.add_parser("target", help="wait for a VM on a port (the VM was started --incoming)")
     target.add_argument("--vm-id", required=True)
     target.add_argument("--address", default="")
@@ -33,6 +37,16 @@ def main(argv=None) -> int:
         end.add_argument("--config", default="{}", help="the VM's hardware as JSON (hardware_config)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s teleport %(levelname)s %(message)s")
+    if args.end is None:
+        if not args.spec:
+            parser.error("--spec PATH, or target|source")
+        try:
+            spec = LaunchSpec.load(args.spec)
+        except SpecError as error:
+            print(f"headbox-teleport: error: {error}", file=sys.stderr)
+            return 2
+        serve(spec)
+        return 0
     config = json.loads(args.config)
     try:
         if args.end == "target":

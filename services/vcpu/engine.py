@@ -102,7 +102,7 @@ class Engine(ABC):
         run code translated from the old bytes."""
 
     def cpu_features(self) -> dict[str, int]:
-        """The CPUID feature registers the guest sees (services/vcpu/cpuid.py: features())."""
+        """The CPUID feature registers the guest sees (services/hw/cpuid.py: features())."""
         return {}
 
     def set_throttle(self, share: float) -> None:

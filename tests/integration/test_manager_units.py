@@ -11,7 +11,7 @@ import pytest
 from services.manager.__main__ import idle_exit_seconds
 from services.manager.curve import authorize, authorized_keys
 from services.manager.errors import E_INVALIDARG, ManagerError
-from services.manager.runtime import verdict
+from services.manager.groups import verdict
 from services.manager.supervision import Program, group_config, own_config
 from services.manager.vmcontrol import keyboard_events
 

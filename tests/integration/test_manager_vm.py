@@ -115,7 +115,8 @@ def test_startvm_runs_the_guest_under_supervisor(vm):
     assert state["state"] == "Running" and state["vrde_port_bound"] == vm.port and state["pid_vcpu"] > 0
     # supervisor calls vrdp RUNNING once it has lived 1 s (startsecs): a crash loop backs off.
     wait_until(lambda: {name: info["statename"] for name, info in vm.processes().items()} ==
-               {"vcpu": "RUNNING", "devices": "RUNNING", "vrdp": "RUNNING"}, 10, "all three RUNNING")
+               {"vcpu": "RUNNING", "devices": "RUNNING", "vrdp": "RUNNING", "teleport": "STOPPED"}, 10,
+               "three RUNNING; the teleport program only for a savestate or a teleport")
     processes = vm.processes()
     assert processes["vcpu"]["pid"] == state["pid_vcpu"]
     assert vm.request("list", what="runningvms") == [{"name": "lg", "uuid": vm.uuid}]

@@ -18,7 +18,8 @@ from services.ipc.spec import Drive, LaunchSpec
 from services.ipc.vrde import VrdeConfig
 from services.teleport import wire
 from services.teleport.source import teleport_out
-from services.teleport.target import hardware_config, teleport_in
+from services.teleport.hardware import hardware_config
+from services.teleport.target import teleport_in
 from services.teleport.vm import TeleportError
 from tests.conftest import require_kvm
 from tests.guests.build import build_program, counter_expected_lines

@@ -14,7 +14,8 @@ from services.demo.linux_iso import linux_iso
 from services.images.image import create_disk
 from services.teleport import wire
 from services.teleport.source import teleport_out
-from services.teleport.target import hardware_config, teleport_in
+from services.teleport.hardware import hardware_config
+from services.teleport.target import teleport_in
 from tests.integration.test_teleport import free_port
 from tests.integration.test_vdi_guest import Budget, GuestVm, VmError, qemu_img
 

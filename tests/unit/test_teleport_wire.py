@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from services.teleport import records, wire
-from services.teleport.target import config_mismatch
+from services.teleport.hardware import config_mismatch
 
 
 def test_password_is_sent_hashed_as_virtualbox_stores_it():

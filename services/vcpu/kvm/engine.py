@@ -14,7 +14,7 @@ import threading
 import numpy as np
 
 from services.hw.memory import ISA_BIOS_SIZE, PAGE, SHADOW_END, GuestMemory
-from services.vcpu import cpuid
+from services.hw import cpuid
 from services.vcpu.engine import (
     SNAPSHOT_VERSION,
     Engine,

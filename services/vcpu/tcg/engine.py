@@ -24,7 +24,7 @@ from unicorn import x86_const as X
 from services.hw.interrupts.irqchip import InterruptChip
 from services.hw.memory import FOUR_GIB, IOAPIC_BASE, LAPIC_BASE, PAGE
 from services.ipc.shm import PrivateRegion
-from services.vcpu import cpuid
+from services.hw import cpuid
 from services.vcpu import engine as base
 from services.vcpu.engine import Engine, EngineError, StopReason
 from services.vcpu.tcg import cpustate as cs
