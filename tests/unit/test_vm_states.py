@@ -6,7 +6,15 @@ import json
 import msgpack
 import pytest
 
-from services.manager.states import LIVE, OFF, ON, TRANSITIONS, WATCHED, IllegalTransition, VmRun
+from services.manager.states import (
+    LIVE,
+    OFF,
+    ON,
+    TRANSITIONS,
+    WATCHED,
+    IllegalTransition,
+    VmRun,
+)
 from services.manager.states import VmState as S
 
 
