@@ -6,7 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from services.hw.storage.atapi import CdromDrive
-from services.hw.storage.ide import HardDisk, IdeController, PiixIdeFunction
+from services.hw.storage.ide.controller import IdeController
+from services.hw.storage.ide.disk import HardDisk
+from services.hw.storage.ide.pci import PiixIdeFunction
 from services.images.image import open_image
 
 IDE_IRQ = (14, 15)
