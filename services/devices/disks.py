@@ -4,7 +4,9 @@ the bus-master ports that follow BAR4, DMA straight into the shared guest RAM.""
 from __future__ import annotations
 
 from services.hw.storage.atapi import CdromDrive
-from services.hw.storage.ide import HardDisk, IdeController, PiixIdeFunction
+from services.hw.storage.ide.controller import IdeController
+from services.hw.storage.ide.disk import HardDisk
+from services.hw.storage.ide.pci import PiixIdeFunction
 from services.images.image import open_image
 from services.ipc.spec import Drive
 

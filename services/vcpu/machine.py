@@ -14,7 +14,7 @@ from services.hw.display.surface import DisplaySurface
 from services.hw.display.vga import StdVga
 from services.hw.display.vgabios import install_vgabios
 from services.hw.memory import GuestMemory, MiB
-from services.hw.storage.ide import IDE_FUNCTION, IDE_SLOT, PiixIdeFunction
+from services.hw.storage.ide.pci import IDE_FUNCTION, IDE_SLOT, PiixIdeFunction
 from services.ipc.naming import RAM, SURFACE, VRAM, shm_name
 from services.ipc.shm import PrivateRegion, SharedRegion, sweep_stale
 from services.ipc.spec import LaunchSpec

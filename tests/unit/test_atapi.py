@@ -6,7 +6,7 @@ import struct
 import pytest
 
 from services.hw.storage.atapi import CdromDrive, ata_string, lba_to_msf
-from services.hw.storage.ide import IdeController
+from services.hw.storage.ide.controller import IdeController
 
 P, CTL, BM = 0x170, 0x376, 0xC000     # the drive sits on the secondary channel, as VirtualBox puts it
 DATA, ERROR, COUNT, LBA_LOW, LBA_MID, LBA_HIGH, DEVICE, STATUS = range(8)

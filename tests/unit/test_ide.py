@@ -8,13 +8,9 @@ import pytest
 from services.hw.bus import Bus
 from services.hw.chipset.pci import COMMAND, PciConfigIo, PciRoot
 from services.hw.storage.atapi import CdromDrive
-from services.hw.storage.ide import (
-    HardDisk,
-    IdeController,
-    PiixIdeFunction,
-    boot_path,
-    cmos_disk_bytes,
-)
+from services.hw.storage.ide.controller import IdeController
+from services.hw.storage.ide.disk import HardDisk, cmos_disk_bytes
+from services.hw.storage.ide.pci import PiixIdeFunction, boot_path
 from services.images.backend import ImageError
 
 P = 0x1F0          # primary command block

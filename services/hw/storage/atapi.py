@@ -1,5 +1,5 @@
 """The CD/DVD drive behind an ATAPI interface: its SCSI/MMC command set, sense data and medium state,
-and the IDENTIFY PACKET DEVICE page; the IDE layer (ide.py) carries the packets and the data."""
+and the IDENTIFY PACKET DEVICE page; the IDE layer (ide/packet.py) carries the packets and the data."""
 
 from __future__ import annotations
 
