@@ -1,5 +1,5 @@
-"""The server side of one RDP connection as a sans-I/O state machine (after h11 and IronRDP's acceptor):
-socket bytes go into receive(), typed events come out, data_to_send() holds the bytes for the socket."""
+"""The server side of one RDP connection as a sans-I/O state machine (after h11 and IronRDP's acceptor): socket
+bytes into receive(), typed events out, data_to_send() for the socket; output_encoder makes the bitmap updates."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from services.vrdp import gcc, mcs, security, x224
-from services.vrdp.codecs import convert, planar, rle
-from services.vrdp.pdu import activation, capabilities, info, output, share
+from services.vrdp.output_encoder import MAX_UPDATE_SIZE, OutputEncoder, OutputPdu, SlowPathOutput
+from services.vrdp.pdu import activation, capabilities, info, share
 from services.vrdp.pdu import input as rdp_input
 from services.vrdp.tls import TlsSession
 from services.vrdp.tpkt import (
@@ -34,7 +34,6 @@ log = logging.getLogger("headbox.vrdp.connection")
 SEC_INFO_PKT = security.SEC_INFO_PKT
 
 SERVER_USER_ID = 1002     # the initiator Windows puts on every Send Data Indication
-TILE = 64
 SUPPORTED_BPP = (8, 15, 16, 24, 32)
 # CS_CORE supportedColorDepths bits; 8 bpp has none (every client draws it).
 _SUPPORTED_DEPTH_BITS = {15: gcc.RNS_UD_15BPP_SUPPORT, 16: gcc.RNS_UD_16BPP_SUPPORT,
@@ -42,10 +41,6 @@ _SUPPORTED_DEPTH_BITS = {15: gcc.RNS_UD_15BPP_SUPPORT, 16: gcc.RNS_UD_16BPP_SUPP
 # Strength order of the RC4 methods (their flag values are not ordered).
 _STRENGTH = {security.ENCRYPTION_METHOD_40BIT: 40, security.ENCRYPTION_METHOD_56BIT: 56,
              security.ENCRYPTION_METHOD_128BIT: 128}
-# Send Data Indication payloads stay within PER's 2-byte length form (FreeRDP decodes up to 0x7FFF).
-SLOW_PATH_MAX_PAYLOAD = mcs.PER_MAX_LENGTH
-# The largest bitmap update we assemble even when a client reassembles more: rdesktop stops at 65535.
-MAX_UPDATE_SIZE = 0xFFFF
 MIN_DESKTOP, MAX_DESKTOP = 200, 8192
 
 
@@ -152,6 +147,8 @@ class Connection:
         self._standard: security.StandardSecurity | None = None
         self._secure: security.SecureChannel | None = None
         self._encrypt_license = False
+        # The graphics output of the current activation, made when the client completes it.
+        self._output: OutputEncoder | None = None
         self._out = bytearray()
         self._events: list[Event] = []
 
@@ -529,8 +526,10 @@ class Connection:
             if self.state is State.FINALIZATION:
                 self._send_mcs(activation.build_font_map(self.config.share_id))
                 self.state = State.ACTIVE
+                self._output = OutputEncoder(self.width, self.height, self.bpp, self.client.caps,
+                                             self.config.share_id, encrypted=self._secure is not None)
                 if self.bpp == 8:  # the client's palette must be ours before any 8 bpp bitmap
-                    self._send_update(convert.palette_update_data(), output.FASTPATH_UPDATETYPE_PALETTE)
+                    self._send_output(self._output.palette_update())
                 self._events.append(Activated(self.width, self.height, self.bpp))
         elif isinstance(message, activation.RefreshRect):
             self._events.append(RefreshRequested(tuple(
@@ -561,96 +560,24 @@ class Connection:
         self._demand_active()
 
     def send_bitmaps(self, frame: np.ndarray, rects: Iterable[tuple[int, int, int, int]]) -> None:
-        """Bitmap updates for the (x, y, width, height) areas of a (h, w, 4) B,G,R,X frame, in 64x64
-        tiles, as fast-path updates when the client takes them. Does nothing unless active."""
+        """Bitmap updates for the (x, y, width, height) areas of a (h, w, 4) B,G,R,X frame (see
+        OutputEncoder.bitmap_updates). Does nothing unless active."""
         if self.state is not State.ACTIVE:
             return
-        height = min(self.height, frame.shape[0])
-        width = min(self.width, frame.shape[1])
-        tiles: list[output.BitmapRect] = []
-        for x, y, w, h in rects:
-            x0, y0 = max(0, x), max(0, y)
-            x1, y1 = min(width, x + w), min(height, y + h)
-            for ty in range(y0, y1, TILE):
-                for tx in range(x0, x1, TILE):
-                    tiles.extend(self._encode_tile(frame, tx, ty, min(TILE, x1 - tx), min(TILE, y1 - ty)))
-        self._send_bitmap_rects(tiles)
+        self._send_output(self._output.bitmap_updates(frame, rects))
 
-    def _update_budget(self) -> int:
-        caps = self.client.caps
-        if caps is not None and caps.fastpath_output:
-            single = (output.FASTPATH_MAX_PDU - output.FASTPATH_PDU_HEADER - output.FASTPATH_UPDATE_HEADER
-                      - (output.FASTPATH_SIGNATURE if self._secure is not None else 0))
-            if caps.multifragment_max:
-                return max(single, min(caps.multifragment_max, MAX_UPDATE_SIZE))
-            return single
-        return SLOW_PATH_MAX_PAYLOAD - share.SHARE_DATA_HEADER_SIZE
-
-    def _encode_tile(self, frame: np.ndarray, x: int, y: int, w: int, h: int) -> list[output.BitmapRect]:
-        tile = frame[y:y + h, x:x + w]
-        # Bitmap widths stay multiples of 4 (rdesktop and VRDP); the padding repeats the last column
-        # and destRight clips it away.
-        padded_width = (w + 3) & ~3
-        if padded_width != w:
-            tile = np.concatenate([tile, np.repeat(tile[:, -1:], padded_width - w, axis=1)], axis=1)
-        tile = np.ascontiguousarray(tile)
-        rect = self._encode_bitmap(tile, x, y, w, h)
-        # 10 bytes of update header plus the 18 of the rectangle's own header.
-        if len(rect.data) + 22 > self._update_budget() and h > 1:
-            half = h // 2
-            return (self._encode_tile(frame, x, y, w, half) + self._encode_tile(frame, x, y + half, w, h - half))
-        return [rect]
-
-    def _encode_bitmap(self, tile: np.ndarray, x: int, y: int, w: int, h: int) -> output.BitmapRect:
-        caps = self.client.caps
-        no_header = caps is None or caps.no_bitmap_compression_header
-        bpp = self.bpp
-        width = tile.shape[1]
-        raw = convert.raw_bitmap(tile, bpp)
-        if bpp == 32:
-            data = planar.compress(tile, bottom_up=True, allow_raw=False)
-        else:
-            data = rle.compress(tile, bpp, header=False)
-        if bpp != 32 and len(data) >= len(raw):
-            return output.BitmapRect(x, y, x + w - 1, y + h - 1, width, h, bpp, 0, raw)
-        flags = output.BITMAP_COMPRESSION
-        if no_header:
-            flags |= output.NO_BITMAP_COMPRESSION_HDR
-        else:
-            # TS_CD_HEADER: cbCompFirstRowSize 0, main body size, scan width, uncompressed size.
-            row = width * convert.BYTES_PER_PIXEL[bpp]
-            data = struct.pack("<HHHH", 0, len(data), row, row * h) + data
-        return output.BitmapRect(x, y, x + w - 1, y + h - 1, width, h, bpp, flags, data)
-
-    def _send_bitmap_rects(self, rects: list[output.BitmapRect]) -> None:
-        budget = self._update_budget()
-        batch: list[output.BitmapRect] = []
-        size = 4
-        for rect in rects:
-            rect_size = 18 + len(rect.data)
-            if batch and size + rect_size > budget:
-                self._send_update(output.bitmap_update_data(batch))
-                batch, size = [], 4
-            batch.append(rect)
-            size += rect_size
-        if batch:
-            self._send_update(output.bitmap_update_data(batch))
-
-    def _send_update(self, data: bytes, fastpath_code: int = output.FASTPATH_UPDATETYPE_BITMAP) -> None:
-        """data: TS_UPDATE_BITMAP_DATA or TS_UPDATE_PALETTE_DATA (their updateType leads both forms)."""
-        caps = self.client.caps
-        if caps is not None and caps.fastpath_output:
-            multifragment = caps.multifragment_max if caps.multifragment_max else None
-            if self._secure is None:
-                for frame in output.build_fastpath_updates(fastpath_code, data, multifragment):
-                    self._send(frame)
-                return
-            flags = FASTPATH_FLAG_ENCRYPTED | (FASTPATH_FLAG_SECURE_CHECKSUM if self._secure.salted_mac else 0)
-            for body in output.fastpath_update_bodies(fastpath_code, data, multifragment, encrypted=True):
-                mac, ciphertext = self._secure.seal(body)
+    def _send_output(self, pdus: Iterable[OutputPdu]) -> None:
+        # Sealing stays here: fast- and slow-path PDUs share one RC4 stream, so they are sealed in the
+        # order they go out, with the connection's other PDUs.
+        for pdu in pdus:
+            if isinstance(pdu, SlowPathOutput):
+                self._send_mcs(pdu.share_data)
+            elif self._secure is None:
+                self._send(build_fastpath(pdu.body))
+            else:
+                mac, ciphertext = self._secure.seal(pdu.body)
+                flags = FASTPATH_FLAG_ENCRYPTED | (FASTPATH_FLAG_SECURE_CHECKSUM if self._secure.salted_mac else 0)
                 self._send(build_fastpath(mac + ciphertext, flags=flags))
-        else:
-            self._send_mcs(output.build_update_pdu(data, self.config.share_id))
 
     def close(self) -> None:
         """Say goodbye (MCS Disconnect Provider Ultimatum, TLS close_notify) before closing the socket."""

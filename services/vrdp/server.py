@@ -13,6 +13,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import numpy as np
@@ -68,14 +69,13 @@ class LogonRefused(Exception):
 
 
 class Screen:
-    """The guest screen as the display channel describes it; clients read pixels from the surface."""
+    """The guest screen: size and pixels from the shared surface, mode changes and damaged rectangles
+    from the display channel."""
 
     def __init__(self, vm_id: str):
         self.vm_id = vm_id
-        self.lock = threading.Lock()
+        self._lock = threading.Lock()  # client threads share the surface mapping, made on first use
         self.region: SharedRegion | None = None
-        self.size: tuple[int, int] | None = None
-        self.clients: set[ClientHandler] = set()
 
     def _map(self) -> SharedRegion | None:
         if self.region is None:
@@ -86,7 +86,7 @@ class Screen:
         return self.region
 
     def current_size(self) -> tuple[int, int] | None:
-        with self.lock:
+        with self._lock:
             region = self._map()
             if region is None:
                 return None
@@ -98,7 +98,7 @@ class Screen:
 
     def snapshot(self):
         """A copy of the current frame (the vCPU keeps drawing into the shared one)."""
-        with self.lock:
+        with self._lock:
             region = self._map()
             if region is None:
                 return None
@@ -107,8 +107,8 @@ class Screen:
             except ValueError:
                 return None
 
-    def watch(self, stop: threading.Event) -> None:
-        """Display-channel subscriber: hands every mode change and damaged rectangle to the clients."""
+    def watch(self, stop: threading.Event, damaged: Callable[[list, tuple[int, int], bool], None]) -> None:
+        """Display-channel subscriber: calls damaged(rects, size, mode_changed) for every message."""
         socket_ = zmq.Context.instance().socket(zmq.SUB)
         socket_.setsockopt(zmq.LINGER, 0)
         socket_.setsockopt(zmq.SUBSCRIBE, b"")
@@ -126,13 +126,55 @@ class Screen:
                 except (ValueError, TypeError, IndexError) as exc:
                     log.warning("bad display message ignored: %s", exc)
                     continue
-                with self.lock:
-                    self.size = (int(width), int(height))
-                    clients = list(self.clients)
-                for client in clients:
-                    client.damage(rects, (int(width), int(height)), bool(mode_changed))
+                damaged(rects, (int(width), int(height)), bool(mode_changed))
         finally:
             socket_.close()
+
+
+class ClientRegistry:
+    """The connected clients under one lock: the accept loop adds them, their own threads admit and
+    forget them, the display watcher and the control socket reach them all."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._clients: set[ClientHandler] = set()
+
+    def add(self, client: ClientHandler) -> None:
+        with self._lock:
+            self._clients.add(client)
+
+    def forget(self, client: ClientHandler) -> None:
+        with self._lock:
+            self._clients.discard(client)
+
+    def connected(self) -> list[ClientHandler]:
+        """Every client, logged on or not, in connection order."""
+        with self._lock:
+            return sorted(self._clients, key=lambda c: c.id)
+
+    def admit(self, client: ClientHandler, config: VrdeConfig, user: str) -> None:
+        """The multi-connection rule for a client that passed authentication (raises LogonRefused).
+        One lock for the count and the logon, so two clients logging on at once cannot both be first."""
+        with self._lock:
+            others = [c for c in self._clients if c is not client and c.logged_on and not c.kicked]
+            decision = multicon_decision(config.multicon, config.reusecon, len(others))
+            if decision == REFUSE:
+                raise LogonRefused("multiple connections are not enabled")
+            if decision == REPLACE:
+                for other in others:
+                    other.kick("disconnected: a new client replaces it (reusecon)")
+            client.user = user
+            client.since = datetime.now(UTC).isoformat(timespec="seconds")
+
+    def kick_all(self, reason: str) -> int:
+        clients = self.connected()
+        for client in clients:
+            client.kick(reason)
+        return len(clients)
+
+    def damage_all(self, rects, size: tuple[int, int], mode_changed: bool) -> None:
+        for client in self.connected():
+            client.damage(rects, size, mode_changed)
 
 
 class ClientHandler:
@@ -205,7 +247,7 @@ class ClientHandler:
             except (OSError, ProtocolError):
                 pass
             self.sock.close()
-            self.server.forget(self)
+            self.server.clients.forget(self)
             log.info("client %s disconnected (%s)", self.address, reason)
 
     def _flush(self) -> None:
@@ -271,7 +313,7 @@ class ClientHandler:
         server.throttle.record(self.ip, granted, time.monotonic())
         if not granted:
             raise LogonRefused("access denied")
-        server.admit(self, config, event.user_name)
+        server.clients.admit(self, config, event.user_name)
         self.features = config.client_features()
         disabled = [name for name, on in self.features.items() if on]
         if disabled:
@@ -332,6 +374,7 @@ class VrdpServer:
         self.listener: Listener | None = None
         self._listener_key = None
         self.screen = Screen(vm_id)
+        self.clients = ClientRegistry()
         self.input = InputSender(endpoint(vm_id, "input"))
         # No VM on the other end (or a stuck one) must not block a client thread: drop input instead.
         self.input.socket.setsockopt(zmq.SNDTIMEO, 0)
@@ -395,36 +438,12 @@ class VrdpServer:
                 if self._dropped_input in (1, 100) or self._dropped_input % 10000 == 0:
                     log.warning("input dropped: the VM does not take it (%d events so far)", self._dropped_input)
 
-    def admit(self, client: ClientHandler, config: VrdeConfig, user: str) -> None:
-        """The multi-connection rule for a client that passed authentication (raises LogonRefused)."""
-        with self.screen.lock:
-            others = [c for c in self.screen.clients if c is not client and c.logged_on and not c.kicked]
-            decision = multicon_decision(config.multicon, config.reusecon, len(others))
-            if decision == REFUSE:
-                raise LogonRefused("multiple connections are not enabled")
-            if decision == REPLACE:
-                for other in others:
-                    other.kick("disconnected: a new client replaces it (reusecon)")
-            client.user = user
-            client.since = datetime.now(UTC).isoformat(timespec="seconds")
-
-    def forget(self, client: ClientHandler) -> None:
-        with self.screen.lock:
-            self.screen.clients.discard(client)
-
-    def clients(self) -> list[ClientHandler]:
-        with self.screen.lock:
-            return sorted(self.screen.clients, key=lambda c: c.id)
-
     def status(self) -> dict:
         return {"pid": os.getpid(), "port": self.port, "enabled": self.config.enabled,
-                "clients": [c.describe() for c in self.clients() if c.logged_on]}
+                "clients": [c.describe() for c in self.clients.connected() if c.logged_on]}
 
     def disconnect_all(self) -> int:
-        clients = self.clients()
-        for client in clients:
-            client.kick("disconnected by the server")
-        return len(clients)
+        return self.clients.kick_all("disconnected by the server")
 
     def handlers(self) -> dict:
         """What the control socket serves (services/ipc/ops.py)."""
@@ -448,7 +467,8 @@ class VrdpServer:
     # --- the listening loop -------------------------------------------------------------------------
 
     def serve_forever(self) -> None:
-        threading.Thread(target=self.screen.watch, args=(self.stopping,), name="display", daemon=True).start()
+        threading.Thread(target=self.screen.watch, args=(self.stopping, self.clients.damage_all), name="display",
+                         daemon=True).start()
         log.info("VRDP server for VM %s started (port %d)", self.vm_id, self.port)
         while not self.stopping.is_set():
             sockets = list(self.listener.sockets) if self.listener is not None else []
@@ -479,8 +499,7 @@ class VrdpServer:
             log.error("client %s: cannot start: %s: %s", address, type(exc).__name__, exc)
             sock.close()
             return
-        with self.screen.lock:
-            self.screen.clients.add(client)
+        self.clients.add(client)
         threading.Thread(target=client.run, name=f"rdp-{client.id}", daemon=True).start()
 
     def close(self) -> None:

@@ -1,0 +1,64 @@
+"""The VRDP server's client registry without sockets: the multi-connection rule at logon, replacing
+and kicking clients, and damage reaching every connected client."""
+
+import pytest
+
+from services.vrdp.config import VrdeConfig
+from services.vrdp.server import ClientRegistry, LogonRefused
+
+
+class FakeClient:
+    """What the registry uses of a ClientHandler."""
+
+    def __init__(self, client_id):
+        self.id = client_id
+        self.user = self.since = self.kicked = None
+        self.damaged = []
+
+    @property
+    def logged_on(self):
+        return self.since is not None
+
+    def kick(self, reason):
+        self.kicked = reason
+
+    def damage(self, rects, size, mode_changed):
+        self.damaged.append((rects, size, mode_changed))
+
+
+def registry_of(count):
+    registry = ClientRegistry()
+    clients = [FakeClient(n) for n in range(count, 0, -1)]
+    for client in clients:
+        registry.add(client)
+    return registry, sorted(clients, key=lambda c: c.id)
+
+
+def test_without_multicon_the_second_logon_is_refused():
+    registry, (first, second) = registry_of(2)
+    registry.admit(first, VrdeConfig(), "alice")
+    assert first.user == "alice" and first.logged_on
+    with pytest.raises(LogonRefused):
+        registry.admit(second, VrdeConfig(), "bob")
+    assert not second.logged_on and first.kicked is None
+
+
+def test_reusecon_replaces_the_logged_on_client_and_multicon_keeps_both():
+    registry, (first, second, third) = registry_of(3)
+    registry.admit(first, VrdeConfig(reusecon=True), "alice")
+    registry.admit(second, VrdeConfig(reusecon=True), "bob")
+    assert first.kicked and second.logged_on and second.kicked is None
+    registry.admit(third, VrdeConfig(multicon=True), "carol")
+    assert second.kicked is None and third.logged_on
+
+
+def test_connected_in_id_order_forget_kick_all_and_damage():
+    registry, clients = registry_of(3)
+    assert registry.connected() == clients
+    registry.forget(clients[1])
+    assert registry.connected() == [clients[0], clients[2]]
+    registry.damage_all([(0, 0, 8, 8)], (640, 480), True)
+    assert clients[0].damaged == clients[2].damaged == [([(0, 0, 8, 8)], (640, 480), True)]
+    assert clients[1].damaged == []
+    assert registry.kick_all("disconnected by the server") == 2
+    assert clients[0].kicked == clients[2].kicked == "disconnected by the server" and clients[1].kicked is None
