@@ -17,7 +17,8 @@ import time
 import pytest
 
 from services.demo.linux_iso import linux_iso
-from tests.acceptance.rdp_clients import (
+from tests.support.guest_vms import QemuVm
+from tests.support.rdp_clients import (
     Client,
     Display,
     assert_screen_matches,
@@ -26,7 +27,6 @@ from tests.acceptance.rdp_clients import (
     stop,
     wait_for,
 )
-from tests.support.guest_vms import QemuVm
 
 WINDOW = 60.0           # seconds of host time per tick measurement
 MIN_TICKS = 54          # of the 60 a process sleeping 1 s at a time must print in the window

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from services.hw.input.ps2 import LED_NUM
-from tests.acceptance.rdp_clients import (
+from tests.support.rdp_clients import (
     Client,
     Display,
     assert_click_reaches_the_mouse,

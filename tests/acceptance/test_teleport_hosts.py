@@ -17,8 +17,8 @@ import pytest
 
 from services.manager.client import ManagerClient, daemon_running
 from services.manager.errors import ManagerError
-from tests.acceptance.test_vboxmanage_cli import installed
 from tests.guests.build import build_program, counter_expected_lines
+from tests.support.vboxmanage import installed
 
 BUF_DWORDS = 8192
 TELEPORT_PORT = 6000

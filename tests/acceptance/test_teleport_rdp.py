@@ -10,15 +10,20 @@ import pytest
 from services.ipc import ops
 from services.ipc.control import ControlClient
 from services.ipc.naming import endpoint
-from tests.acceptance.rdp_clients import Client, Display, free_port, require, wait_for
-from tests.integration.test_teleport import (  # noqa: F401 (firmware is a fixture)
+from services.teleport.hardware import hardware_config
+from services.teleport.source import teleport_out
+from tests.support.rdp_clients import Client, Display, free_port, require, wait_for
+from tests.support.teleport_vms import (
     Target,
     Vm,
-    firmware,
-    hardware_config,
-    teleport_out,
+    counter_firmware,
     wait_lines,
 )
+
+
+@pytest.fixture(scope="module")
+def firmware(tmp_path_factory):
+    return counter_firmware(tmp_path_factory.mktemp("teleport-rdp"))
 
 
 @pytest.fixture

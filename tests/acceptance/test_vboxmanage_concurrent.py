@@ -6,19 +6,9 @@ from __future__ import annotations
 import subprocess
 from xml.etree import ElementTree
 
-import pytest
-from test_vboxmanage_cli import Cli
+from tests.support.vboxmanage import Cli
 
 NIC_TYPES = ("nat", "null", "intnet", "hostonly", "bridged", "nat", "intnet", "null")
-
-
-@pytest.fixture
-def cli():
-    home = Cli()
-    try:
-        yield home
-    finally:
-        home.close()
 
 
 def test_twenty_concurrent_changes_all_take_effect(cli: Cli):

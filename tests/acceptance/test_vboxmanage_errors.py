@@ -4,7 +4,8 @@ and leaves every settings file byte for byte as it was."""
 from __future__ import annotations
 
 import pytest
-from test_vboxmanage_cli import Cli
+
+from tests.support.vboxmanage import Cli
 
 
 @pytest.fixture(scope="module")

@@ -13,10 +13,10 @@ import time
 from pathlib import Path
 
 import pytest
-from test_vboxmanage_cli import Cli
 
 from services.demo.linux_iso import linux_iso
 from tests.guests.keys import scancodes
+from tests.support.vboxmanage import Cli
 from tests.waiting import free_port, wait_for
 
 SCRIPT = Path(__file__).with_name("spec_headless_server.sh")

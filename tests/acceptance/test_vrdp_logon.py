@@ -16,45 +16,16 @@ from PIL import Image
 
 from services.ipc import ops
 from services.ipc.control import ControlClient
-from services.ipc.naming import endpoint, shm_name
-from services.ipc.shm import SharedRegion
+from services.ipc.naming import endpoint
 from services.ipc.spec import LaunchSpec
-from services.ipc.surface import frame_view
 from services.ipc.vrde import VrdeConfig
 from services.vrdp.auth.simple import password_hash
 from tests.support import vm_processes
+from tests.support.rdp_clients import guest_frame
+from tests.support.x_display import Display, stop
 from tests.waiting import free_port, wait_for
 
 PAM_PASSWORD = "Pa55-word"
-
-
-def start_xvfb(log):
-    read_fd, write_fd = os.pipe()
-    xvfb = subprocess.Popen(["Xvfb", "-displayfd", str(write_fd), "-screen", "0", "1600x900x24",
-                             "-nolisten", "tcp", "-noreset"], pass_fds=(write_fd,), stdout=log, stderr=log)
-    os.close(write_fd)
-    with os.fdopen(read_fd) as pipe:
-        display = pipe.readline().strip()
-    assert display, "Xvfb did not report its display"
-    return xvfb, f":{display}"
-
-
-def stop(process):
-    if process is not None and process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def guest_frame(vm_id):
-    region = SharedRegion.open(shm_name(vm_id, "surface"))
-    try:
-        return frame_view(region).copy()
-    finally:
-        region.close()
 
 
 class Vm:
@@ -70,10 +41,8 @@ class Vm:
                                        stderr=subprocess.STDOUT)
         display_socket = endpoint(self.vm_id, "display")[len("ipc://"):]
         wait_for(lambda: os.path.exists(display_socket), 30, "vCPU display channel", [self.vcpu])
-        self.xvfb, self.display = start_xvfb(self.log("xvfb"))
-        home = tmp / "home"
-        home.mkdir()
-        self.x_env = {**self.env, "DISPLAY": self.display, "HOME": str(home)}
+        self.display = Display(tmp, "1600x900x24", env=self.env)
+        self.x_env = self.display.env
         self.vrdp = None
         self.clients = []
 
@@ -159,7 +128,7 @@ class Vm:
 
     def close(self):
         self.stop_vrdp()
-        stop(self.xvfb)
+        self.display.close()
         control = ControlClient(endpoint(self.vm_id, "control-vcpu"), timeout_ms=5000)
         try:
             control.call(ops.PowerOff())

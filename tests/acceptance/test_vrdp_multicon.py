@@ -20,14 +20,10 @@ from services.ipc.control import ControlClient, call
 from services.ipc.naming import endpoint
 from services.ipc.spec import Drive, LaunchSpec
 from services.ipc.vrde import VrdeConfig
-from tests.acceptance.test_vrdp_logon import (
-    free_port,
-    guest_frame,
-    start_xvfb,
-    stop,
-    wait_for,
-)
 from tests.support import vm_processes
+from tests.support.rdp_clients import guest_frame
+from tests.support.x_display import Display, stop
+from tests.waiting import free_port, wait_for
 
 BOOT_TIMEOUT = 300
 
@@ -45,10 +41,8 @@ class Guest:
                                                 serial_log=str(self.serial)))
         self.processes.start()
         self.logs = []
-        self.xvfb, display = start_xvfb(self.log("xvfb"))
-        home = tmp / "home"
-        home.mkdir()
-        self.x_env = {**self.env, "DISPLAY": display, "HOME": str(home)}
+        self.display = Display(tmp, env=self.env)
+        self.x_env = self.display.env
         self.vrdp = None
         self.clients = []
         deadline = time.monotonic() + BOOT_TIMEOUT
@@ -164,7 +158,7 @@ class Guest:
 
     def close(self):
         self.stop_vrdp()
-        stop(self.xvfb)
+        self.display.close()
         self.processes.kill()
         for file in self.logs:
             file.close()

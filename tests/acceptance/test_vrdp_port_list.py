@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import socket
 
-from tests.acceptance.test_vboxmanage_cli import cli  # noqa: F401 (the fixture)
-
 
 def three_free_ports() -> tuple[int, int, int]:
     """A free port p and p+10, p+11 free too (a list with a gap and a range, as the manual's)."""

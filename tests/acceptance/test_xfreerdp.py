@@ -4,7 +4,7 @@ NEGOTIATE): TLS and Standard RDP Security at every colour depth show the guest s
 
 import pytest
 
-from tests.acceptance.rdp_clients import (
+from tests.support.rdp_clients import (
     Client,
     Display,
     assert_click_reaches_the_mouse,

@@ -23,6 +23,7 @@ from services.manager.client import connect_or_start, daemon_running
 from services.manager.errors import INVALID_VM_STATE, IPRT_ERROR, ManagerError
 from services.manager.supervision import connect as supervisor_for
 from services.manager.vmcontrol import vm_call
+from tests.support.x_display import Display, stop
 from tests.waiting import free_port
 from tests.waiting import wait_for as wait_until
 
@@ -136,30 +137,20 @@ def xfreerdp_connects(vm, tmp_path):
     for tool in ("Xvfb", "xfreerdp"):
         assert shutil.which(tool), f"{tool} is needed for this test"
     offset = len(vm.vrdp_log())
-    logs = open(tmp_path / "x.log", "w")  # noqa: SIM115 - closed in the finally below
-    read_fd, write_fd = os.pipe()
-    xvfb = subprocess.Popen(["Xvfb", "-displayfd", str(write_fd), "-screen", "0", "1024x768x24", "-nolisten",
-                             "tcp"], pass_fds=(write_fd,), stdout=logs, stderr=logs)
-    os.close(write_fd)
+    display = Display(tmp_path)
     client = None
     try:
-        with os.fdopen(read_fd) as pipe:
-            display = pipe.readline().strip()
-        (tmp_path / "xhome").mkdir(exist_ok=True)
-        env = {**os.environ, "DISPLAY": f":{display}", "HOME": str(tmp_path / "xhome")}
-        client = subprocess.Popen(["xfreerdp", f"/v:127.0.0.1:{vm.port}", "/cert:ignore", "/sec:tls",
-                                   "/size:720x400", "/u:tester", "/p:x"], env=env, stdin=subprocess.DEVNULL,
-                                  stdout=logs, stderr=logs)
+        with open(tmp_path / "xfreerdp.log", "w") as log:
+            client = subprocess.Popen(["xfreerdp", f"/v:127.0.0.1:{vm.port}", "/cert:ignore", "/sec:tls",
+                                       "/size:720x400", "/u:tester", "/p:x"], env=display.env,
+                                      stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         wait_until(lambda: "active at 720x400" in vm.vrdp_log()[offset:], 60, "an active xfreerdp session")
         # showvminfo sees the logged-on client (VirtualBox's "VRDE Connection: active").
         clients = vm.request("showvminfo", vm=vm.name)["vrde_clients"]
         assert [c["user"] for c in clients] == ["tester"], clients
     finally:
-        for process in (client, xvfb):
-            if process is not None and process.poll() is None:
-                process.terminate()
-                process.wait(10)
-        logs.close()
+        stop(client)
+        display.close()
 
 
 def test_a_killed_rdp_server_is_restarted_while_the_guest_runs(vm, tmp_path):

@@ -13,11 +13,11 @@ import time
 from services.demo.linux_iso import linux_iso
 from services.images.image import create_disk
 from services.teleport import wire
-from services.teleport.source import teleport_out
 from services.teleport.hardware import hardware_config
+from services.teleport.source import teleport_out
 from services.teleport.target import teleport_in
-from tests.integration.test_teleport import free_port
-from tests.integration.test_vdi_guest import Budget, GuestVm, VmError, qemu_img
+from tests.support.serial_guest import Budget, GuestVm, VmError, qemu_img
+from tests.waiting import free_port
 
 SECTORS = 300
 SECTOR = 512

@@ -13,13 +13,8 @@ from services.vrdp import mcs, x224
 from services.vrdp.pdu import activation, share
 from services.vrdp.pdu import input as rdp_input
 from services.vrdp.tpkt import FrameKind
-from tests.integration.test_vrdp_server import (  # noqa: F401 (vrdp is the fixture)
-    Closed,
-    RdpClient,
-    free_port,
-    vrdp,
-    wait_for,
-)
+from tests.support.rdp_test_client import Closed, RdpClient
+from tests.waiting import free_port, wait_for
 
 TARGET_PDUS = 100_000
 WORKERS = 6

@@ -13,7 +13,7 @@ from services.hw.display.surface import DisplaySurface, damaged_tiles
 from services.ipc import surface as surf
 from services.ipc.shm import PrivateRegion, SharedRegion
 from services.ipc.surface import frame_view, read_header
-from tests.unit.test_vga_render import FONT, Guest, text_colour
+from tests.support.vga_guest import FONT, Guest, text_colour
 
 
 @pytest.fixture

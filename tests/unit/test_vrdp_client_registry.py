@@ -3,7 +3,7 @@ and kicking clients, and damage reaching every connected client."""
 
 import pytest
 
-from services.vrdp.config import VrdeConfig
+from services.ipc.vrde import VrdeConfig
 from services.vrdp.server import ClientRegistry, LogonRefused
 
 

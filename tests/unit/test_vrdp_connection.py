@@ -9,7 +9,6 @@ import pytest
 
 from services.vrdp import connection as rdp
 from services.vrdp import gcc, mcs, tls, x224
-from services.vrdp.codecs import planar, rle
 from services.vrdp.connection import Connection, ConnectionConfig, State
 from services.vrdp.pdu import activation, capabilities, info, output, share
 from services.vrdp.pdu import input as rdp_input
@@ -20,8 +19,9 @@ from services.vrdp.tpkt import (
     build_tpkt,
     parse_tpkt,
 )
-from tests.unit.rdp_vectors import XFREERDP_CONNECT_INITIAL
-from tests.unit.test_vrdp_gcc import mutations
+from tests.support.rdp_client_side import client_caps, frame_pattern, paint
+from tests.support.rdp_fuzz import mutations
+from tests.support.rdp_vectors import XFREERDP_CONNECT_INITIAL
 
 
 @pytest.fixture(scope="module")
@@ -112,17 +112,6 @@ def indications(frames):
     return out
 
 
-def client_caps(bpp=32, fastpath=True, multifragment=0xFFFF):
-    extra = capabilities.NO_BITMAP_COMPRESSION_HDR | capabilities.LONG_CREDENTIALS_SUPPORTED
-    if fastpath:
-        extra |= capabilities.FASTPATH_OUTPUT_SUPPORTED
-    sets = [capabilities.general_capability(extra), capabilities.bitmap_capability(bpp, 720, 400),
-            capabilities.order_capability(), capabilities.input_capability()]
-    if multifragment:
-        sets.append(capabilities.multifragment_update_capability(multifragment))
-    return sets
-
-
 def connect_to_demand_active(conn, connect_initial=XFREERDP_CONNECT_INITIAL):
     client = Client(conn)
     confirm = client.negotiate()
@@ -203,39 +192,6 @@ def test_refuses_a_client_without_tls():
     assert confirm.result == x224.NegotiationFailure(x224.SSL_REQUIRED_BY_SERVER)
     assert client.events == [rdp.Refused(0, x224.SSL_REQUIRED_BY_SERVER)]
     assert conn.closed
-
-
-def frame_pattern(height, width):
-    rng = np.random.default_rng(5)
-    frame = np.zeros((height, width, 4), np.uint8)
-    frame[..., 0] = np.arange(width, dtype=np.uint8)[None, :]
-    frame[..., 1] = np.arange(height, dtype=np.uint8)[:, None]
-    frame[100:140, 50:300, :3] = rng.integers(0, 256, (40, 250, 3), dtype=np.uint8)
-    frame[..., 3] = 0xFF
-    return frame
-
-
-def paint(canvas, rect: output.BitmapRect, bpp):
-    width, height = rect.width, rect.height
-    # 64x64 at most: the size every client's codec context takes (FreeRDP's planar decoder
-    # refuses a bitmap larger than its context since 2.11.7).
-    assert width <= 64 and height <= 64, (width, height)
-    if bpp == 32:
-        assert rect.flags == output.BITMAP_COMPRESSION | output.NO_BITMAP_COMPRESSION_HDR
-        tile = planar.decompress(rect.data, width, height)
-    elif rect.flags & output.BITMAP_COMPRESSION:
-        tile = rle.decompress(rect.data, width, height, bpp)
-    else:
-        from services.vrdp.codecs import convert
-        pel = convert.BYTES_PER_PIXEL[bpp]
-        raw = np.frombuffer(rect.data, np.uint8).reshape(height, width, pel)[::-1]
-        values = raw[..., 0].astype(np.uint32) | raw[..., 1].astype(np.uint32) << 8
-        if pel == 3:
-            values |= raw[..., 2].astype(np.uint32) << 16
-        tile = convert.values_to_bgrx(values, bpp)
-    w = rect.dest_right - rect.dest_left + 1
-    h = rect.dest_bottom - rect.dest_top + 1
-    canvas[rect.dest_top:rect.dest_top + h, rect.dest_left:rect.dest_left + w] = tile[:h, :w, :3]
 
 
 def decode_fastpath(frames, bpp, canvas):

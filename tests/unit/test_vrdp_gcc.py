@@ -5,7 +5,6 @@ the 184-byte proprietary certificate are stand-in bytes (opaque to this layer). 
 captured on loopback from xfreerdp 2.11.7 and rdesktop 1.9.0 (Debian 12); both clients went on to Channel
 Join with the response this module builds."""
 
-import random
 import struct
 
 import pytest
@@ -26,49 +25,18 @@ from services.vrdp.gcc import (
     ServerSecurityData,
 )
 from services.vrdp.tpkt import ProtocolError
-from tests.unit.rdp_vectors import (
+from tests.support.rdp_fuzz import mutations
+from tests.support.rdp_vectors import (
+    RDESKTOP4_CONNECT_INITIAL,
     RDESKTOP_CONNECT_INITIAL,
     SPEC_CONNECT_INITIAL,
     SPEC_CONNECT_RESPONSE,
     XFREERDP_CONNECT_INITIAL,
 )
 
-RDESKTOP4_CONNECT_INITIAL = bytes.fromhex(
-    "0300018602f0807f6582017a0401010401010101ff302002020022020200020202000002020001020200000202000102"
-    "02ffff020200023020020200010202000102020001020200010202000002020001020204200202000230200202ffff02"
-    "02fc170202ffff0202000102020000020200010202ffff0202000204820107000500147c000180fe000800100001c000"
-    "4475636180f001c0d800010008000004000301ca03aa09040000280a000076006d000000000000000000000000000000"
-    "000000000000000000000000000004000000000000000c00000000000000000000000000000000000000000000000000"
-    "00000000000000000000000000000000000000000000000000000000000000000000000000000000000001ca01000000"
-    "000018000b00010000000000000000000000000000000000000000000000000000000000000000000000000000000000"
-    "00000000000000000000000000000000000000000000000000000000000004c00c000d0000000000000002c00c000300"
-    "000000000000"
-)
-
 
 def user_data(frame):
     return mcs.parse_connect_initial(x224.unwrap_data(frame)).user_data
-
-
-def mutations(seeds, count, seed=1):
-    rng = random.Random(seed)
-    for _ in range(count):
-        data = bytearray(rng.choice(seeds))
-        kind = rng.randrange(5)
-        if kind == 0:
-            data = data[:rng.randrange(len(data) + 1)]
-        elif kind == 1:
-            for _ in range(rng.randint(1, 4)):
-                data[rng.randrange(len(data))] = rng.randrange(256)
-        elif kind == 2:
-            position = rng.randrange(len(data) + 1)
-            data[position:position] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 8)))
-        elif kind == 3:
-            position = rng.randrange(len(data))
-            del data[position:position + rng.randint(1, 8)]
-        else:
-            data = bytearray(rng.randbytes(rng.randrange(48)))
-        yield bytes(data)
 
 
 def test_spec_conference_create_request():

@@ -4,7 +4,6 @@ SPEC_* are MS-RDPBCGR 4.1 examples retyped from their field tables (see test_vrd
 the server random and certificate); XFREERDP_*/RDESKTOP* were captured on loopback from xfreerdp 2.11.7 and
 rdesktop 1.9.0 (Debian 12) talking to a listener built on these codecs."""
 
-import random
 
 import pytest
 
@@ -21,7 +20,8 @@ from services.vrdp.mcs import (
     SendDataRequest,
 )
 from services.vrdp.tpkt import ProtocolError
-from tests.unit.rdp_vectors import (
+from tests.support.rdp_fuzz import mutations
+from tests.support.rdp_vectors import (
     RDESKTOP_CONNECT_INITIAL,
     SPEC_CONNECT_INITIAL,
     SPEC_CONNECT_RESPONSE,
@@ -63,27 +63,6 @@ SPEC_TARGET = DomainParameters(34, 2, 0, 1, 0, 1, 0xFFFF, 2)
 SPEC_MINIMUM = DomainParameters(1, 1, 1, 1, 0, 1, 0x420, 2)
 SPEC_MAXIMUM = DomainParameters(0xFFFF, 0xFC17, 0xFFFF, 1, 0, 1, 0xFFFF, 2)
 SPEC_NEGOTIATED = DomainParameters(34, 3, 0, 1, 0, 1, 65528, 2)
-
-
-def mutations(seeds, count, seed=1):
-    rng = random.Random(seed)
-    for _ in range(count):
-        data = bytearray(rng.choice(seeds))
-        kind = rng.randrange(5)
-        if kind == 0:
-            data = data[:rng.randrange(len(data) + 1)]
-        elif kind == 1:
-            for _ in range(rng.randint(1, 4)):
-                data[rng.randrange(len(data))] = rng.randrange(256)
-        elif kind == 2:
-            position = rng.randrange(len(data) + 1)
-            data[position:position] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 8)))
-        elif kind == 3:
-            position = rng.randrange(len(data))
-            del data[position:position + rng.randint(1, 8)]
-        else:
-            data = bytearray(rng.randbytes(rng.randrange(48)))
-        yield bytes(data)
 
 
 def test_spec_connect_initial():

@@ -13,7 +13,7 @@ from services.vrdp.output_encoder import (
     SlowPathOutput,
 )
 from services.vrdp.pdu import capabilities, output, share
-from tests.unit.test_vrdp_connection import frame_pattern, paint
+from tests.support.rdp_client_side import frame_pattern, paint
 
 
 def client(fastpath=True, multifragment=None, no_header=True):

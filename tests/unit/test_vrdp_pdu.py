@@ -5,7 +5,6 @@ the field tables give the plaintext). They were retyped as hex and cross-checked
 copies in IronRDP's test suite (crates/ironrdp-testsuite-core: client_info.rs, capsets.rs, rdp.rs) and
 against FreeRDP's parsers; 4.2.1 was taken from the spec page's own decrypted dump."""
 
-import random
 import struct
 
 import pytest
@@ -24,6 +23,7 @@ from services.vrdp.pdu.input import (
     UnicodeKeyEvent,
 )
 from services.vrdp.tpkt import ProtocolError, parse_fastpath_header
+from tests.support.rdp_fuzz import mutations
 
 # 4.1.10 Client Info PDU, TS_INFO_PACKET after the security header (user "eltons", domain "NTDEV").
 SPEC_CLIENT_INFO = bytes.fromhex(
@@ -94,27 +94,6 @@ SPEC_SHUTDOWN_REQUEST = bytes.fromhex("12001700ef03ea0302000001040024000000")
 VALID_CLIENT_LICENSE = bytes.fromhex("80000000ff031000070000000200000004000000")
 
 SPEC_TZ = info.parse_client_info(SPEC_CLIENT_INFO).extended.time_zone
-
-
-def mutations(seeds, count, seed=1):
-    rng = random.Random(seed)
-    for _ in range(count):
-        data = bytearray(rng.choice(seeds))
-        kind = rng.randrange(5)
-        if kind == 0:
-            data = data[:rng.randrange(len(data) + 1)]
-        elif kind == 1 and data:
-            for _ in range(rng.randint(1, 4)):
-                data[rng.randrange(len(data))] = rng.randrange(256)
-        elif kind == 2:
-            position = rng.randrange(len(data) + 1)
-            data[position:position] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 8)))
-        elif kind == 3 and data:
-            position = rng.randrange(len(data))
-            del data[position:position + rng.randint(1, 8)]
-        else:
-            data = bytearray(rng.randbytes(rng.randrange(48)))
-        yield bytes(data)
 
 
 def fuzz(parser, seeds, count=10000, seed=1):

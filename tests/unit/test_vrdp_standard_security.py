@@ -29,10 +29,13 @@ from services.vrdp.tpkt import (
     parse_fastpath_header,
     parse_tpkt,
 )
-from tests.unit.rdp_vectors import XFREERDP_CONNECT_INITIAL
-from tests.unit.test_vrdp_connection import client_caps, frame_pattern, paint
-from tests.unit.test_vrdp_gcc import RDESKTOP4_CONNECT_INITIAL, mutations
-from tests.unit.test_vrdp_security import ref_keys, ref_mac, ref_update
+from tests.support.rdp_client_side import client_caps, frame_pattern, paint
+from tests.support.rdp_fuzz import mutations
+from tests.support.rdp_security_reference import ref_keys, ref_mac, ref_update
+from tests.support.rdp_vectors import (
+    RDESKTOP4_CONNECT_INITIAL,
+    XFREERDP_CONNECT_INITIAL,
+)
 
 M40, M56 = security.ENCRYPTION_METHOD_40BIT, security.ENCRYPTION_METHOD_56BIT
 M128 = security.ENCRYPTION_METHOD_128BIT

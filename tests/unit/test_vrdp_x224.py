@@ -2,12 +2,12 @@
 
 XFREERDP_*/RDESKTOP*_* were captured on loopback from xfreerdp 2.11.7 and rdesktop 1.9.0 (Debian 12)."""
 
-import random
 
 import pytest
 
 from services.vrdp import tpkt, x224
 from services.vrdp.tpkt import FrameKind, FrameReader, ProtocolError
+from tests.support.rdp_fuzz import mutations
 
 # MS-RDPBCGR 4.1.1: cookie "eltons", RDP_NEG_REQ asking for PROTOCOL_RDP.
 SPEC_CONNECTION_REQUEST = bytes.fromhex(
@@ -20,28 +20,6 @@ XFREERDP_CONNECTION_REQUEST = bytes.fromhex(
     "0300002c27e00000000000436f6f6b69653a206d737473686173683d7465737465720d0a0100080003000000")
 RDESKTOP4_CONNECTION_REQUEST = bytes.fromhex(
     "030000241fe00000000000436f6f6b69653a206d737473686173683d7465737465720d0a")
-
-
-def mutations(seeds, count, seed=1):
-    """Truncations, byte flips, insertions and deletions of valid PDUs, reproducibly."""
-    rng = random.Random(seed)
-    for _ in range(count):
-        data = bytearray(rng.choice(seeds))
-        kind = rng.randrange(5)
-        if kind == 0:
-            data = data[:rng.randrange(len(data) + 1)]
-        elif kind == 1:
-            for _ in range(rng.randint(1, 4)):
-                data[rng.randrange(len(data))] = rng.randrange(256)
-        elif kind == 2:
-            position = rng.randrange(len(data) + 1)
-            data[position:position] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 8)))
-        elif kind == 3:
-            position = rng.randrange(len(data))
-            del data[position:position + rng.randint(1, 8)]
-        else:
-            data = bytearray(rng.randbytes(rng.randrange(64)))
-        yield bytes(data)
 
 
 # ---------------------------------------------------------------- TPKT and fast-path

@@ -28,6 +28,7 @@ from services.ipc.surface import frame_view
 from services.ipc.vrde import VrdeConfig
 from services.vrdp.codecs import convert
 from tests.support import vm_processes
+from tests.support.x_display import Display, stop  # noqa: F401 (stop is for the tests)
 from tests.waiting import free_port, wait_for  # noqa: F401 (the tests import them from here)
 
 BOOT_TIMEOUT = 300
@@ -41,22 +42,21 @@ def require(*tools: str) -> None:
     assert not missing, "missing " + ", ".join(f"{t} (apt-get install {TOOLS.get(t, t)})" for t in missing)
 
 
-def stop(process):
-    if process is not None and process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 def listening(port: int) -> bool:
     try:
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
         return True
     except OSError:
         return False
+
+
+def guest_frame(vm_id: str) -> np.ndarray:
+    """A copy of the VM's framebuffer (BGRX) from its shared surface."""
+    region = SharedRegion.open(shm_name(vm_id, "surface"))
+    try:
+        return frame_view(region).copy()
+    finally:
+        region.close()
 
 
 # --- the guest ---------------------------------------------------------------------------------
@@ -103,11 +103,7 @@ class Guest:
         return (self.tmp / "vrdp.log").read_text(errors="replace")
 
     def frame(self) -> np.ndarray:
-        region = SharedRegion.open(shm_name(self.vm_id, "surface"))
-        try:
-            return frame_view(region).copy()
-        finally:
-            region.close()
+        return guest_frame(self.vm_id)
 
     def screen_text(self) -> list[str]:
         control = ControlClient(endpoint(self.vm_id, "control-vcpu"))
@@ -199,35 +195,6 @@ def boot_guest(tmp: Path, properties: dict[str, str]):
 
 
 # --- the X server and the clients --------------------------------------------------------------
-
-class Display:
-    """An Xvfb without a window manager: client windows sit at 0,0 and take focus when told."""
-
-    def __init__(self, tmp: Path):
-        self.log = (tmp / "xvfb.log").open("w")
-        read_fd, write_fd = os.pipe()
-        self.process = subprocess.Popen(["Xvfb", "-displayfd", str(write_fd), "-screen", "0", "1024x768x24",
-                                         "-nolisten", "tcp", "-noreset"], pass_fds=(write_fd,),
-                                        stdout=self.log, stderr=self.log)
-        os.close(write_fd)
-        with os.fdopen(read_fd) as pipe:
-            number = pipe.readline().strip()
-        assert number, "Xvfb did not report its display"
-        self.name = f":{number}"
-        self.home = tmp / "home"
-        self.home.mkdir(exist_ok=True)
-        self.env = {**os.environ, "DISPLAY": self.name, "HOME": str(self.home)}
-
-    def xdotool(self, *args: str, check: bool = True) -> str:
-        result = subprocess.run(["xdotool", *args], env=self.env, capture_output=True, text=True, check=False)
-        if check:
-            assert result.returncode == 0, f"xdotool {' '.join(args)}: {result.stderr.strip()}"
-        return result.stdout
-
-    def close(self) -> None:
-        stop(self.process)
-        self.log.close()
-
 
 class Client:
     """One RDP client process on the display; its log is kept for the assertion messages."""
