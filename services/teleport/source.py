@@ -13,12 +13,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from services.hw.page_sets import merge_pages
 from services.ipc import ops
 from services.teleport import records, wire
 from services.teleport.areas import AREAS, Area, ChangeFinder
 from services.teleport.records import PAGE
 from services.teleport.vm import TeleportError, VmControl
-from services.vcpu.write_tracker import merge_pages
 
 log = logging.getLogger("headbox.teleport")
 

@@ -14,6 +14,7 @@ from services.hw.display.surface import DisplaySurface
 from services.hw.display.vga import StdVga
 from services.hw.display.vgabios import install_vgabios
 from services.hw.memory import GuestMemory, MiB
+from services.hw.page_sets import merge_pages
 from services.hw.storage.ide.pci import IDE_FUNCTION, IDE_SLOT, PiixIdeFunction
 from services.ipc.naming import RAM, SURFACE, VRAM, shm_name
 from services.ipc.shm import PrivateRegion, SharedRegion, sweep_stale
@@ -27,7 +28,7 @@ from services.vcpu.engine import (
 )
 from services.vcpu.platform import build_platform
 from services.vcpu.remote_pci import RemotePciFunction
-from services.vcpu.write_tracker import PAGE, WriteTracker, merge_pages
+from services.vcpu.write_tracker import PAGE, WriteTracker
 
 log = logging.getLogger("headbox.vcpu")
 
