@@ -17,13 +17,11 @@ class Closed(Exception):
     """The server closed the connection."""
 
 
-
 def tls_client_context():
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE  # what xfreerdp /cert:ignore does
     return context
-
 
 
 class RdpClient:

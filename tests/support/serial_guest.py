@@ -22,13 +22,10 @@ from services.ipc.spec import Drive, LaunchSpec
 BOOT_TIMEOUT = 150.0        # to GUEST-READY
 
 
-
 COMMAND_TIMEOUT = 60.0      # one shell command on the serial console
 
 
-
 POWEROFF_TIMEOUT = 30.0
-
 
 
 def qemu_img() -> str:
@@ -37,7 +34,6 @@ def qemu_img() -> str:
         pytest.fail("qemu-img is missing (apt-get install qemu-utils): the VDI acceptance test needs it "
                     "as the oracle", pytrace=False)
     return path
-
 
 
 class Budget:
@@ -54,10 +50,8 @@ class Budget:
         return time.monotonic() >= self.deadline
 
 
-
 class VmError(AssertionError):
     pass
-
 
 
 class SerialLog:
@@ -83,7 +77,6 @@ class SerialLog:
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
-
 
 
 class GuestVm:

@@ -20,9 +20,7 @@ from tests.waiting import free_port
 RAM_MIB = 64
 
 
-
 BUF_DWORDS = 8192
-
 
 
 def counter_lines(path) -> list[str]:
@@ -33,7 +31,6 @@ def counter_lines(path) -> list[str]:
     return [line for line in text.split("\n")[:-1] if line.startswith("n=")]
 
 
-
 def wait_lines(path, count: int, timeout: float = 120) -> list[str]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -42,7 +39,6 @@ def wait_lines(path, count: int, timeout: float = 120) -> list[str]:
             return lines
         time.sleep(0.1)
     raise AssertionError(f"{path}: only {len(counter_lines(path))} counter lines after {timeout} s")
-
 
 
 class Vm:
@@ -76,7 +72,6 @@ class Vm:
         if self.waiter.is_alive():
             self.processes.kill()
             self.waiter.join(10)
-
 
 
 class Target:

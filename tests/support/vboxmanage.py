@@ -25,7 +25,6 @@ def installed(command: str) -> str:
     return found
 
 
-
 class Cli:
     """One settings home (short path: the manager's unix socket lives in it) with its own runtime folder."""
 

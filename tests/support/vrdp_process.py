@@ -22,7 +22,6 @@ def taken_port():
     return sock
 
 
-
 class VrdpProcess:
     """The RDP server of a VM without a VM, told by a launch spec, its log in a file."""
 
@@ -69,7 +68,6 @@ class VrdpProcess:
                 self.process.kill()
                 self.process.wait()
         self.log_file.close()
-
 
 
 def listening(port):

@@ -21,6 +21,7 @@ from services.vrdp.tpkt import (
 )
 from tests.support.rdp_client_side import client_caps, frame_pattern, paint
 from tests.support.rdp_fuzz import mutations
+from tests.support.rdp_test_client import tls_client_context
 from tests.support.rdp_vectors import XFREERDP_CONNECT_INITIAL
 
 
@@ -28,13 +29,6 @@ from tests.support.rdp_vectors import XFREERDP_CONNECT_INITIAL
 def server_context(tmp_path_factory):
     credentials = tls.ensure_self_signed(tmp_path_factory.mktemp("vrdp-state"), "vmhost.example")
     return tls.create_server_context(credentials)
-
-
-def client_context():
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE  # what xfreerdp /cert:ignore does
-    return context
 
 
 class Client:
@@ -59,7 +53,7 @@ class Client:
 
     def handshake(self):
         self.c_in, self.c_out = ssl.MemoryBIO(), ssl.MemoryBIO()
-        self.tls = client_context().wrap_bio(self.c_in, self.c_out, server_side=False)
+        self.tls = tls_client_context().wrap_bio(self.c_in, self.c_out, server_side=False)
         for _ in range(10):
             try:
                 self.tls.do_handshake()
