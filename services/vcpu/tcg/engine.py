@@ -8,7 +8,10 @@ HLT idling, and the routing of port and MMIO accesses.
 Threads: the vCPU thread runs the JIT and every hook; the clock thread fires due timers; device
 threads drive interrupt lines. The other threads only raise request lines: the JIT answers at the
 next instruction boundary that allows it, in the vCPU thread, and only there is uc_emu_stop()
-called."""
+called.
+
+(~670 lines, past the layout's ~600: what is left here is the set of hooks Unicorn calls on one
+object, which share the vCPU thread's state; each concern with its own state has its own module.)"""
 
 from __future__ import annotations
 
