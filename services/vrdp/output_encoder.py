@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from services.vrdp import mcs
+from services.vrdp import mcs, security
 from services.vrdp.codecs import convert, planar, rle
 from services.vrdp.pdu import capabilities, output, share
 
@@ -18,6 +18,8 @@ from services.vrdp.pdu import capabilities, output, share
 TILE = 64
 # Send Data Indication payloads stay within PER's 2-byte length form (FreeRDP decodes up to 0x7FFF).
 SLOW_PATH_MAX_PAYLOAD = mcs.PER_MAX_LENGTH
+# Standard RDP Security puts TS_SECURITY_HEADER1 (flags, flagsHi, an 8-byte MAC) in that payload.
+SLOW_PATH_SECURITY_HEADER = 4 + security.SIGNATURE_SIZE
 # The largest bitmap update we assemble even when a client reassembles more: rdesktop stops at 65535.
 MAX_UPDATE_SIZE = 0xFFFF
 BITMAP_UPDATE_HEADER = 4   # TS_UPDATE_BITMAP_DATA: updateType, numberRectangles
@@ -55,7 +57,7 @@ class OutputEncoder:
         # The client's MultifragMaxRequestSize; None forbids fragmented fast-path updates.
         self.multifragment_max = caps.multifragment_max or None
         self.compression_header = not caps.no_bitmap_compression_header
-        # Standard RDP Security: each fast-path PDU carries an 8-byte signature.
+        # Standard RDP Security: each PDU carries an 8-byte signature (slow-path: in a security header).
         self.encrypted = encrypted
         self.update_budget = self._largest_update()
 
@@ -67,7 +69,8 @@ class OutputEncoder:
             if self.multifragment_max:
                 return max(single, min(self.multifragment_max, MAX_UPDATE_SIZE))
             return single
-        return SLOW_PATH_MAX_PAYLOAD - share.SHARE_DATA_HEADER_SIZE
+        return (SLOW_PATH_MAX_PAYLOAD - share.SHARE_DATA_HEADER_SIZE
+                - (SLOW_PATH_SECURITY_HEADER if self.encrypted else 0))
 
     def palette_update(self) -> Iterator[OutputPdu]:
         """The palette of an 8 bpp session; the client must have it before the first bitmap."""

@@ -8,6 +8,7 @@ from services.vrdp.codecs import convert
 from services.vrdp.output_encoder import (
     MAX_UPDATE_SIZE,
     SLOW_PATH_MAX_PAYLOAD,
+    SLOW_PATH_SECURITY_HEADER,
     FastPathOutput,
     OutputEncoder,
     SlowPathOutput,
@@ -48,7 +49,7 @@ def painted(rects, shape, bpp):
 
 
 @pytest.mark.parametrize("fastpath, multifragment, encrypted", [
-    (True, None, False), (True, None, True), (True, 0x3FFFFF, False), (False, None, True)])
+    (True, None, False), (True, None, True), (True, 0x3FFFFF, False), (False, None, False), (False, None, True)])
 def test_updates_fit_their_framing(fastpath, multifragment, encrypted):
     encoder = OutputEncoder(720, 400, 32, client(fastpath, multifragment), 0x103EA, encrypted)
     noise = np.random.default_rng(2).integers(0, 256, (400, 720, 4), dtype=np.uint8)
@@ -59,7 +60,9 @@ def test_updates_fit_their_framing(fastpath, multifragment, encrypted):
         assert max(len(p.body) for p in pdus) <= most
     else:
         assert all(isinstance(p, SlowPathOutput) for p in pdus)
-        assert max(len(p.share_data) for p in pdus) <= SLOW_PATH_MAX_PAYLOAD
+        # The Send Data Indication's payload: the security header when encrypted, then the PDU.
+        header = SLOW_PATH_SECURITY_HEADER if encrypted else 0
+        assert max(header + len(p.share_data) for p in pdus) <= SLOW_PATH_MAX_PAYLOAD
     if multifragment:  # updates as large as rdesktop takes, in fragments
         assert encoder.update_budget == MAX_UPDATE_SIZE
         assert any(output.parse_fastpath_updates(p.body)[0].fragmentation != output.FASTPATH_FRAGMENT_SINGLE

@@ -361,6 +361,30 @@ def test_rdp4_client_and_slow_path_output(server_key):
     assert share.parse_data_pdu(replies[0][1]).pdu_type2 == share.PDUTYPE2_UPDATE
 
 
+def test_slow_path_updates_leave_room_for_the_security_header(server_key):
+    """Noise fills an update to its budget: with the 12-byte security header the Send Data
+    Indication must still fit PER's 2-byte length (this once dropped the client)."""
+    conn = standard_conn(server_key)
+    client = StdClient(conn)
+    client.negotiate(negotiation=False)
+    client.connect(connect_initial(RDESKTOP4_CONNECT_INITIAL, M40 | M128))
+    client.exchange()
+    _, frames = client.activate(bpp=16, fastpath=False, salted=False)
+    client.indications(frames)
+    noise = np.random.default_rng(7).integers(0, 256, (400, 720, 4), dtype=np.uint8)
+    conn.send_bitmaps(noise, [(0, 0, 64, 64), (100, 0, 64, 63), (200, 0, 4, 6)])
+    client.reader.feed(conn.data_to_send())
+    replies = client.indications(list(client.reader))
+    assert len(replies) >= 2 and not conn.closed
+    canvas = np.zeros((400, 720, 3), np.uint8)
+    for _, data in replies:
+        for rect in output.parse_bitmap_update_data(share.parse_data_pdu(data).payload):
+            paint(canvas, rect, 16)
+    expected = convert.quantise(noise, 16)[..., :3]
+    for x, y, w, h in [(0, 0, 64, 64), (100, 0, 64, 63), (200, 0, 4, 6)]:
+        assert (canvas[y:y + h, x:x + w] == expected[y:y + h, x:x + w]).all()
+
+
 def test_licence_encrypted_when_the_client_allows_it(server_key):
     conn = standard_conn(server_key)
     client = StdClient(conn)
