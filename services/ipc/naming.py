@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 import re
 
+from services.private_file import private_folder
+
 CHANNELS = ("io", "irq", "display", "input", "audio", "usb",
             "control-vcpu", "control-devices", "control-vrdp", "control-usbproxy", "control-teleport")
 
@@ -18,17 +20,21 @@ def _safe(vm_id: str) -> str:
     return vm_id
 
 
-def runtime_root() -> str:
-    base = os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/headbox-{os.getuid()}"
-    return os.path.join(base, "headbox") if os.environ.get("XDG_RUNTIME_DIR") else base
+def runtime_root(create: bool = True) -> str:
+    """$XDG_RUNTIME_DIR/headbox, or /tmp/headbox-<uid>; private_folder() refuses one another user made."""
+    base = os.environ.get("XDG_RUNTIME_DIR")
+    root = os.path.join(base, "headbox") if base else f"/tmp/headbox-{os.getuid()}"
+    if create:
+        if base:
+            os.makedirs(base, mode=0o700, exist_ok=True)
+        private_folder(root)
+    return root
 
 
 def runtime_dir(vm_id: str, create: bool = True) -> str:
-    path = os.path.join(runtime_root(), _safe(vm_id))
+    path = os.path.join(runtime_root(create), _safe(vm_id))
     if create:
-        os.makedirs(path, mode=0o700, exist_ok=True)
-        os.chmod(path, 0o700)
-        os.chmod(os.path.dirname(path), 0o700)
+        private_folder(path)
     return path
 
 

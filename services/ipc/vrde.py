@@ -17,12 +17,45 @@ CLIENT_FEATURES = ("Client/DisableDisplay", "Client/DisableInput", "Client/Disab
                    "Client/DisableUSB", "Client/DisableClipboard", "Client/DisableRDPDR")
 
 
+# Headbox's own VRDE properties bounding the connections one RDP server keeps (services/vrdp/admission.py):
+# name -> (default, lowest, highest). VirtualBox has no such knobs; its server is in C and per-VM.
+LIMIT_PROPERTIES = {
+    "Limits/MaxConnections": (100, 1, 10000),              # every connection, logged on or not
+    "Limits/MaxPendingConnections": (64, 1, 10000),        # not logged on yet
+    "Limits/MaxPendingPerAddress": (16, 1, 10000),         # not logged on yet, from one address
+    "Limits/LogonTimeout": (30, 1, 3600),                  # seconds from accepting to the logon
+    "Limits/HandshakeStepTimeout": (10, 1, 3600),          # seconds of silence before the logon
+}
+
 DEFAULT_PORT = 3389
 _PORT_ITEM = re.compile(r"(\d{1,5})(?:-(\d{1,5}))?")
 
 
 class ConfigError(ValueError):
     """A VRDE setting holds a bad value; the message is one line for the user."""
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    max_connections: int
+    max_pending: int
+    max_pending_per_address: int
+    logon_timeout: float
+    step_timeout: float
+
+    @classmethod
+    def from_properties(cls, properties: dict[str, str]) -> ConnectionLimits:
+        """The Limits/* VRDE properties, defaults for those unset; ConfigError names a bad one."""
+        values = []
+        for name, (default, low, high) in LIMIT_PROPERTIES.items():
+            text = properties.get(name, "")
+            if text == "":
+                values.append(default)
+                continue
+            if not text.isdigit() or not low <= int(text) <= high:
+                raise ConfigError(f"VRDE property {name} '{text}' is not a whole number within {low}..{high}")
+            values.append(int(text))
+        return cls(*values)
 
 
 def parse_ports(text: str) -> list[tuple[int, int]]:
@@ -109,6 +142,7 @@ class VrdeConfig:
             if not isinstance(mapping, dict) or not all(
                     isinstance(k, str) and isinstance(v, str) for k, v in mapping.items()):
                 raise ConfigError(f"VRDE: '{name}' must map strings to strings")
+        ConnectionLimits.from_properties(self.properties)
         for user, digest in self.users.items():
             if not SHA256_HEX.fullmatch(digest):
                 raise ConfigError(f"VRDE: the password of user '{user}' is not a lowercase hex SHA-256")
@@ -119,6 +153,9 @@ class VrdeConfig:
         if value is None:
             value = self.features.get(name)
         return value == "1"
+
+    def limits(self) -> ConnectionLimits:
+        return ConnectionLimits.from_properties(self.properties)
 
     def client_features(self) -> dict[str, bool]:
         return {name: self.feature(name) for name in CLIENT_FEATURES}

@@ -11,6 +11,7 @@ import signal
 import sys
 
 from services.manager.client import default_home
+from services.private_file import private_folder
 
 
 def idle_exit_seconds(args) -> float | None:
@@ -37,8 +38,12 @@ def main(argv=None) -> int:
     if args.tcp and not args.tcp.startswith("tcp://"):
         parser.error(f"--tcp wants tcp://ADDR:PORT, not {args.tcp!r}")
     home = os.path.abspath(args.home or default_home())
-    os.makedirs(home, mode=0o700, exist_ok=True)
-    os.chmod(home, 0o700)
+    try:
+        os.makedirs(os.path.dirname(home), mode=0o700, exist_ok=True)
+        private_folder(home)
+    except OSError as error:
+        print(f"headbox-manager: error: the settings home {error}", file=sys.stderr)
+        return 1
     os.umask(0o077)
     fmt = "%(asctime)s %(name)s %(levelname)s %(message)s"
     if args.foreground or os.environ.get("SUPERVISOR_ENABLED"):

@@ -15,6 +15,7 @@ import msgpack
 import zmq
 
 from services.manager.errors import E_FAIL, IPRT_ERROR, ManagerError
+from services.private_file import UnsafeFolder, private_folder
 
 PROTOCOL_VERSION = 1
 DEFAULT_TIMEOUT_MS = 120_000
@@ -133,9 +134,19 @@ class ManagerClient:
         self.close()
 
 
+def own_home(home: str) -> None:
+    """The settings home is this user's alone, created 0700 when missing: a daemon socket or settings
+    in another user's folder would be theirs to forge."""
+    os.makedirs(os.path.dirname(home), mode=0o700, exist_ok=True)
+    try:
+        private_folder(home)
+    except UnsafeFolder as error:
+        raise ManagerError(IPRT_ERROR, f"the settings home {error}") from None
+
+
 def start_daemon(home: str, extra_args: tuple[str, ...] = ()) -> subprocess.Popen:
     """The daemon for `home`, detached from our session (it outlives the CLI that started it)."""
-    os.makedirs(home, mode=0o700, exist_ok=True)
+    own_home(home)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO_ROOT, env.get("PYTHONPATH")]))
     # Its stderr (a failure before its logging is set up) goes to the same log as its log lines.
@@ -152,6 +163,7 @@ def connect_or_start(home: str | None = None, timeout_s: float = 20.0, **client_
     """A client of the home's daemon, started first if none runs. Two callers racing both start one;
     the pid-file lock lets only one serve, and both then reach it."""
     home = os.path.abspath(home) if home else default_home()
+    own_home(home)
     deadline = time.monotonic() + timeout_s
     while daemon_running(home):
         # One ping: a daemon idling out right now would leave a request unanswered.

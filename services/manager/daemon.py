@@ -22,7 +22,7 @@ from services.manager import savedstate
 from services.manager.errors import E_FAIL, E_INVALIDARG, INVALID_VM_STATE, ManagerError
 from services.manager.jobs import Jobs
 from services.manager.runtime import Runtime
-from services.private_file import write_private
+from services.private_file import private_folder, write_private
 
 log = logging.getLogger("headbox.manager")
 
@@ -72,9 +72,8 @@ def bind_local(context: zmq.Context, home: str) -> tuple[zmq.Socket, str]:
         path = os.path.join(home, "manager.sock")
     else:
         from services.ipc.naming import runtime_root
-        folder = os.path.join(runtime_root(), "manager-" + hashlib.sha256(home.encode()).hexdigest()[:16])
-        os.makedirs(folder, mode=0o700, exist_ok=True)
-        os.chmod(folder, 0o700)
+        digest = hashlib.sha256(home.encode()).hexdigest()[:16]
+        folder = private_folder(os.path.join(runtime_root(), "manager-" + digest))
         path = os.path.join(folder, "manager.sock")
         pointer = os.path.join(home, "manager.endpoint")
         write_private(pointer, f"ipc://{path}\n")

@@ -16,7 +16,7 @@ import time
 import xmlrpc.client
 from dataclasses import dataclass
 
-from services.private_file import write_private
+from services.private_file import private_folder, write_private
 
 log = logging.getLogger("headbox.manager")
 
@@ -31,15 +31,14 @@ def private_socket_dir(home: str, folder: str) -> str:
     """A 0700 folder for a socket of `home`: <home>/<folder> if socket paths there fit the unix limit,
     else a per-home folder under the runtime root (the path is derived from the home, so every
     process finds it again)."""
-    candidate = os.path.join(home, folder)
-    if len(os.path.join(candidate, "supervisor.sock")) > UNIX_PATH_MAX - 8:
+    base = home
+    if len(os.path.join(home, folder, "supervisor.sock")) > UNIX_PATH_MAX - 8:
         from services.ipc.naming import runtime_root
         digest = hashlib.sha256(os.path.abspath(home).encode()).hexdigest()[:16]
-        candidate = os.path.join(runtime_root(), f"home-{digest}", folder)
-        os.makedirs(os.path.dirname(candidate), mode=0o700, exist_ok=True)
-    os.makedirs(candidate, mode=0o700, exist_ok=True)
-    os.chmod(candidate, 0o700)
-    return candidate
+        base = private_folder(os.path.join(runtime_root(), f"home-{digest}"))
+    for part in folder.split("/"):
+        base = private_folder(os.path.join(base, part))
+    return base
 
 
 def _config_value(text: str) -> str:

@@ -9,7 +9,9 @@ import json
 import logging
 import sys
 
+from services.ipc.naming import runtime_dir
 from services.ipc.spec import LaunchSpec, SpecError
+from services.private_file import UnsafeFolder
 from services.teleport import wire
 from services.teleport.service import serve
 from services.teleport.source import DEFAULT_MAX_DOWNTIME_MS, teleport_out
@@ -42,7 +44,8 @@ def main(argv=None) -> int:
             parser.error("--spec PATH, or target|source")
         try:
             spec = LaunchSpec.load(args.spec)
-        except SpecError as error:
+            runtime_dir(spec.vm_id)       # refused when another user could tamper with it
+        except (SpecError, UnsafeFolder) as error:
             print(f"headbox-teleport: error: {error}", file=sys.stderr)
             return 2
         serve(spec)

@@ -13,7 +13,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from services.vrdp import gcc, mcs, security, x224
-from services.vrdp.output_encoder import MAX_UPDATE_SIZE, OutputEncoder, OutputPdu, SlowPathOutput
+from services.vrdp.output_encoder import (
+    MAX_UPDATE_SIZE,
+    OutputEncoder,
+    OutputPdu,
+    SlowPathOutput,
+)
 from services.vrdp.pdu import activation, capabilities, info, share
 from services.vrdp.pdu import input as rdp_input
 from services.vrdp.tls import TlsSession

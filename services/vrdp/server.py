@@ -8,15 +8,12 @@ import itertools
 import logging
 import os
 import queue
-import select
+import selectors
 import socket
 import sys
 import threading
-import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 
-import numpy as np
 import zmq
 
 from services.ipc import ops
@@ -28,46 +25,22 @@ from services.ipc.shm import SharedRegion
 from services.ipc.spec import LaunchSpec, SpecError
 from services.ipc.surface import frame_view, read_header
 from services.ipc.vrde import ConfigError, VrdeConfig
+from services.private_file import UnsafeFolder
+from services.vrdp import log_text
 from services.vrdp.auth import (
-    REFUSE,
-    REPLACE,
-    AuthRequest,
     FailureThrottle,
-    check_logon,
-    multicon_decision,
 )
-from services.vrdp.connection import (
-    Activated,
-    ClientInfoReceived,
-    Connection,
-    Disconnected,
-    OutputSuppressed,
-    RefreshRequested,
-    Refused,
-)
-from services.vrdp.pdu import input as rdp_input
+from services.vrdp.clients import ClientHandler, ClientRegistry
 from services.vrdp.ports import Listener, bind_listener
 from services.vrdp.security_policy import (
-    NEGOTIATION_FAILURES,
     SecurityPolicy,
     security_policy_from,
 )
-from services.vrdp.tpkt import ProtocolError
 
 log = logging.getLogger("headbox.vrdp")
 CONFIGURE_TIMEOUT = 10.0            # seconds a configure request waits for the listening loop
 
-POLL_INTERVAL = 0.02
-WHEEL_STEP = 120  # one notch of a Windows wheel
 # The static channels a Client/Disable* switch keeps a client from being served (none is served yet).
-FEATURE_CHANNELS = {"Client/DisableAudio": "rdpsnd", "Client/DisableUSB": "vrdpusb",
-                    "Client/DisableClipboard": "cliprdr", "Client/DisableRDPDR": "rdpdr"}
-
-
-class LogonRefused(Exception):
-    """Authentication or the multi-connection rule turned the client away; the connection closes."""
-
-
 class Screen:
     """The guest screen: size and pixels from the shared surface, mode changes and damaged rectangles
     from the display channel."""
@@ -131,241 +104,6 @@ class Screen:
             socket_.close()
 
 
-class ClientRegistry:
-    """The connected clients under one lock: the accept loop adds them, their own threads admit and
-    forget them, the display watcher and the control socket reach them all."""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._clients: set[ClientHandler] = set()
-
-    def add(self, client: ClientHandler) -> None:
-        with self._lock:
-            self._clients.add(client)
-
-    def forget(self, client: ClientHandler) -> None:
-        with self._lock:
-            self._clients.discard(client)
-
-    def connected(self) -> list[ClientHandler]:
-        """Every client, logged on or not, in connection order."""
-        with self._lock:
-            return sorted(self._clients, key=lambda c: c.id)
-
-    def admit(self, client: ClientHandler, config: VrdeConfig, user: str) -> None:
-        """The multi-connection rule for a client that passed authentication (raises LogonRefused).
-        One lock for the count and the logon, so two clients logging on at once cannot both be first."""
-        with self._lock:
-            others = [c for c in self._clients if c is not client and c.logged_on and not c.kicked]
-            decision = multicon_decision(config.multicon, config.reusecon, len(others))
-            if decision == REFUSE:
-                raise LogonRefused("multiple connections are not enabled")
-            if decision == REPLACE:
-                for other in others:
-                    other.kick("disconnected: a new client replaces it (reusecon)")
-            client.user = user
-            client.since = datetime.now(UTC).isoformat(timespec="seconds")
-
-    def kick_all(self, reason: str) -> int:
-        clients = self.connected()
-        for client in clients:
-            client.kick(reason)
-        return len(clients)
-
-    def damage_all(self, rects, size: tuple[int, int], mode_changed: bool) -> None:
-        for client in self.connected():
-            client.damage(rects, size, mode_changed)
-
-
-class ClientHandler:
-    """One client connection, run on its own thread: socket bytes into the Connection, events out."""
-
-    def __init__(self, server: VrdpServer, sock: socket.socket, address):
-        self.server = server
-        self.sock = sock
-        self.address = f"{address[0]}:{address[1]}"
-        screen = server.screen
-        # server.security: the listener's security_policy.SecurityPolicy (VRDE Security/* properties).
-        self.conn = Connection(server.security.connection_config(desktop_size=screen.current_size))
-        self.lock = threading.Lock()
-        self.pending: list[tuple[int, int, int, int]] = []
-        self.new_size: tuple[int, int] | None = None
-        self.suppressed = False
-        self.last_pointer: tuple[int, int] | None = None
-        self.buttons = 0
-        self.id = server.new_client_id()
-        self.ip = str(address[0])
-        self.user: str | None = None
-        self.since: str | None = None
-        self.features: dict[str, bool] = {}
-        self.kicked: str | None = None  # why the server wants this client gone (another thread sets it)
-
-    @property
-    def logged_on(self) -> bool:
-        return self.since is not None
-
-    def describe(self) -> dict:
-        disabled = sorted(name for name, on in self.features.items() if on)
-        return {"id": self.id, "address": self.address, "user": self.user, "since": self.since,
-                "disabled": disabled,
-                "channels": {"offered": [c.name for c in self.conn.client.channels],
-                             "served": [], "withheld": [FEATURE_CHANNELS[n] for n in disabled
-                                                        if n in FEATURE_CHANNELS]}}
-
-    def kick(self, reason: str) -> None:
-        self.kicked = reason
-
-    def damage(self, rects, size: tuple[int, int], mode_changed: bool) -> None:
-        with self.lock:
-            # _paint compares with the client's size, so a missed mode change is caught later too.
-            self.new_size = size
-            self.pending.extend(rects)
-
-    def run(self) -> None:
-        log.info("client %s connected", self.address)
-        reason = "closed"
-        goodbye = True
-        try:
-            self._loop()
-        except LogonRefused as exc:
-            # As VirtualBox: the connection just closes. The licence and Demand Active queued with the
-            # Client Info are dropped, and with them the TLS stream's order, so no goodbye either.
-            reason = f"logon refused: {exc}"
-            goodbye = False
-        except ProtocolError as exc:
-            reason = f"protocol error: {exc}"
-        except OSError as exc:
-            reason = f"socket error: {exc}"
-        except Exception:
-            log.exception("client %s: unexpected error", self.address)
-            reason = "internal error"
-        finally:
-            try:
-                if goodbye:
-                    self.conn.close()
-                    self.sock.sendall(self.conn.data_to_send())
-            except (OSError, ProtocolError):
-                pass
-            self.sock.close()
-            self.server.clients.forget(self)
-            log.info("client %s disconnected (%s)", self.address, reason)
-
-    def _flush(self) -> None:
-        data = self.conn.data_to_send()
-        if data:
-            self.sock.sendall(data)
-
-    def _loop(self) -> None:
-        while not self.server.stopping.is_set() and not self.conn.closed:
-            if self.kicked:
-                log.info("client %s: %s", self.address, self.kicked)
-                return
-            readable, _, _ = select.select([self.sock], [], [], POLL_INTERVAL)
-            if readable:
-                data = self.sock.recv(65536)
-                for event in self.conn.receive(data):
-                    self._event(event)
-                self._flush()
-            if self.conn.active:
-                self._paint()
-                self._flush()
-
-    def _event(self, event) -> None:
-        if isinstance(event, Activated):
-            log.info("client %s active at %dx%d, %d bpp", self.address, event.width, event.height, event.bpp)
-            with self.lock:
-                self.pending = [(0, 0, event.width, event.height)]
-        elif isinstance(event, ClientInfoReceived):
-            log.info("client %s: user %r, domain %r, client %r", self.address, event.user_name,
-                     event.domain, event.client_name)
-            self._logon(event)
-        elif isinstance(event, RefreshRequested):
-            with self.lock:
-                self.pending.extend(event.rects)
-        elif isinstance(event, OutputSuppressed):
-            self.suppressed = event.suppressed
-            if not event.suppressed:
-                with self.lock:
-                    self.pending = [(0, 0, self.conn.width, self.conn.height)]
-        elif isinstance(event, Refused):
-            log.info("client %s refused: %s (it requested protocols 0x%X, security method %s)", self.address,
-                     NEGOTIATION_FAILURES.get(event.code, f"failure code {event.code}"),
-                     event.requested_protocols, self.server.security.method)
-        elif isinstance(event, Disconnected):
-            log.info("client %s: %s", self.address, event.reason)
-        elif self.logged_on and not self.features.get("Client/DisableInput"):
-            self._input(event)
-
-    def _logon(self, event: ClientInfoReceived) -> None:
-        """Authenticate before any graphics go out (the info PDU precedes activation), then apply the
-        multi-connection rule; the configuration and feature switches are read once, here."""
-        if self.logged_on:
-            raise ProtocolError("a second Client Info PDU")
-        server = self.server
-        config = server.config
-        delay = server.throttle.delay(self.ip, time.monotonic())
-        if delay:
-            log.info("client %s: %.0f s delay after failed logons from %s", self.address, delay, self.ip)
-            time.sleep(delay)  # this client's thread only: the others carry on
-        request = AuthRequest(config.vm_uuid, event.user_name, event.password, event.domain, self.id, config,
-                              self.ip)
-        granted = check_logon(request)
-        server.throttle.record(self.ip, granted, time.monotonic())
-        if not granted:
-            raise LogonRefused("access denied")
-        server.clients.admit(self, config, event.user_name)
-        self.features = config.client_features()
-        disabled = [name for name, on in self.features.items() if on]
-        if disabled:
-            log.info("client %s: %s", self.address, ", ".join(disabled))
-
-    def _input(self, event) -> None:
-        sender = self.server.input
-        if isinstance(event, rdp_input.KeyboardEvent):
-            if event.extended1:
-                # Pause: E1 1D 45; the input channel carries the E0 prefix only, so send the pair plain.
-                self.server.send_input(sender.key, 0x1D, False, not event.release)
-                self.server.send_input(sender.key, 0x45, False, not event.release)
-            else:
-                self.server.send_input(sender.key, event.scancode, event.extended, not event.release)
-        elif isinstance(event, rdp_input.MouseEvent):
-            self._mouse(event.x, event.y, event)
-        elif isinstance(event, rdp_input.ExtendedMouseEvent):
-            self._mouse(event.x, event.y, None)
-        elif isinstance(event, rdp_input.SyncEvent):
-            # Scroll, Num and Caps Lock have the same bits in TS_SYNC_* and on the input channel.
-            self.server.send_input(sender.sync_locks, event.toggle_flags & 0x07)
-
-    def _mouse(self, x: int, y: int, event: rdp_input.MouseEvent | None) -> None:
-        # The guest has a relative PS/2 mouse: send the motion since the last position we reported.
-        dx = dy = dz = 0
-        if self.last_pointer is not None:
-            dx, dy = x - self.last_pointer[0], y - self.last_pointer[1]
-        self.last_pointer = (x, y)
-        if event is not None:
-            button = event.button
-            if button is not None and not event.flags & (rdp_input.PTR_FLAGS_WHEEL | rdp_input.PTR_FLAGS_HWHEEL):
-                bit = {1: 1, 2: 2, 3: 4}[button]
-                self.buttons = self.buttons | bit if event.pressed else self.buttons & ~bit
-            if event.wheel:
-                dz = max(1, abs(event.wheel) // WHEEL_STEP) * (1 if event.wheel > 0 else -1)
-        self.server.send_input(self.server.input.mouse, dx, dy, dz, self.buttons)
-
-    def _paint(self) -> None:
-        with self.lock:
-            new_size, self.new_size = self.new_size, None
-            rects, self.pending = self.pending, []
-        if new_size is not None and new_size != (self.conn.width, self.conn.height):
-            self.conn.resize(*new_size)
-            return  # the full screen follows the reactivation
-        if not rects or self.suppressed or self.features.get("Client/DisableDisplay"):
-            return
-        frame = self.server.screen.snapshot()
-        if frame is None:  # no VM screen (yet): show black rather than nothing
-            frame = np.zeros((self.conn.height, self.conn.width, 4), np.uint8)
-        self.conn.send_bitmaps(frame, rects)
-
-
 class VrdpServer:
     def __init__(self, vm_id: str, config: VrdeConfig):
         self.vm_id = vm_id
@@ -380,7 +118,7 @@ class VrdpServer:
         self.input.socket.setsockopt(zmq.SNDTIMEO, 0)
         self.input_lock = threading.Lock()
         self.stopping = threading.Event()
-        self.throttle = FailureThrottle()
+        self.throttle = FailureThrottle(os.path.join(self.state_dir(config), "logon-failures.json"))
         self._ids = itertools.count(1)
         self._dropped_input = 0
         self.control: ControlServer | None = None
@@ -393,6 +131,12 @@ class VrdpServer:
     def port(self) -> int:
         """The bound port, 0 when none of the configured ports was free (VirtualBox's convention)."""
         return self.listener.port if self.listener is not None else 0
+
+    def state_dir(self, config: VrdeConfig) -> str:
+        """Where the server keeps its certificate and logon throttle (0700)."""
+        path = config.state_dir or os.path.join(runtime_dir(self.vm_id), "vrdp")
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        return path
 
     def new_client_id(self) -> int:
         return next(self._ids)
@@ -411,8 +155,7 @@ class VrdpServer:
             log.info("VRDE is disabled: not listening")
             return
         # An unusable certificate is logged there and refuses TLS clients only (SSL_CERT_NOT_ON_SERVER).
-        self.security = security_policy_from(config.properties,
-                                             config.state_dir or os.path.join(runtime_dir(self.vm_id), "vrdp"))
+        self.security = security_policy_from(config.properties, self.state_dir(config))
         self.listener = bind_listener(config.ports, config.address)
         if self.listener is None:
             log.error("VirtualBox Remote Desktop Extension server can't bind to the port(s): %s", config.ports)
@@ -472,7 +215,7 @@ class VrdpServer:
         log.info("VRDP server for VM %s started (port %d)", self.vm_id, self.port)
         while not self.stopping.is_set():
             sockets = list(self.listener.sockets) if self.listener is not None else []
-            readable, _, _ = select.select([*sockets, self._wakeup_reader], [], [], 0.5)
+            readable = [key.fileobj for key, _ in _wait_readable([*sockets, self._wakeup_reader], 0.5)]
             if self._wakeup_reader in readable:
                 self._wakeup_reader.recv(4096)
                 self._apply_new_configs()
@@ -499,7 +242,11 @@ class VrdpServer:
             log.error("client %s: cannot start: %s: %s", address, type(exc).__name__, exc)
             sock.close()
             return
-        self.clients.add(client)
+        if not self.clients.add(client, client.limits):
+            log.info("client %s refused: %d connections, all logged on (Limits/MaxConnections)",
+                     client.address, client.limits.max_connections)
+            sock.close()
+            return
         threading.Thread(target=client.run, name=f"rdp-{client.id}", daemon=True).start()
 
     def close(self) -> None:
@@ -513,18 +260,27 @@ class VrdpServer:
         self._wakeup_writer.close()
 
 
+def _wait_readable(sockets, timeout: float):
+    """selectors, not select.select: listeners rebound while many clients are connected get fds
+    past 1023."""
+    with selectors.DefaultSelector() as selector:
+        for sock in sockets:
+            selector.register(sock, selectors.EVENT_READ)
+        return selector.select(timeout)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m services.vrdp", description="RDP server of one VM")
     parser.add_argument("--spec", required=True, help="the VM's launch spec (services/ipc/spec.py)")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    log_text.configure(args.log_level)
     try:
         spec = LaunchSpec.load(args.spec)
         if spec.vrde is None:
             raise SpecError(f"VM {spec.vm_id} has no RDP server in its launch spec")
-        runtime_dir(spec.vm_id)
-    except (SpecError, ValueError) as exc:
+        runtime_dir(spec.vm_id)           # refused when another user could tamper with it
+    except (SpecError, ValueError, UnsafeFolder) as exc:
         print(f"VRDP: error: {exc}", file=sys.stderr)
         return 1
     server = VrdpServer(spec.vm_id, spec.vrde)

@@ -20,12 +20,11 @@ from services.ipc.naming import endpoint
 from services.ipc.spec import LaunchSpec
 from services.ipc.vrde import VrdeConfig
 from services.vrdp.auth.simple import password_hash
+from tests.conftest import HOST_USER_PASSWORD
 from tests.support import vm_processes
 from tests.support.rdp_clients import guest_frame
 from tests.support.x_display import Display, stop
 from tests.waiting import free_port, wait_for
-
-PAM_PASSWORD = "Pa55-word"
 
 
 class Vm:
@@ -188,16 +187,6 @@ def test_vboxauthsimple_refuses_a_wrong_password_and_admits_the_right_one(vm):
     assert "AUTH: Access granted." in vm.vrdp_text()
 
 
-@pytest.fixture
-def host_user():
-    assert os.getuid() == 0, "the PAM test creates a throwaway host user: run it as root"
-    name = "hbx" + uuid.uuid4().hex[:8]
-    subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", name], check=True)
-    try:
-        subprocess.run(["chpasswd"], input=f"{name}:{PAM_PASSWORD}\n", text=True, check=True)
-        yield name
-    finally:
-        subprocess.run(["userdel", name], check=True)
 
 
 def test_pam_refuses_a_wrong_password_and_admits_the_right_one(vm, host_user):
@@ -205,7 +194,7 @@ def test_pam_refuses_a_wrong_password_and_admits_the_right_one(vm, host_user):
     vm.start_vrdp(ports=str(port), auth_type="external")  # VBoxAuth, the default library: the host's PAM
     assert refused(vm, vm.xfreerdp(port, host_user, "wrong"))
     assert f"AUTH: User: [{host_user}]" in vm.vrdp_text() and "AUTH: Access denied." in vm.vrdp_text()
-    admitted(vm, port, host_user, PAM_PASSWORD)
+    admitted(vm, port, host_user, HOST_USER_PASSWORD)
     assert "AUTH: external authentication module returned 'access granted'" in vm.vrdp_text()
 
 

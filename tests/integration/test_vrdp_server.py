@@ -89,6 +89,29 @@ def test_logon_status_disconnect_and_blank_screen_without_a_vm(vrdp):
     again.close()
 
 
+def test_what_a_client_sends_cannot_forge_log_lines(vrdp):
+    """A newline in the user name once wrote a forged 'Access granted' line; escapes in the domain
+    went to the log raw; a NUL cut the user name short ('alice\\0evil' logged on as alice)."""
+    port = free_port()
+    server = vrdp(ports=str(port), auth_type="external", auth_library="VBoxAuthSimple",
+                  users={"alice": password_hash("secret")})
+    wait_for(lambda: server.status()["port"] == port, 10, "listening", [server.process])
+    forged = "mallory\n2026-12-07 12:00:00,000 headbox.vrdp INFO AUTH: Access granted."
+    for user, domain in ((forged, "\x1b[2J\x1b[31mred"), ("alice\0evil", "")):
+        client = RdpClient(port, user=user, password="secret", domain=domain)
+        with pytest.raises(Closed):
+            client.logon()
+        client.close()
+    wait_for(lambda: "contains a NUL" in server.log(), 10, "the NUL refused", [server.process])
+    lines = server.log().splitlines()
+    assert not any(line.startswith("2026-12-07 12:00:00") for line in lines), lines
+    assert not any("\x1b" in line for line in lines)
+    assert "Access granted" not in "\n".join(line for line in lines if "mallory" not in line)
+    assert any("mallory\\x0a2026-12-07" in line for line in lines), lines
+    assert any("\\x1b[2J" in line for line in lines), lines
+    assert server.status()["clients"] == []
+
+
 def test_multicon_off_refuses_the_second_and_reusecon_replaces_the_first(vrdp):
     port = free_port()
     server = vrdp(ports=str(port))

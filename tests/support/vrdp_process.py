@@ -28,9 +28,10 @@ class VrdpProcess:
     def __init__(self, tmp_path, **fields):
         self.tmp_path = tmp_path
         self.vm_id = "vrdp" + uuid.uuid4().hex[:6]
-        self.log_path = tmp_path / "vrdp.log"
+        fields.setdefault("state_dir", str(tmp_path / "state"))
+        self.log_path = tmp_path / f"vrdp-{self.vm_id}.log"
         self.config = VrdeConfig(vm_name="test", vm_uuid=str(uuid.uuid4()), enabled=True, address="127.0.0.1",
-                                 state_dir=str(tmp_path / "state"), **fields)
+                                 **fields)
         self.env = {**os.environ, "XDG_RUNTIME_DIR": str(tmp_path)}
         self.log_file = self.log_path.open("w")
         self.process = start("vrdp", LaunchSpec(self.vm_id, vrde=self.config), tmp_path, env=self.env,

@@ -2,10 +2,8 @@
 throwaway user, user-supplied libraries, VirtualBox's log lines, and the failure throttle."""
 
 import os
-import subprocess
+import shutil
 import uuid
-
-import pytest
 
 from services.ipc.vrde import VrdeConfig
 from services.vrdp.auth import (
@@ -14,10 +12,12 @@ from services.vrdp.auth import (
     REPLACE,
     AuthRequest,
     FailureThrottle,
+    Verdict,
     check_logon,
     multicon_decision,
 )
 from services.vrdp.auth.simple import password_hash
+from tests.conftest import HOST_USER_PASSWORD
 
 SECRET_HASH = "2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b"
 
@@ -84,41 +84,58 @@ def test_broken_libraries_deny(tmp_path, caplog):
     assert "Traceback" not in caplog.text
 
 
-@pytest.fixture
-def host_user():
-    assert os.getuid() == 0, "the PAM test creates a throwaway host user: run it as root"
-    name = "hbx" + uuid.uuid4().hex[:8]
-    subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", name], check=True)
-    try:
-        subprocess.run(["chpasswd"], input=f"{name}:Pa55-word\n", text=True, check=True)
-        yield name
-    finally:
-        subprocess.run(["userdel", name], check=True)
 
 
 def test_pam_checks_a_real_host_user(host_user, caplog):
     config = VrdeConfig(auth_type="external")  # auth_library defaults to VBoxAuth
     with caplog.at_level("INFO", logger="headbox.vrdp.auth"):
-        assert check_logon(request(config, user=host_user, password="Pa55-word"))
+        assert check_logon(request(config, user=host_user, password=HOST_USER_PASSWORD))
         assert not check_logon(request(config, user=host_user, password="wrong"))
         assert not check_logon(request(config, user="nosuchuser" + uuid.uuid4().hex[:6], password="x"))
         assert not check_logon(request(config, user=host_user, password=""))
     assert "returned 'access granted'" in caplog.text and "returned 'access denied'" in caplog.text
 
 
-def test_throttle_grows_per_address_and_forgets():
-    throttle = FailureThrottle(first=1, maximum=4, forget_after=100)
-    assert throttle.delay("a", 0) == 0
+def test_throttle_delays_then_locks_out_and_forgets():
+    throttle = FailureThrottle(first=1, maximum=4, lockout_after=5, lockout=60, forget_after=100)
+    assert throttle.verdict("a", 0) == Verdict()
     for expected in (1, 2, 4, 4):
         throttle.record("a", False, 0)
-        assert throttle.delay("a", 1) == expected
-    assert throttle.delay("b", 1) == 0  # other addresses are not slowed
-    assert throttle.delay("a", 200) == 0  # ten quiet minutes (here 100 s) forget
+        assert throttle.verdict("a", 1) == Verdict(delay=expected)
+    throttle.record("a", False, 10)                 # the fifth: locked out, answers at once
+    assert throttle.verdict("a", 11) == Verdict(locked_for=59)
+    assert throttle.verdict("b", 11) == Verdict()   # other addresses are not slowed
+    assert throttle.verdict("a", 71) == Verdict(delay=4)
+    throttle.record("a", False, 71)                 # the sixth doubles the lockout
+    assert throttle.verdict("a", 72) == Verdict(locked_for=119)
+    assert throttle.verdict("a", 71 + 120 + 101) == Verdict()  # quiet after the lockout: forgotten
     throttle.record("a", False, 300)
     throttle.record("a", True, 301)
-    assert throttle.delay("a", 302) == 0
+    assert throttle.verdict("a", 302) == Verdict()
 
 
+def test_throttle_survives_a_restart(tmp_path):
+    path = str(tmp_path / "failures.json")
+    first = FailureThrottle(path, lockout_after=2, lockout=60)
+    first.record("10.0.0.9", False, 1000.0)
+    first.record("10.0.0.9", False, 1001.0)
+    assert oct(os.stat(path).st_mode & 0o777) == "0o600"
+    assert FailureThrottle(path, lockout_after=2, lockout=60).verdict("10.0.0.9", 1002.0).locked_for == 59
+    (tmp_path / "failures.json").write_text("{not json")
+    assert FailureThrottle(path).verdict("10.0.0.9", 1002.0) == Verdict()   # unreadable: afresh
+
+
+def test_throttle_turns_serialize_an_address_and_a_user():
+    throttle = FailureThrottle(queue_wait=0.2)
+    with throttle.turn("a", "john") as first:
+        assert first
+        with throttle.turn("a", "eve") as same_address, throttle.turn("b", "JOHN") as same_user:
+            assert not same_address and not same_user
+        with throttle.turn("b", "eve") as other:
+            assert other
+    with throttle.turn("a", "john") as again:
+        assert again
+    assert throttle._turns == {}
 def test_auth_request_hides_the_password():
     assert "secret" not in repr(request(VrdeConfig()))
 
@@ -132,3 +149,25 @@ def test_multicon_decision_table(caplog):
         assert "AUTH: Multiple connections are not enabled. Access denied." in caplog.text
         assert multicon_decision(False, True, 1) == REPLACE
         assert "AUTH: Multiple connections are not enabled. Disconnecting existing client." in caplog.text
+
+
+def test_a_library_another_user_can_change_is_never_run(tmp_path, host_user, caplog):
+    """The RDP server may run as root: a library file another user owns, or one in a folder they
+    can write to, would run their code. It is refused and the logon denied."""
+    marker = tmp_path / "ran"
+    code = (f"open({str(marker)!r}, 'w').close()\n"
+            "from services.vrdp.auth import AuthResult\n"
+            "def authenticate(request):\n    return AuthResult.GRANTED\n")
+    theirs = tmp_path / "theirs.py"
+    theirs.write_text(code)
+    shutil.chown(theirs, user=host_user)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    (shared / "mine.py").write_text(code)
+    with caplog.at_level("INFO", logger="headbox.vrdp.auth"):
+        for path in (theirs, shared / "mine.py"):
+            assert not check_logon(request(VrdeConfig(auth_type="external", auth_library=str(path))))
+    assert not marker.exists()
+    assert "theirs.py belongs to uid" in caplog.text
+    assert "shared is writable by other users (mode 777)" in caplog.text

@@ -3,15 +3,19 @@ and kicking clients, and damage reaching every connected client."""
 
 import pytest
 
-from services.ipc.vrde import VrdeConfig
-from services.vrdp.server import ClientRegistry, LogonRefused
+from services.ipc.vrde import ConnectionLimits, VrdeConfig
+from services.vrdp.clients import ClientRegistry, LogonRefused
+
+LIMITS = ConnectionLimits.from_properties({})
 
 
 class FakeClient:
     """What the registry uses of a ClientHandler."""
 
-    def __init__(self, client_id):
+    def __init__(self, client_id, ip="10.0.0.1"):
         self.id = client_id
+        self.ip = ip
+        self.accepted_at = float(client_id)
         self.user = self.since = self.kicked = None
         self.damaged = []
 
@@ -19,7 +23,7 @@ class FakeClient:
     def logged_on(self):
         return self.since is not None
 
-    def kick(self, reason):
+    def kick(self, reason, wake=False):
         self.kicked = reason
 
     def damage(self, rects, size, mode_changed):
@@ -30,7 +34,7 @@ def registry_of(count):
     registry = ClientRegistry()
     clients = [FakeClient(n) for n in range(count, 0, -1)]
     for client in clients:
-        registry.add(client)
+        assert registry.add(client, LIMITS)
     return registry, sorted(clients, key=lambda c: c.id)
 
 
@@ -62,3 +66,20 @@ def test_connected_in_id_order_forget_kick_all_and_damage():
     assert clients[1].damaged == []
     assert registry.kick_all("disconnected by the server") == 2
     assert clients[0].kicked == clients[2].kicked == "disconnected by the server" and clients[1].kicked is None
+
+
+def test_a_new_connection_closes_the_oldest_waiting_one_beyond_the_limits():
+    limits = ConnectionLimits.from_properties({"Limits/MaxPendingConnections": "2",
+                                               "Limits/MaxConnections": "3"})
+    registry = ClientRegistry()
+    first, second, third, fourth = (FakeClient(n) for n in range(1, 5))
+    assert registry.add(first, limits) and registry.add(second, limits)
+    assert registry.add(third, limits)                 # two waiting at most: the oldest goes
+    assert first.kicked and not second.kicked
+    registry.forget(first)
+    registry.admit(second, VrdeConfig(multicon=True), "alice")
+    registry.admit(third, VrdeConfig(multicon=True), "bob")
+    assert registry.add(fourth, limits)
+    registry.admit(fourth, VrdeConfig(multicon=True), "carol")
+    assert not registry.add(FakeClient(5), limits)     # three connections, all logged on: refused
+    assert not any(c.kicked for c in (second, third, fourth))

@@ -169,6 +169,19 @@ def test_spec_client_info():
     assert info.build_client_info(client) == SPEC_CLIENT_INFO
 
 
+@pytest.mark.parametrize("field", ["domain", "user_name", "password"])
+def test_client_info_refuses_a_nul_inside_a_credential(field):
+    """'alice\\0evil' once logged on as alice: the text after a NUL was dropped unseen."""
+    data = info.build_client_info(info.ClientInfo(**{field: "alice\0evil"}))
+    with pytest.raises(ProtocolError, match="contains a NUL"):
+        info.parse_client_info(data)
+
+
+def test_client_info_nul_padding_at_the_end_is_not_part_of_the_text():
+    data = info.build_client_info(info.ClientInfo(user_name="alice\0\0"))
+    assert info.parse_client_info(data).user_name == "alice"
+
+
 def test_client_info_round_trip_with_password_and_cookie():
     cookie = info.AutoReconnectCookie(1, 7, bytes(range(16)))
     ext = info.ExtendedInfo(info.AF_INET6, "::1", "C:\\x", SPEC_TZ, 3, info.PERF_DISABLE_WALLPAPER, cookie)

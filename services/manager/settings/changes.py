@@ -7,6 +7,9 @@ import copy
 import os
 import re
 
+from services.ipc import vrde
+from services.ipc.vrde import LIMIT_PROPERTIES, ConfigError, ConnectionLimits
+
 from .. import ostypes
 from ..errors import E_INVALIDARG, INVALID_VM_STATE, OBJECT_NOT_FOUND, ManagerError
 from . import passwords
@@ -14,7 +17,6 @@ from .model import (
     ACCELS,
     AUTH_TYPES,
     BOOT_DEVICES,
-    DEFAULT_VRDE_PORT,
     NIC_MODES,
     Machine,
 )
@@ -23,7 +25,6 @@ MIN_RAM_MB, MAX_RAM_MB = 4, 2097152
 MAX_CPUS = 64
 MUTABLE_STATES = ("PoweredOff", "Aborted", "Saved")
 TELEPORTER_ON_STATES = ("PoweredOff", "Aborted", "Teleported")
-_PORT_ITEM = re.compile(r"(\d{1,5})(?:-(\d{1,5}))?")
 
 
 def invalid(message: str) -> ManagerError:
@@ -32,16 +33,11 @@ def invalid(message: str) -> ManagerError:
 
 def normalize_ports(value) -> str:
     """A TCP/Ports value as VirtualBox stores it: "0" and "default" are 3389; otherwise a
-    comma-separated list of ports and ranges a-b, each port 1..65535."""
-    text = str(value).strip()
-    if text in ("0", "default", ""):
-        return DEFAULT_VRDE_PORT
-    for item in text.split(","):
-        match = _PORT_ITEM.fullmatch(item.strip())
-        if not match or not all(1 <= int(p) <= 65535 for p in match.groups() if p is not None):
-            raise invalid(f"Invalid port range '{text}': use ports 1..65535 and ranges, e.g. "
-                          "5000,5010-5012 (E_INVALIDARG)")
-    return ",".join(item.strip() for item in text.split(","))
+    comma-separated list of ports and ranges low-high, each port 1..65535 (services/ipc/vrde.py)."""
+    try:
+        return vrde.normalize_ports(str(value))
+    except ConfigError as error:
+        raise invalid(f"Invalid port range '{str(value).strip()}': {error} (E_INVALIDARG)") from None
 
 
 def _bool(key: str, value) -> bool:
@@ -87,6 +83,11 @@ def _set_property(m: Machine, name: str, value: str) -> None:
     if name == "VideoChannel/Quality" and value:
         value = str(_int(name, value, 10, 100, f"Invalid VideoChannel/Quality '{value}' (must be in "
                                                "range [10, 100])"))
+    if name in LIMIT_PROPERTIES and value:
+        try:
+            ConnectionLimits.from_properties({name: value})
+        except ConfigError as error:
+            raise invalid(str(error)) from None
     if value:
         m.vrde.properties[name] = value
     else:

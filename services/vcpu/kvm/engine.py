@@ -13,8 +13,8 @@ import threading
 
 import numpy as np
 
-from services.hw.memory import ISA_BIOS_SIZE, PAGE, SHADOW_END, GuestMemory
 from services.hw import cpuid
+from services.hw.memory import ISA_BIOS_SIZE, PAGE, SHADOW_END, GuestMemory
 from services.vcpu.engine import (
     SNAPSHOT_VERSION,
     Engine,

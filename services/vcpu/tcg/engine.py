@@ -24,10 +24,10 @@ import numpy as np
 import unicorn
 from unicorn import x86_const as X
 
+from services.hw import cpuid
 from services.hw.interrupts.irqchip import InterruptChip
 from services.hw.memory import FOUR_GIB, IOAPIC_BASE, LAPIC_BASE, PAGE
 from services.ipc.shm import PrivateRegion
-from services.hw import cpuid
 from services.vcpu import engine as base
 from services.vcpu.engine import Engine, EngineError, StopReason
 from services.vcpu.tcg import cpustate as cs

@@ -10,7 +10,7 @@ from services.vrdp.auth.logon import (
            check_logon,
            multicon_decision,
 )
-from services.vrdp.auth.throttle import FailureThrottle
+from services.vrdp.auth.throttle import FailureThrottle, Verdict
 
 __all__ = ["ACCEPT", "REFUSE", "REPLACE", "AuthRequest", "AuthResult", "FailureThrottle", "check_logon",
-           "load_library", "multicon_decision"]
+           "load_library", "multicon_decision", "Verdict"]

@@ -116,8 +116,15 @@ def _read_string(reader: Reader, size: int, unicode: bool, limit: int, name: str
     if unicode:
         if size % 2:
             raise ProtocolError(f"Client Info {name} has an odd Unicode length {size}")
-        return decode_utf16(reader.take(size + 2))
-    return reader.take(size + 1).split(b"\0", 1)[0].decode("cp1252", errors="replace")
+        text = reader.take(size + 2)[:size].decode("utf-16-le", errors="replace")
+    else:
+        text = reader.take(size + 1)[:size].decode("cp1252", errors="replace")
+    # A NUL inside the counted text would cut it short where C strings are used ("alice\0evil"
+    # logging on as alice); NULs only at its end are padding.
+    text = text.rstrip("\0")
+    if "\0" in text:
+        raise ProtocolError(f"Client Info {name} contains a NUL character")
+    return text
 
 
 def _read_counted_utf16(reader: Reader, limit: int, name: str) -> str:
