@@ -137,6 +137,14 @@ class ProcessGroups:
         except supervision.SupervisorError as error:
             log.warning("%s", error)
 
+    def kill(self, uuid: str, name: str) -> None:
+        """SIGKILL to every process of the VM's group: a stopped (SIGSTOP) or hung process ignores
+        the SIGTERM a stop starts with, and waiting for supervisor's SIGKILL takes its stopwaitsecs."""
+        try:
+            self.supervisor().call("signalProcessGroup", group_name(uuid), "KILL")
+        except (ManagerError, supervision.SupervisorError) as error:
+            log.warning("VM '%s': killing its processes: %s", name, error)
+
     def remove(self, uuid: str, name: str, graceful: bool = False) -> None:
         """Stop the VM's processes and forget the group; `graceful` lets the device process flush
         its disks first."""

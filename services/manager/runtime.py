@@ -26,7 +26,7 @@ from services.manager.errors import (
 from services.manager.groups import ProcessGroups, group_name, verdict
 from services.manager.jobs import Job, Jobs
 from services.manager.moves import StateMoves
-from services.manager.states import ON, WATCHED, VmRun
+from services.manager.states import OFF, ON, WATCHED, VmRun
 from services.manager.states import VmState as S
 from services.manager.vmcontrol import keyboard_events, vm_call
 
@@ -34,6 +34,7 @@ log = logging.getLogger("headbox.manager")
 
 POLL_S = 0.5
 VRDP_TIMEOUT_S = 15.0
+POWEROFF_WAIT_S = 10.0          # then a poweroff kills the processes (a stopped or hung vCPU process)
 
 
 class Runtime:
@@ -47,6 +48,7 @@ class Runtime:
         self.settings_lock = settings_lock
         self.jobs = jobs
         self.vms: dict[str, VmRun] = {}
+        self._settling: set[str] = set()     # uuids whose end is being settled (one caller does it)
         self.lock = threading.RLock()
         self.groups = ProcessGroups(home)
         self.moves = StateMoves(home, self.groups, jobs, self.lock)
@@ -258,18 +260,35 @@ class Runtime:
 
     # -- watching ------------------------------------------------------------------------------------
     def _finish(self, run: VmRun, state: S, why: str) -> None:
-        if state == S.POWERED_OFF and run.state == S.SAVING:
-            state, why = S.SAVED, "its state was saved"
-        if state == S.ABORTED:
-            log.error("VM '%s' (%s) aborted: %s; stopping its other processes", run.name, run.uuid, why)
-        else:
-            log.info("VM '%s' (%s) %s: %s", run.name, run.uuid, state, why)
-        self.groups.remove(run.uuid, run.name, graceful=state != S.ABORTED)
-        if state == S.ABORTED:
-            remove_regions(run.uuid)
+        """The VM ended (or must end): stop its processes and settle its state, once."""
+        if self._claim_settling(run):
+            self._settle(run, state, why)
+
+    def _claim_settling(self, run: VmRun) -> bool:
+        """Whether this caller settles the VM: the poller and a forced poweroff may both try."""
         with self.lock:
-            run.move(state)
-            run.pid_vcpu = run.vrde_port = None
+            if run.state in OFF or run.uuid in self._settling:
+                return False
+            self._settling.add(run.uuid)
+            return True
+
+    def _settle(self, run: VmRun, state: S, why: str) -> None:
+        try:
+            if state == S.POWERED_OFF and run.state == S.SAVING:
+                state, why = S.SAVED, "its state was saved"
+            if state == S.ABORTED:
+                log.error("VM '%s' (%s) aborted: %s; stopping its other processes", run.name, run.uuid, why)
+            else:
+                log.info("VM '%s' (%s) %s: %s", run.name, run.uuid, state, why)
+            self.groups.remove(run.uuid, run.name, graceful=state != S.ABORTED)
+            if state == S.ABORTED:
+                remove_regions(run.uuid)
+            with self.lock:
+                run.move(state)
+                run.pid_vcpu = run.vrde_port = None
+        finally:
+            with self.lock:
+                self._settling.discard(run.uuid)
 
     def _poll_loop(self) -> None:
         while not self._stop.wait(POLL_S):
@@ -350,7 +369,7 @@ class Runtime:
         if handler is None:
             raise ManagerError(E_INVALIDARG, f"Invalid parameter '{action}'")
         # A teleport target still waiting for its VM can be powered off (VirtualBox cancels the wait).
-        states = ON | {S.TELEPORTING_IN} if action == "poweroff" else ON
+        states = ON | {S.TELEPORTING_IN, S.STOPPING} if action == "poweroff" else ON
         return handler(self._live(vm, states), args)
 
     def _control_pause(self, run: VmRun, args) -> None:
@@ -371,6 +390,7 @@ class Runtime:
     def _control_poweroff(self, run: VmRun, args) -> None:
         with self.lock:
             waiting = run.state == S.TELEPORTING_IN
+            again = run.state == S.STOPPING      # a poweroff that timed out: this one forces it
             run.move(S.POWERED_OFF if waiting else S.STOPPING)
         if waiting:
             # Its processes hold no guest yet; stopping them ends the teleport program's wait.
@@ -378,13 +398,24 @@ class Runtime:
             remove_regions(run.uuid)
             log.info("VM '%s': powered off while waiting for a teleport", run.name)
             return
-        vm_call(run.uuid, "vcpu", ops.PowerOff())
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if run.state != S.STOPPING:
-                return
-            time.sleep(0.1)
-        raise ManagerError(IPRT_ERROR, f"Machine '{run.name}' did not power off within 30 s")
+        if not again:
+            deadline = time.monotonic() + POWEROFF_WAIT_S
+            try:
+                vm_call(run.uuid, "vcpu", ops.PowerOff(), timeout_ms=3000)
+            except ManagerError as error:
+                log.warning("VM '%s': the vCPU process does not take the poweroff: %s", run.name, error)
+            while time.monotonic() < deadline:
+                if run.state != S.STOPPING:
+                    return
+                time.sleep(0.1)
+        # Stopped (SIGSTOP), hung or too slow: the processes are killed, the VM is off all the same
+        # (claimed first, so the poller does not call the killed VM Aborted).
+        if not self._claim_settling(run):
+            return
+        self.groups.kill(run.uuid, run.name)
+        self._settle(run, S.POWERED_OFF, f"it did not power off within {POWEROFF_WAIT_S:g} s: its "
+                                         "processes were killed")
+        remove_regions(run.uuid)
 
     def _control_acpipowerbutton(self, run: VmRun, args) -> None:
         if not vm_call(run.uuid, "vcpu", ops.PowerButton()).get("handled"):

@@ -254,6 +254,29 @@ def test_killing_the_device_process_aborts_the_vm_and_stops_the_vcpu(vm):
     assert "aborted: the device process died (killed by a signal)" in Path(vm.home, "manager.log").read_text()
 
 
+def test_a_stopped_vcpu_process_is_powered_off_all_the_same(vm):
+    """Issue 11, defect 4: a poweroff the vCPU process could not answer (SIGSTOP) once left the VM
+    Stopping for good; now it is killed and powered off within 15 s, and starts again."""
+    vm.start()
+    pid = vm.state()["pid_vcpu"]
+    os.kill(pid, signal.SIGSTOP)
+    started = time.monotonic()
+    try:
+        vm.request("controlvm", vm="lg", action="poweroff")
+    finally:
+        if not gone(pid):
+            os.kill(pid, signal.SIGCONT)
+    assert time.monotonic() - started < 15
+    assert vm.state() == {"state": "PoweredOff", "vrde_port_bound": None, "pid_vcpu": None}
+    assert vm.processes() == {}
+    wait_until(lambda: gone(pid), 10, "the vCPU process is gone")
+    assert not any(name.startswith(f"headbox-{vm.uuid}-") for name in os.listdir("/dev/shm"))
+    assert "did not power off within 10 s: its processes were killed" in Path(vm.home, "manager.log").read_text()
+    vm.start()
+    assert vm.state()["state"] == "Running"
+    vm.request("controlvm", vm="lg", action="poweroff")
+
+
 def test_a_taken_vrde_port_fails_startvm_and_leaves_nothing_running(vm):
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", vm.port))
