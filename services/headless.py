@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -19,13 +20,17 @@ import zmq
 from services.demo.linux_iso import linux_iso
 from services.ipc import ops
 from services.ipc.control import ControlError, call
-from services.ipc.naming import endpoint, remove_regions
+from services.ipc.naming import endpoint, remove_regions, remove_runtime_dir
 from services.ipc.spec import Drive, LaunchSpec, SpecError, process_argv
 from services.ipc.vrde import VrdeConfig
 
 log = logging.getLogger("headbox.vm")
 
 
+
+# A hard power-off stops the vCPUs at once; a process still there after this is hung and killed
+# (within the 5 s systemd and timeout give before their SIGKILL).
+POWER_OFF_TIMEOUT_S = 4.0
 
 class VmProcesses:
     """The processes of a running VM: vCPU, devices and, when the spec has VRDE settings, the RDP
@@ -111,6 +116,7 @@ class VmProcesses:
                          "the guest powered off" if code == 0 else f"exit code {code}")
                 self._stop_vrdp()
                 self._stop_devices()
+                remove_runtime_dir(self.spec.vm_id)
                 return code
             if self.vrdp is not None and self.vrdp.poll() is not None and time.monotonic() >= self._vrdp_retry_at:
                 # The RDP server's crash must not stop the guest: restart it, clients reconnect.
@@ -151,6 +157,20 @@ class VmProcesses:
             self.devices.kill()
             self.devices.wait()
 
+    def power_off(self) -> None:
+        """As the guest's own power-off: the vCPU stops, then the RDP server and the device process
+        (which flushes the disks); whatever does not stop in time is killed."""
+        if self.vcpu is not None and self.vcpu.poll() is None:
+            try:
+                call(endpoint(self.spec.vm_id, "control-vcpu"), ops.PowerOff(), timeout_ms=5000)
+                self.vcpu.wait(POWER_OFF_TIMEOUT_S)
+            except (ControlError, zmq.ZMQError, subprocess.TimeoutExpired):   # killed below
+                pass
+        if self.vcpu is not None and self.vcpu.poll() is not None:
+            self._stop_vrdp()
+            self._stop_devices()
+        self.kill()
+
     def kill(self) -> None:
         vcpu_killed = self._vcpu_ready and self.vcpu.poll() is None
         for proc in (self.vrdp, self.vcpu, self.devices):
@@ -159,6 +179,15 @@ class VmProcesses:
                 proc.wait()
         if vcpu_killed:
             remove_regions(self.spec.vm_id)
+        remove_runtime_dir(self.spec.vm_id)
+
+
+class Stopped(Exception):
+    """SIGTERM or SIGHUP (timeout, systemd, kill, a closed terminal): the VM is stopped with us."""
+
+
+def _stop_on_signal(signum, _frame) -> None:
+    raise Stopped(signal.Signals(signum).name)
 
 
 def main(argv=None) -> int:
@@ -192,12 +221,17 @@ def main(argv=None) -> int:
     spec = LaunchSpec(vm_id=args.name, memory_mib=args.memory, accel=args.accel, drives=drives,
                       boot=tuple(args.boot.split(",")), serial_log=args.serial_log, vrde=vrde)
     vm = VmProcesses(spec)
+    for number in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(number, _stop_on_signal)
     try:
         vm.start()
         return vm.wait()
-    except KeyboardInterrupt:
-        vm.kill()
-        return 130
+    except (KeyboardInterrupt, Stopped) as stop:
+        for number in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+            signal.signal(number, signal.SIG_IGN)     # a second signal must not cut the power-off short
+        log.info("VM %s: %s: powering off", spec.vm_id, stop or "SIGINT")
+        vm.power_off()
+        return 130 if isinstance(stop, KeyboardInterrupt) else 143
     except (RuntimeError, SpecError) as error:
         vm.kill()
         print(f"headbox-vm: error: {error}", file=sys.stderr)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 
 from services.private_file import private_folder
 
@@ -36,6 +37,14 @@ def runtime_dir(vm_id: str, create: bool = True) -> str:
     if create:
         private_folder(path)
     return path
+
+
+def remove_runtime_dir(vm_id: str) -> None:
+    """A VM's folder once its processes are gone: stale sockets and its launch spec (which holds
+    password hashes) do not outlive the run."""
+    path = os.path.join(runtime_root(create=False), _safe(vm_id))
+    if os.path.isdir(path) and not os.path.islink(path) and os.lstat(path).st_uid == os.geteuid():
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def endpoint(vm_id: str, channel: str) -> str:

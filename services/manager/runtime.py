@@ -13,7 +13,7 @@ import threading
 import time
 
 from services.ipc import ops
-from services.ipc.naming import remove_regions
+from services.ipc.naming import remove_regions, remove_runtime_dir
 from services.ipc.spec import LaunchSpec, spec_path
 from services.manager import savedstate
 from services.manager.errors import (
@@ -283,6 +283,7 @@ class Runtime:
             self.groups.remove(run.uuid, run.name, graceful=state != S.ABORTED)
             if state == S.ABORTED:
                 remove_regions(run.uuid)
+            remove_runtime_dir(run.uuid)
             with self.lock:
                 run.move(state)
                 run.pid_vcpu = run.vrde_port = None
@@ -396,6 +397,7 @@ class Runtime:
             # Its processes hold no guest yet; stopping them ends the teleport program's wait.
             self.groups.remove(run.uuid, run.name)
             remove_regions(run.uuid)
+            remove_runtime_dir(run.uuid)
             log.info("VM '%s': powered off while waiting for a teleport", run.name)
             return
         if not again:

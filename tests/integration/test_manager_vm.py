@@ -18,6 +18,7 @@ from PIL import Image
 
 from services.demo.linux_iso import linux_iso
 from services.ipc import ops
+from services.ipc.naming import runtime_root
 from services.ipc.spec import LaunchSpec, spec_path
 from services.manager.client import connect_or_start, daemon_running
 from services.manager.errors import INVALID_VM_STATE, IPRT_ERROR, ManagerError
@@ -238,6 +239,8 @@ def test_poweroff_ends_a_second_run(vm):
     vm.request("controlvm", vm="lg", action="poweroff")
     assert vm.state() == {"state": "PoweredOff", "vrde_port_bound": None, "pid_vcpu": None}
     assert vm.processes() == {}
+    # Its runtime folder (sockets, the launch spec with password hashes) goes with it.
+    assert not os.path.exists(os.path.join(runtime_root(create=False), vm.uuid))
     with pytest.raises(ManagerError) as error:
         vm.request("controlvm", vm="lg", action="pause")
     assert error.value.code == INVALID_VM_STATE

@@ -10,8 +10,6 @@ from services.ipc import ops
 from services.ipc.control import call
 from services.ipc.naming import endpoint
 
-POWER_OFF_TIMEOUT_S = 30
-
 
 class ForegroundVm(VmProcesses):
     def _request(self, process: str, message, timeout_ms: int) -> dict:
@@ -33,16 +31,3 @@ class ForegroundVm(VmProcesses):
             time.sleep(0.1)
         return 0
 
-    def power_off(self) -> None:
-        """As the guest's own power-off: the vCPU stops, then the RDP server and the device process
-        (which flushes the disks); whatever does not stop in time is killed."""
-        if self.vcpu is not None and self.vcpu.poll() is None:
-            try:
-                self._request("vcpu", ops.PowerOff(), 5000)
-                self.vcpu.wait(POWER_OFF_TIMEOUT_S)
-            except Exception:      # no answer or no exit in time: killed below
-                pass
-        if self.vcpu is not None and self.vcpu.poll() is not None:
-            self._stop_vrdp()
-            self._stop_devices()
-        self.kill()
