@@ -24,6 +24,7 @@ from services.manager.client import connect_or_start, daemon_running
 from services.manager.errors import INVALID_VM_STATE, IPRT_ERROR, ManagerError
 from services.manager.supervision import connect as supervisor_for
 from services.manager.vmcontrol import vm_call
+from tests.support.rdp_test_client import Closed, RdpClient
 from tests.support.x_display import Display, stop
 from tests.waiting import free_port
 from tests.waiting import wait_for as wait_until
@@ -199,6 +200,22 @@ def test_pause_resume_screenshot_and_a_live_vrde_change(vm, tmp_path):
     vm.request("setextradata", target="lg", key="VBoxAuthSimple/users/alice", value="secret")
     assert "alice" in LaunchSpec.load(spec_path(vm.uuid)).vrde.users
     assert b"secret" not in Path(spec_path(vm.uuid)).read_bytes()
+    # modifyvm returns once the running RDP server applies the change: a wrong password right
+    # after switching to external authentication is refused (it was once admitted 0.18 s later).
+    vm.request("modifyvm", vm="lg", changes={"vrde_auth_type": "external", "vrde_auth_library": "VBoxAuthSimple"})
+    try:
+        for password, outcome in (("wrong", Closed), ("secret", None)):
+            client = RdpClient(vm.port, user="alice", password=password)
+            try:
+                if outcome is None:
+                    client.logon()
+                else:
+                    with pytest.raises(outcome):
+                        client.logon()
+            finally:
+                client.close()
+    finally:
+        vm.request("modifyvm", vm="lg", changes={"vrde_auth_type": "null"})
 
 
 def test_savestate_then_startvm_continues_the_guest(vm):

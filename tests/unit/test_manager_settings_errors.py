@@ -66,6 +66,9 @@ CASES = [
     ("createvm", {"name": "vm1"}, FILE_ERROR, "Machine settings file '{home}/Machines/vm1/vm1.vbox' already exists"),
     ("createvm", {"name": "x", "ostype": "Windows99"}, OBJECT_NOT_FOUND, "Guest OS type 'Windows99' is invalid"),
     ("createvm", {"name": ""}, E_INVALIDARG, "Invalid machine name ''"),
+    ("createvm", {"name": "evil\nVM 'x' Running"}, E_INVALIDARG,
+     "Invalid machine name 'evil\\nVM 'x' Running'"),
+    ("modifyvm", {"vm": "vm1", "changes": {"name": "a\x1b[2Jb"}}, E_INVALIDARG, "Invalid machine name 'a\\x1b[2Jb'"),
     ("createvm", {"name": "a/b"}, E_INVALIDARG, "Invalid machine name 'a/b'"),
     ("createvm", {"name": "vm1", "register": True, "basefolder": "{media}"}, INVALID_OBJECT_STATE,
      "A machine named 'vm1' is already registered"),
@@ -198,7 +201,7 @@ CASES = [
     ("setextradata", {"target": "vm1", "key": "", "value": "b"}, E_INVALIDARG, "Give the extradata key"),
     ("setextradata", {"target": "vm1", "key": "k", "value": "bell\x07"}, E_INVALIDARG,
      "A name or value contains a control character, which a settings file cannot hold"),
-    ("modifyvm", {"vm": "vm1", "changes": {"name": "tab\x01"}}, E_INVALIDARG, "A name or value contains a control character..."),
+    ("modifyvm", {"vm": "vm1", "changes": {"name": "tab\x01"}}, E_INVALIDARG, "Invalid machine name 'tab\\x01'"),
     ("getextradata", {"target": "ghost", "key": "a"}, OBJECT_NOT_FOUND, "Could not find a registered machine named 'ghost'"),
     ("setproperty", {"name": "colour", "value": "blue"}, E_INVALIDARG, "Invalid parameter 'colour'"),
     ("setproperty", {"name": "machinefolder", "value": "relative/dir"}, E_INVALIDARG,
@@ -244,5 +247,14 @@ def test_a_corrupt_settings_file_is_a_clear_error(world):
         settings.modifyvm(vm=uuid, changes={"memory": 64})
     assert err.value.code == FILE_ERROR
     assert err.value.message.startswith(f"Settings file '{path}' is not valid XML")
+    # Looked up by name, it says why it is inaccessible and where the last good copy is.
+    with pytest.raises(ManagerError) as err:
+        settings.showvminfo(vm="vm1")
+    assert err.value.message.startswith(f"The machine 'vm1' is inaccessible: Settings file '{path}' is not valid XML")
+    assert err.value.message.endswith(f"; its previous version is '{path}-prev': copy it over '{path}' to recover")
+    os.replace(path + "-prev", path)
+    assert settings.showvminfo(vm="vm1")["name"] == "vm1"
+    with open(path, "wb") as f:
+        f.write(b"<VirtualBox><Machine")
     settings.unregistervm(vm=uuid)             # an inaccessible VM can still be unregistered
     assert [vm["name"] for vm in settings.list(what="vms")] == ["busy"]

@@ -83,6 +83,13 @@ class SettingsBase:
         for entry, machine in self._machines(tx):
             if machine is not None and machine.name == vm:
                 return entry, machine
+        # An inaccessible VM has no readable name; its settings file is named after it.
+        for entry, machine in self._machines(tx):
+            if machine is None and os.path.splitext(os.path.basename(entry.src))[0] == vm:
+                try:
+                    tx.machine_at(entry.src)
+                except ManagerError as error:
+                    raise ManagerError(error.code, f"The machine '{vm}' is inaccessible: {error.message}") from None
         raise not_found(vm)
 
     def _name_taken(self, tx: Transaction, name: str, other_than: str = "") -> bool:

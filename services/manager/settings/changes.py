@@ -31,6 +31,17 @@ def invalid(message: str) -> ManagerError:
     return ManagerError(E_INVALIDARG, message)
 
 
+def machine_name(value) -> str:
+    """A VM name as createvm and modifyvm --name take it: it names a folder and a file and shows in
+    logs and listings, so no '/', no control characters (a newline would forge lines), not '.' or '..'."""
+    name = value.strip() if isinstance(value, str) else ""
+    if (not name or "/" in name or name in (".", "..") or len(name) > 255
+            or any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in name)):
+        shown = value.encode("unicode_escape").decode() if isinstance(value, str) else repr(value)
+        raise invalid(f"Invalid machine name '{shown}'")
+    return name
+
+
 def normalize_ports(value) -> str:
     """A TCP/Ports value as VirtualBox stores it: "0" and "default" are 3389; otherwise a
     comma-separated list of ports and ranges low-high, each port 1..65535 (services/ipc/vrde.py)."""
@@ -217,10 +228,7 @@ def _apply_one(m: Machine, key: str, value, state: str) -> None:
             raise ManagerError(OBJECT_NOT_FOUND, f"Guest OS type '{value}' is invalid")
         m.ostype = found.id
     elif key == "name":
-        name = _str(key, value).strip()
-        if not name or "/" in name or name in (".", ".."):
-            raise invalid(f"Invalid machine name '{value}'")
-        m.name = name
+        m.name = machine_name(value)
     else:
         raise invalid(f"Unknown setting '{key}'")
 

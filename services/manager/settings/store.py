@@ -17,6 +17,7 @@ from .model import Machine, Registry
 
 REGISTRY_FILE = "Headbox.xml"
 LOCK_FILE = ".settings.lock"
+PREVIOUS = "-prev"          # Headbox.xml-prev, <vm>.vbox-prev: each file before its last change
 
 
 def write_atomic(path: str, data: bytes) -> None:
@@ -79,11 +80,32 @@ class Transaction:
                 action()
             for path, data in files.items():
                 make_folder(os.path.dirname(path))
+                keep_previous(path)
                 write_atomic(path, data)
             for action in self.after:
                 action()
         except OSError as exc:
             raise ManagerError(FILE_ERROR, f"Could not update '{exc.filename}': {exc.strerror}") from None
+
+
+def keep_previous(path: str) -> None:
+    """The file as it was before this change goes to <path>-prev (VirtualBox's name), unless it is
+    not well-formed itself: a damaged file must not replace the last good copy."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+        ET.fromstring(data)
+    except (OSError, ET.ParseError):
+        return
+    write_atomic(path + PREVIOUS, data)
+
+
+def _recoverable(error: ManagerError, path: str) -> ManagerError:
+    """A settings file we cannot read names its previous version, when there is one."""
+    if os.path.exists(path + PREVIOUS):
+        return ManagerError(error.code, f"{error.message}; its previous version is '{path}{PREVIOUS}': "
+                                        f"copy it over '{path}' to recover")
+    return error
 
 
 def _check_readable(data: bytes) -> None:
@@ -126,7 +148,10 @@ class Store:
         except OSError as exc:
             raise ManagerError(FILE_ERROR, f"Could not read the settings file "
                                            f"'{self.registry_path}': {exc.strerror}") from None
-        return registry_xml.from_xml(data, self.registry_path)
+        try:
+            return registry_xml.from_xml(data, self.registry_path)
+        except ManagerError as error:
+            raise _recoverable(error, self.registry_path) from None
 
     def read_machine(self, path: str) -> Machine:
         try:
@@ -138,4 +163,7 @@ class Store:
         except OSError as exc:
             raise ManagerError(FILE_ERROR, f"Could not read the settings file '{path}': "
                                            f"{exc.strerror}") from None
-        return machine_xml.from_xml(data, path)
+        try:
+            return machine_xml.from_xml(data, path)
+        except ManagerError as error:
+            raise _recoverable(error, path) from None

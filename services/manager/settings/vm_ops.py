@@ -55,8 +55,7 @@ def _delete_vm_files(settings_file: str, images: list[str]) -> None:
 
 class VmOps(SettingsBase):
     def createvm(self, name, ostype=None, register=False, basefolder=None) -> dict:
-        if not isinstance(name, str) or not name.strip() or "/" in name or name in (".", ".."):
-            raise ManagerError(E_INVALIDARG, f"Invalid machine name '{name}'")
+        name = changes_mod.machine_name(name)
         os_type = None
         if ostype is not None:
             os_type = ostypes.find(ostype) if isinstance(ostype, str) else None
@@ -173,6 +172,7 @@ class VmOps(SettingsBase):
         tx.registry_dirty = True
         tx.before.append(lambda: os.rename(old_folder, new_folder))
         tx.after.append(lambda: os.unlink(os.path.join(new_folder, old_name + ".vbox")))
+        tx.after.append(lambda: unlink_quietly(os.path.join(new_folder, old_name + ".vbox-prev")))
         return new_path
 
     def showvminfo(self, vm) -> dict:
