@@ -327,7 +327,8 @@ class Connection:
             # RDP 4 and 5 clients alike take the proprietary certificate (X.509 chains are optional).
             security_data = gcc.ServerSecurityData(method, security.ENCRYPTION_LEVEL_CLIENT_COMPATIBLE,
                                                    self._standard.server_random, self._standard.certificate)
-            log.info("Standard RDP Security with %d-bit RC4", _STRENGTH[method])
+            log.warning("Standard RDP Security with %d-bit RC4: weak encryption without TLS "
+                        "(Security/Method=TLS refuses it)", _STRENGTH[method])
         server = gcc.ServerData(
             gcc.ServerCoreData(client_requested_protocols=self.client.requested_protocols),
             gcc.ServerNetworkData.for_channels(channels),

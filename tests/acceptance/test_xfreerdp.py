@@ -74,7 +74,7 @@ def test_standard_security_at_each_depth(guest, display, tmp_path, bpp, bits):
         assert_screen_matches(client, guest, bpp, tmp_path)
         log = guest.vrdp_log()
         assert f"active at 720x400, {bpp} bpp" in log
-        assert f"Standard RDP Security with {bits}-bit RC4" in log
+        assert f"WARNING Standard RDP Security with {bits}-bit RC4: weak encryption without TLS" in log
     finally:
         close(client, guest)
 

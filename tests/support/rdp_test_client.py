@@ -28,9 +28,11 @@ class RdpClient:
     """A scripted RDP client over a real socket (TLS, xfreerdp's Connect-Initial), enough to log on,
     activate and ask for screen updates."""
 
-    def __init__(self, port: int, user="john", password="secret", domain=""):
+    def __init__(self, port: int, user="john", password="secret", domain="", source: str | None = None):
+        """`source`: a loopback address to connect from (127.0.0.2...), to stand for another client host."""
         self.port, self.user, self.password, self.domain = port, user, password, domain
-        self.raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.raw = socket.create_connection(("127.0.0.1", port), timeout=10,
+                                            source_address=(source, 0) if source else None)
         self.sock = self.raw
         self.reader = FrameReader(fastpath=True)
         self.user_id = None
