@@ -23,6 +23,9 @@ from tests.waiting import free_port, wait_for
 
 IDLE_CONNECTIONS = 1100
 USERS = {"john": password_hash("secret")}
+# The 21 parallel guesses come from one address: room for all of them to wait at once, so what
+# refuses them is the throttle, not the per-address limit (which would close the oldest).
+ROOM_FOR_ALL = {"Limits/MaxPendingPerAddress": "64"}
 
 
 def cpu_seconds(pid: int) -> float:
@@ -105,7 +108,7 @@ def test_parallel_guesses_are_refused_while_locked_out_even_the_right_one(vrdp, 
     port = free_port()
     state = tmp_path / "state"
     server = vrdp(ports=str(port), auth_type="external", auth_library="VBoxAuthSimple", users=USERS,
-                  state_dir=str(state))
+                  state_dir=str(state), properties=ROOM_FOR_ALL)
     wait_for(lambda: server.status()["port"] == port, 10, "listening", [server.process])
     for _ in range(5):                                   # 0 + 1 + 2 + 4 s of delays, then locked out
         assert guess(port, "wrong") == "refused"
@@ -123,7 +126,7 @@ def test_parallel_guesses_are_refused_while_locked_out_even_the_right_one(vrdp, 
     server.process.wait(10)
     assert oct((state / "logon-failures.json").stat().st_mode & 0o777) == "0o600"
     restarted = vrdp(ports=str(port), auth_type="external", auth_library="VBoxAuthSimple", users=USERS,
-                     state_dir=str(state))
+                     state_dir=str(state), properties=ROOM_FOR_ALL)
     wait_for(lambda: restarted.status()["port"] == port, 10, "listening again", [restarted.process])
     assert guess(port, "secret") == "refused"
     assert "locked out after failed logons" in restarted.log()

@@ -79,7 +79,8 @@ class FailureThrottle:
         """The outcome of a checked logon (never of one refused unchecked)."""
         with self._lock:
             if granted:
-                self._failures.pop(address, None)
+                if self._failures.pop(address, None) is None:
+                    return              # nothing changed: no write (a synced file per logon is slow)
             else:
                 count, _ = self._failures.get(address, (0, 0.0))
                 self._failures[address] = (count + 1, now)
