@@ -21,10 +21,9 @@ from services.ipc import ops
 from services.ipc.control import ControlError, ControlServer
 from services.ipc.io import DmaLog, IoServer, IrqSender
 from services.ipc.messages import ProtocolError
-from services.ipc.naming import RAM, endpoint, runtime_dir, shm_name
+from services.ipc.naming import RAM, endpoint, shm_name
 from services.ipc.shm import SharedRegion
 from services.ipc.spec import LaunchSpec, SpecError
-from services.private_file import UnsafeFolder
 
 log = logging.getLogger("headbox.devices")
 
@@ -175,9 +174,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s devices %(levelname)s %(message)s")
     try:
-        spec = LaunchSpec.load(args.spec)
-        runtime_dir(spec.vm_id)           # refused when another user could tamper with it
-    except (SpecError, UnsafeFolder) as error:
+        spec = LaunchSpec.load_for_run(args.spec)
+    except SpecError as error:
         print(f"headbox-devices: error: {error}", file=sys.stderr)
         return 2
     dma_log = DmaLog()

@@ -11,7 +11,7 @@ import msgpack
 
 from services.ipc.naming import runtime_dir
 from services.ipc.vrde import ConfigError, VrdeConfig
-from services.private_file import write_private
+from services.private_file import UnsafeFolder, write_private
 
 SPEC_VERSION = 1
 DEFAULT_FIRMWARE = "/usr/share/seabios/bios.bin"
@@ -139,6 +139,17 @@ class LaunchSpec:
                 return cls.from_bytes(file.read())
         except OSError as error:
             raise SpecError(f"cannot read the launch spec '{path}': {error.strerror}") from None
+
+    @classmethod
+    def load_for_run(cls, path: str) -> "LaunchSpec":
+        """The spec a VM process starts from, its runtime folder checked first: a folder another
+        user could tamper with (services/private_file.private_folder) is a SpecError too."""
+        spec = cls.load(path)
+        try:
+            runtime_dir(spec.vm_id)
+        except UnsafeFolder as error:
+            raise SpecError(str(error)) from None
+        return spec
 
 
 def spec_path(vm_id: str) -> str:

@@ -9,9 +9,7 @@ import json
 import logging
 import sys
 
-from services.ipc.naming import runtime_dir
 from services.ipc.spec import LaunchSpec, SpecError
-from services.private_file import UnsafeFolder
 from services.teleport import wire
 from services.teleport.service import serve
 from services.teleport.source import DEFAULT_MAX_DOWNTIME_MS, teleport_out
@@ -43,9 +41,8 @@ def main(argv=None) -> int:
         if not args.spec:
             parser.error("--spec PATH, or target|source")
         try:
-            spec = LaunchSpec.load(args.spec)
-            runtime_dir(spec.vm_id)       # refused when another user could tamper with it
-        except (SpecError, UnsafeFolder) as error:
+            spec = LaunchSpec.load_for_run(args.spec)
+        except SpecError as error:
             print(f"headbox-teleport: error: {error}", file=sys.stderr)
             return 2
         serve(spec)

@@ -15,9 +15,8 @@ import time
 from services.ipc import ops
 from services.ipc.control import ControlError, ControlServer
 from services.ipc.io import InputReceiver, IrqReceiver, RemoteBus
-from services.ipc.naming import endpoint, runtime_dir
+from services.ipc.naming import endpoint
 from services.ipc.spec import LaunchSpec, SpecError
-from services.private_file import UnsafeFolder
 from services.vcpu.display import DisplayPublisher
 from services.vcpu.engine import EngineError, StopReason
 from services.vcpu.machine import Machine
@@ -166,9 +165,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s vcpu %(levelname)s %(message)s")
     try:
-        spec = LaunchSpec.load(args.spec)
-        runtime_dir(spec.vm_id)           # refused when another user could tamper with it
-    except (SpecError, UnsafeFolder) as error:
+        spec = LaunchSpec.load_for_run(args.spec)
+    except SpecError as error:
         print(f"headbox-vcpu: error: {error}", file=sys.stderr)
         return 2
     sink = LineSink(spec.debug_log) if spec.debug_log else None

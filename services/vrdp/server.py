@@ -25,7 +25,6 @@ from services.ipc.shm import SharedRegion
 from services.ipc.spec import LaunchSpec, SpecError
 from services.ipc.surface import frame_view, read_header
 from services.ipc.vrde import ConfigError, VrdeConfig
-from services.private_file import UnsafeFolder
 from services.vrdp import log_text
 from services.vrdp.auth import (
     FailureThrottle,
@@ -276,11 +275,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     log_text.configure(args.log_level)
     try:
-        spec = LaunchSpec.load(args.spec)
+        spec = LaunchSpec.load_for_run(args.spec)
         if spec.vrde is None:
             raise SpecError(f"VM {spec.vm_id} has no RDP server in its launch spec")
-        runtime_dir(spec.vm_id)           # refused when another user could tamper with it
-    except (SpecError, ValueError, UnsafeFolder) as exc:
+    except (SpecError, ValueError) as exc:
         print(f"VRDP: error: {exc}", file=sys.stderr)
         return 1
     server = VrdpServer(spec.vm_id, spec.vrde)
