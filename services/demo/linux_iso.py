@@ -14,7 +14,10 @@ What the guest does (tests rely on these):
 - /bin/guest-info prints "key: value" facts (block:, pci:, input:, serial:, modules:, mount:);
 - /bin/guest-ticks prints "TICK <n> <uptime>" once a second; /bin/guest-soak SECONDS runs a
   self-checking system-call, disk and interrupt workload ("SOAK-ERR ...", "SOAK-DONE ...");
-- mkfs.ext2 (busybox mke2fs) and ext4/ext2 mounting work on an IDE disk (/dev/sda)."""
+- mkfs.ext2 (busybox mke2fs) and ext4/ext2 mounting work on an IDE disk (/dev/sda);
+- the e1000, pcnet32 and virtio-net drivers are loaded; `udhcpc -i eth0` configures the card
+  from the lease and prints "DHCP-LEASE eth0 <ip> router <gw> dns <servers>" on the console;
+  busybox's wget, httpd (serving /www), nslookup and ping are there."""
 
 from __future__ import annotations
 
@@ -48,6 +51,7 @@ GUEST_MODULES = [
     "crc32c_generic", "ext4", "isofs",       # ext4 (also mounts ext2) and ISO 9660
     "evdev", "psmouse",                      # /dev/input/event*, PS/2 mouse (i8042/atkbd are built in)
     "button",                                # ACPI power button, seen by acpid
+    "e1000", "pcnet32", "virtio_pci", "virtio_net",   # the network cards VirtualBox offers
 ]
 GRUB_MODULES = "linux normal iso9660 biosdisk serial terminal echo test configfile gzio"
 BUILD_FORMAT = b"linux-iso v1"
@@ -285,7 +289,8 @@ def build_initramfs(kernel_root: Path, kver: str) -> bytes:
 
     cpio = Cpio()
     dirs = ["bin", "sbin", "usr", "usr/bin", "usr/sbin", "dev", "proc", "sys", "tmp", "root", "mnt",
-            "etc", "etc/acpi", "etc/acpi/PWRF", "lib", "lib/modules", f"lib/modules/{kver}"]
+            "etc", "etc/acpi", "etc/acpi/PWRF", "lib", "lib/modules", f"lib/modules/{kver}",
+            "etc/udhcpc", "www"]
     module_dirs = sorted({str(Path(f"lib/modules/{kver}") / rel.parent) for _, rel, _ in modules})
     for d in module_dirs:  # every parent of every module directory, in order
         parts = Path(d).parts
@@ -325,6 +330,7 @@ def build_initramfs(kernel_root: Path, kver: str) -> bytes:
     cpio.file("bin/guest-info", script("guest-info"), 0o755)
     cpio.file("bin/guest-ticks", script("guest-ticks"), 0o755)
     cpio.file("bin/guest-soak", script("guest-soak"), 0o755)
+    cpio.file("etc/udhcpc/default.script", script("udhcpc.script"), 0o755)
     cpio.file("etc/hostname", b"headbox-guest\n")
     cpio.file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n")
     cpio.file("etc/group", b"root:x:0:\n")

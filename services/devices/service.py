@@ -13,6 +13,7 @@ import sys
 import zmq
 
 from services.devices.disks import DiskController
+from services.devices.network import Network
 from services.hw.bus import Bus
 from services.hw.memory import GuestRam
 from services.hw.serial import COM_PORTS, Uart16550
@@ -22,6 +23,7 @@ from services.ipc.control import ControlError, ControlServer
 from services.ipc.io import DmaLog, IoServer, IrqSender
 from services.ipc.messages import ProtocolError
 from services.ipc.naming import RAM, endpoint, shm_name
+from services.ipc.network import NetworkError
 from services.ipc.shm import SharedRegion
 from services.ipc.spec import LaunchSpec, SpecError
 
@@ -56,22 +58,32 @@ class DeviceService:
             ops.SerialInput: lambda r: self.bus.device(r.device).receive(bytes(r.data)),
             ops.ReleaseMedia: self._release_media,
             ops.OpenMedia: self._open_media,
+            ops.PortForward: self._port_forward,
             ops.Stop: self._stop})
         self.running = True
 
     def run(self) -> None:
+        network = self.devices.network
         poller = zmq.Poller()
         poller.register(self.io.socket, zmq.POLLIN)
         poller.register(self.control.socket, zmq.POLLIN)
+        polled: set = set()
         while self.running:
-            for sock, _ in poller.poll(500):
-                if sock is self.io.socket:
-                    try:
-                        self.io.handle_one()
-                    except ProtocolError as error:
-                        log.error("io channel: %s", error)
-                else:
-                    self.control.handle_one()
+            net_items, timeout = network.poll_items()
+            for item in polled - {item for item, _ in net_items}:
+                poller.unregister(item)
+            for item, events in net_items:
+                poller.register(item, events)
+            polled = {item for item, _ in net_items}
+            ready = dict(poller.poll(timeout))
+            if self.io.socket in ready:
+                try:
+                    self.io.handle_one()
+                except ProtocolError as error:
+                    log.error("io channel: %s", error)
+            if self.control.socket in ready:
+                self.control.handle_one()
+            network.dispatch(ready)
 
     def _release_media(self, _request) -> None:
         # Teleport: flushed and unlocked for the target; the VM is paused meanwhile.
@@ -86,6 +98,12 @@ class DeviceService:
             elif self.devices.disks:
                 self.devices.disks.take_media()
         except (ImageError, ValueError) as error:
+            raise ControlError(str(error)) from None
+
+    def _port_forward(self, request) -> None:
+        try:
+            self.devices.network.port_forward(int(request.slot), str(request.rule), bool(request.delete))
+        except NetworkError as error:
             raise ControlError(str(error)) from None
 
     def _stop(self, _request) -> None:
@@ -106,6 +124,7 @@ class Devices:
         self.disks: DiskController | None = None
         self.open_media = None          # set while a teleport target waits to open its media
         self.pci_functions: dict[tuple[int, int], object] = {}
+        self.network = Network("", [])       # the NAT behind each network adapter
 
     def pci_config_write(self, device: int, function: int, offset: int, size: int, value: int) -> None:
         target = self.pci_functions.get((device, function))
@@ -114,7 +133,7 @@ class Devices:
 
     def snapshot(self) -> dict:
         """The bus's devices and the PCI functions (their BARs place devices on the bus)."""
-        return {"bus": self.bus.snapshot(),
+        return {"bus": self.bus.snapshot(), "network": self.network.snapshot(),
                 "pci": {f"{d}.{f}": fn.snapshot() for (d, f), fn in sorted(self.pci_functions.items())}}
 
     def restore(self, state: dict) -> None:
@@ -124,6 +143,7 @@ class Devices:
         for (d, f), function in self.pci_functions.items():
             function.restore(state["pci"][f"{d}.{f}"])
         self.bus.restore(state["bus"])
+        self.network.restore(state.get("network", {}))
 
     def reset(self) -> None:
         """Platform reset: every device and the PCI functions they own."""
@@ -132,6 +152,7 @@ class Devices:
             function.reset()
 
     def close(self) -> None:
+        self.network.close()
         if self.disks:
             self.disks.close()
         for sink in self.sinks:
@@ -146,6 +167,7 @@ def build_devices(spec: LaunchSpec, irq: IrqSender, dma_log: DmaLog) -> Devices:
         devices.sinks.append(sink)
         uart = Uart16550(irq=lambda level, line=line: irq.set_irq(line, level), output=sink)
         devices.bus.register(uart, "pio", port, 8, name="serial")
+    devices.network = Network(spec.vm_id, spec.nics)
     if spec.ide_controller:
         if spec.incoming:
             # A teleport target opens its media only when the source has let go of them.

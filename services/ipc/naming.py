@@ -11,7 +11,7 @@ import shutil
 
 from services.private_file import private_folder
 
-CHANNELS = ("io", "irq", "display", "input", "audio", "usb",
+CHANNELS = ("io", "irq", "display", "input", "net-out", "net-in", "audio", "usb",
             "control-vcpu", "control-devices", "control-vrdp", "control-usbproxy", "control-teleport")
 
 
@@ -61,7 +61,8 @@ def restrict_socket(endpoint_: str) -> None:
 
 # The shared-memory regions of a VM, all created by its vCPU process.
 RAM, VRAM, SURFACE = "ram", "vram", "surface"
-VCPU_REGIONS = (RAM, VRAM, SURFACE)
+NET_REGIONS = tuple(f"net{slot}" for slot in range(8))   # services/ipc/frames.py, one per adapter
+VCPU_REGIONS = (RAM, VRAM, SURFACE, *NET_REGIONS)
 GUEST_MEMORY = (RAM, VRAM)        # what holds guest-visible memory: saved and teleported, in this order
 
 

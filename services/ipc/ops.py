@@ -90,6 +90,13 @@ class Throttle:
     share: float = 0.0
 
 
+@request("link-state")
+class LinkState:
+    """`controlvm setlinkstate<N>`: plug (True) or pull the cable of adapter `slot` (0-7)."""
+    slot: int
+    up: bool
+
+
 # -- the device process ------------------------------------------------------------------------------
 
 
@@ -108,6 +115,15 @@ class ReleaseMedia:
 @request("open-media")
 class OpenMedia:
     """Teleport target: lock and open the VM's images now that the source let them go."""
+
+
+@request("port-forward")
+class PortForward:
+    """`controlvm natpf<N>`: add `rule` (services/ipc/network.py PortForward text) to the NAT of
+    adapter `slot`, or with `delete` remove the rule named `rule`."""
+    slot: int
+    rule: str
+    delete: bool = False
 
 
 @request("stop")

@@ -24,6 +24,8 @@ PLACEMENTS = (
     Placement("interrupts.irqchip", (VCPU,), "LAPIC, IO-APIC, PIC and PIT take part in every "
               "interrupt and timer tick"),
     Placement("chipset.pci", (VCPU,), "the guest reads configuration space thousands of times at boot"),
+    Placement("chipset.intx", (VCPU,), "PCI interrupt lines follow the PIIX3's routing registers, "
+              "which live here"),
     Placement("chipset.piix", (VCPU,), "PIIX3 ISA bridge and ACPI PM: the PM timer is read in busy loops"),
     Placement("chipset.cmos", (VCPU,), "the RTC is read on every clock query of the firmware"),
     Placement("chipset.fw_cfg", (VCPU,), "SeaBIOS reads its ROMs and tables through it at boot"),
@@ -45,6 +47,8 @@ PLACEMENTS = (
     Placement("storage.ide.disk", (DEVICES,), "reads and writes the disk image"),
     Placement("storage.atapi", (DEVICES,), "reads the ISO image"),
     Placement("serial", (DEVICES,), "the 16550 UARTs' output goes to files"),
+    Placement("net.e1000", (VCPU,), "the driver reads and writes several registers per interrupt; "
+              "frames reach the NAT in the device process through shared rings, not round trips"),
 )
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import msgpack
 
 from services.ipc.naming import runtime_dir
+from services.ipc.network import NetAdapter, NetworkError
 from services.ipc.vrde import ConfigError, VrdeConfig
 from services.private_file import UnsafeFolder, write_private
 
@@ -75,10 +76,12 @@ class LaunchSpec:
     vrde: VrdeConfig | None = None              # None: no RDP server
     device_process: bool = True                 # False: the vCPU process alone (tests, start-up benchmarks)
     exit_port: int | None = None                # the test-exit device of the CPU test programs
+    nics: list[NetAdapter] = field(default_factory=list)   # network adapters (services/ipc/network.py)
 
     def __post_init__(self) -> None:
         self.boot = tuple(self.boot)
         self.drives = [d if isinstance(d, Drive) else Drive(**d) for d in self.drives]
+        self.nics = [n if isinstance(n, NetAdapter) else NetAdapter(**n) for n in self.nics]
         if isinstance(self.vrde, dict):
             self.vrde = VrdeConfig.from_dict(self.vrde)
 
@@ -102,6 +105,13 @@ class LaunchSpec:
                 raise SpecError(f"bad CPUID override {entry!r} (expected [leaf, eax, ebx, ecx, edx], 32-bit each)")
         if self.vrde is not None:
             self.vrde.validate()
+        try:
+            for nic in self.nics:
+                nic.validate()
+        except NetworkError as error:
+            raise SpecError(str(error)) from None
+        if len({nic.slot for nic in self.nics}) != len(self.nics):
+            raise SpecError("two network adapters share a slot")
         return self
 
     # -- one file, one format ----------------------------------------------------------------------

@@ -26,6 +26,7 @@ from services.vcpu.engine import (
     choose_accelerator,
     create_engine,
 )
+from services.vcpu.network import NetworkCards
 from services.vcpu.platform import build_platform
 from services.vcpu.remote_pci import RemotePciFunction
 from services.vcpu.write_tracker import PAGE, WriteTracker
@@ -102,6 +103,9 @@ class Machine:
                 reset=lambda: self.engine.request_stop(StopReason.RESET),
                 poweroff=lambda: self.engine.request_stop(StopReason.POWEROFF))
             self._add_disk_controller()
+            self.network = NetworkCards(spec.nics, self.memory, self.bus,
+                                        lambda name, size: self._region(name, size, True),
+                                        lambda ranges: self.note_dma(ranges))
             if vga:
                 self._add_vga()
             overrides = {int(leaf): tuple(regs) for leaf, *regs in spec.cpuid}
@@ -234,19 +238,21 @@ class Machine:
 
     def reset(self) -> None:
         self.bus.reset()
+        self.network.reset()
         if self.device_bus is not None:
             self.device_bus.reset()
         self.engine.reset()
 
     def snapshot(self) -> dict:
         return {"version": MACHINE_STATE_VERSION, "engine": self.engine.snapshot(),
-                "platform": self.bus.snapshot()}
+                "platform": self.bus.snapshot(), "network": self.network.snapshot()}
 
     def restore(self, state: dict) -> None:
         if state.get("version") != MACHINE_STATE_VERSION:
             raise EngineError(f"machine state version {state.get('version')} is not {MACHINE_STATE_VERSION}")
         self.engine.restore(state["engine"])
         self.bus.restore(state["platform"])
+        self.network.restore(state.get("network", {}))
 
     def close(self) -> None:
         self.stop_tracking()

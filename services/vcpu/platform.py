@@ -10,6 +10,7 @@ from typing import Callable, Sequence
 from services.hw.bus import Bus, PioWindows
 from services.hw.chipset import cmos, debug_exit, debugcon, fw_cfg, pci, piix
 from services.hw.chipset import reset as reset_lines
+from services.hw.chipset.intx import IntxRouter
 from services.hw.input import i8042 as kbc
 from services.hw.input.ps2 import Ps2Keyboard
 
@@ -39,7 +40,8 @@ def build_platform(memory, *, reset: Callable[[], None], poweroff: Callable[[], 
     the devices work by polling. The 8042 ("i8042" at 0x60, "i8042-command" at 0x64) always has a
     PS/2 keyboard (`on_keyboard_leds` hears its LEDs) and, if `mouse`, a PS/2 mouse; host input
     goes to bus.device("i8042").keyboard.key(...) / .mouse.mouse(...). The PIIX3 ISA bridge is
-    at 00:01.0 (its pci_irq(slot, pin) gives a PCI function's ISA IRQ). `acpi` adds the PIIX4 PM
+    at 00:01.0 (its pci_irq(slot, pin) gives a PCI function's ISA IRQ); PCI cards raise their
+    INTx pins through bus.device("pci").root.interrupts (an IntxRouter). `acpi` adds the PIIX4 PM
     function at 00:01.3, which makes SeaBIOS build ACPI tables: "apm" (0xB2-0xB3, its .pm is the
     function: power_button()), "gpe0" (0xAFE0), and the PM1 block wherever the guest puts PMBA,
     served behind the bus by a PioWindows layer; `poweroff` runs when the guest enters S5 and
@@ -60,7 +62,10 @@ def build_platform(memory, *, reset: Callable[[], None], poweroff: Callable[[], 
 
     root = pci.PciRoot()
     root.add(pci.I440fxHostBridge(on_pam_change), HOST_BRIDGE_SLOT)
-    root.add(piix.Piix3IsaBridge(), piix.ISA_BRIDGE_SLOT, piix.ISA_BRIDGE_FUNCTION)
+    isa_bridge = piix.Piix3IsaBridge()
+    root.add(isa_bridge, piix.ISA_BRIDGE_SLOT, piix.ISA_BRIDGE_FUNCTION)
+    root.interrupts = IntxRouter(isa_bridge.pci_irq, set_irq)
+    isa_bridge.on_route_change = root.interrupts.reroute
     if acpi:
         def move_pm(old: int | None, new: int | None) -> None:
             windows.move("piix4-pm", new, piix.PM_IO_SIZE, pm.pm_read, pm.pm_write)

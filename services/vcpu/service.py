@@ -14,12 +14,14 @@ import time
 
 from services.ipc import ops
 from services.ipc.control import ControlError, ControlServer
+from services.ipc.frames import Doorbell
 from services.ipc.io import InputReceiver, IrqReceiver, RemoteBus
 from services.ipc.naming import endpoint
 from services.ipc.spec import LaunchSpec, SpecError
 from services.vcpu.display import DisplayPublisher
 from services.vcpu.engine import EngineError, StopReason
 from services.vcpu.machine import Machine
+from services.vcpu.network import DoorbellThread
 
 log = logging.getLogger("headbox.vcpu")
 
@@ -89,7 +91,14 @@ class VcpuService:
                 ops.ScreenText: lambda r: {"rows": self.machine.screen_text()},
                 ops.PowerButton: lambda r: {"handled": self.machine.power_button()},
                 ops.Throttle: lambda r: self.machine.engine.set_throttle(float(r.share)),
+                ops.LinkState: self._link_state,
                 ops.Keys: lambda r: self.machine.keyboard([(int(c), bool(e), bool(p)) for c, e, p in r.scancodes])}
+
+    def _link_state(self, request) -> None:
+        try:
+            self.machine.network.set_link(int(request.slot), bool(request.up))
+        except ValueError as error:
+            raise ControlError(str(error)) from None
 
     def _status(self, _request) -> dict:
         machine = self.machine
@@ -188,11 +197,19 @@ def main(argv=None) -> int:
     inputs = InputReceiver(endpoint(spec.vm_id, "input"),
                            key=lambda code, ext, pressed: keyboard.keyboard.key(code, ext, pressed),
                            mouse=machine.mouse, sync_locks=keyboard.keyboard.sync_locks)
+    net_out = net_in = None
+    if spec.device_process and any(card.region is not None for card in machine.network.cards.values()):
+        net_out = Doorbell(endpoint(spec.vm_id, "net-out"))
+        machine.network.connect(net_out)
+        net_in = DoorbellThread(endpoint(spec.vm_id, "net-in"), machine.network)
     try:
         reason = service.run()
     finally:
         service.close()
         inputs.close()
+        if net_in:
+            net_in.close()
+            net_out.close()
         if display:
             display.close()
         if irq:

@@ -129,6 +129,7 @@ class PciRoot:
 
     def __init__(self):
         self.functions: dict[tuple[int, int], PciFunction] = {}
+        self.interrupts = None          # the board's INTx routing (chipset/intx.py), set by the platform
 
     def add(self, function: PciFunction, device: int, function_number: int = 0) -> None:
         if not 0 <= device < 32 or not 0 <= function_number < 8:
