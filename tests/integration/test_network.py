@@ -1,0 +1,177 @@
+"""The guest's network cards with the NAT (issue 12), with Linux's own drivers as the oracle: one
+guest boots with two e1000-family cards on NAT (82540EM on 10.0.2.0/24, 82545EM on 10.0.3.0/24
+with the host resolver) and an 82543GC with no cable behind it, and every test below talks to it:
+DHCP leases, a download from a host server, port forwards fixed and added at run time, DNS, link
+state, and a guest that misbehaves."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.server
+import os
+import re
+import socket
+import threading
+import time
+import urllib.request
+
+import pytest
+
+from services.demo.linux_iso import linux_iso
+from services.ipc import ops
+from services.ipc.control import ControlClient, ControlError
+from services.ipc.naming import endpoint
+from services.ipc.network import NetAdapter, PortForward
+from tests.support.serial_guest import Budget, GuestVm
+from tests.waiting import free_port
+
+DOWNLOAD_BYTES = 8 << 20
+
+
+class HostWebServer:
+    """An HTTP server on the host's 127.0.0.1, which the guest reaches as 10.0.2.2."""
+
+    def __init__(self, folder):
+        self.port = free_port()
+        handler = functools.partial(_QuietHandler, directory=str(folder))
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def net(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("network")
+    payload = os.urandom(DOWNLOAD_BYTES)
+    (folder / "payload.bin").write_bytes(payload)
+    web = HostWebServer(folder)
+    forward_port = free_port()
+    nics = [NetAdapter(0, "82540EM", "080027A1B2C3",
+                       forwards=(PortForward.parse(f"web,tcp,127.0.0.1,{forward_port},,80"),)),
+            NetAdapter(1, "82545EM", "080027A1B2C4", nat_network="10.0.3.0/24", dns_host_resolver=True),
+            NetAdapter(2, "82543GC", "080027A1B2C5", attachment="null")]
+    vm = GuestVm("net", [f"1:0:dvd:{linux_iso()}"], folder, Budget(900), nics=nics)
+    try:
+        vm.start()
+        vm.boot()
+        vm.run("mkdir -p /www && echo hello-from-the-guest > /www/index.html && httpd -h /www -p 80")
+        vm.payload_md5 = hashlib.md5(payload).hexdigest()
+        vm.web, vm.forward_port = web, forward_port
+        yield vm
+    finally:
+        print(vm.diagnostics() if vm.processes.vcpu is not None else "")
+        vm.close()
+        web.close()
+
+
+def interfaces(vm) -> dict[str, str]:
+    """Interface name -> MAC address, from the guest's sysfs."""
+    out = vm.run("for i in /sys/class/net/eth*; do echo ${i##*/} $(cat $i/address); done")
+    return dict(line.split() for line in out.splitlines() if line.startswith("eth"))
+
+
+def name_of(vm, mac: str) -> str:
+    return {v: k for k, v in interfaces(vm).items()}[mac]
+
+
+def lease(vm, interface: str) -> re.Match:
+    vm.run(f"ip link set {interface} up")
+    out = vm.run(f"udhcpc -i {interface} -n -q -t 10 -T 1 -s /etc/udhcpc/default.script", timeout=90)
+    match = re.search(r"DHCP-LEASE (\S+) (\S+) router (\S+) dns (.*)", out)
+    assert match, f"no lease on {interface}:\n{out}"
+    return match
+
+
+def test_e1000_gets_virtualbox_nat_lease(net):
+    guest = name_of(net, "08:00:27:a1:b2:c3")
+    assert "e1000" in net.run(f"readlink /sys/class/net/{guest}/device/driver")
+    match = lease(net, guest)
+    assert match.group(2) == "10.0.2.15" and match.group(3) == "10.0.2.2"
+    assert match.group(4).split() == ["10.0.2.3"]
+    assert "1000 Mbps Full Duplex" in net.run(f"dmesg | grep '{guest} NIC Link is Up'")
+
+
+def test_guest_downloads_from_the_host_intact(net):
+    out = net.run(f"wget -q -O /tmp/payload http://10.0.2.2:{net.web.port}/payload.bin && md5sum /tmp/payload"
+                  " && rm /tmp/payload", timeout=240)
+    assert net.payload_md5 in out
+
+
+def test_port_forward_reaches_the_guest_web_server(net):
+    body = urllib.request.urlopen(f"http://127.0.0.1:{net.forward_port}/index.html", timeout=30).read()
+    assert body == b"hello-from-the-guest\n"
+
+
+def control(vm, process: str, request):
+    client = ControlClient(endpoint(vm.vm_id, f"control-{process}"), timeout_ms=10_000)
+    try:
+        return client.call(request)
+    finally:
+        client.close()
+
+
+def test_port_forward_added_and_deleted_at_run_time(net):
+    port = free_port()
+    control(net, "devices", ops.PortForward(slot=0, rule=f"late,tcp,127.0.0.1,{port},,80"))
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/index.html", timeout=30).read()
+    assert body == b"hello-from-the-guest\n"
+    with pytest.raises(ControlError, match="exists already"):
+        control(net, "devices", ops.PortForward(slot=0, rule=f"late,tcp,127.0.0.1,{free_port()},,80"))
+    control(net, "devices", ops.PortForward(slot=0, rule="late", delete=True))
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    with pytest.raises(ControlError, match="no port-forwarding rule named 'late'"):
+        control(net, "devices", ops.PortForward(slot=0, rule="late", delete=True))
+
+
+def test_second_card_has_its_own_nat_and_the_host_resolver(net):
+    guest = name_of(net, "08:00:27:a1:b2:c4")
+    match = lease(net, guest)
+    assert match.group(2) == "10.0.3.15" and match.group(3) == "10.0.3.2"
+    out = net.run("nslookup localhost 10.0.3.3", timeout=60)
+    assert re.search(r"Address:\s+127\.0\.0\.1", out), out
+    # the first NAT does not answer for the second network: each VM adapter is its own NAT
+    out = net.run(f"wget -q -O - http://10.0.3.2:{net.web.port}/payload.bin | md5sum", timeout=240)
+    assert net.payload_md5 in out
+
+
+def test_card_without_cable_has_no_carrier(net):
+    guest = name_of(net, "08:00:27:a1:b2:c5")
+    net.run(f"ip link set {guest} up")
+    time.sleep(3)
+    assert net.run(f"cat /sys/class/net/{guest}/carrier", check=False).strip() in ("0", "")
+
+
+def carrier(vm, interface: str) -> str:
+    return vm.run(f"cat /sys/class/net/{interface}/carrier", check=False).strip()
+
+
+def test_pulling_the_cable_is_seen_and_plugging_it_back_restores_traffic(net):
+    guest = name_of(net, "08:00:27:a1:b2:c3")
+    lease(net, guest)
+    control(net, "vcpu", ops.LinkState(slot=0, up=False))
+    deadline = time.monotonic() + 30
+    while carrier(net, guest) != "0":
+        assert time.monotonic() < deadline, "the guest's driver never saw the link go down"
+        time.sleep(1)
+    assert "NIC Link is Down" in net.run(f"dmesg | grep '{guest} NIC Link is Down' | tail -1")
+    assert net.run("ping -c 1 -W 2 10.0.2.2", check=False, timeout=30).count("bytes from") == 0
+    control(net, "vcpu", ops.LinkState(slot=0, up=True))
+    deadline = time.monotonic() + 30
+    while carrier(net, guest) != "1":
+        assert time.monotonic() < deadline, "the guest's driver never saw the link come back"
+        time.sleep(1)
+    out = net.run("ping -c 3 -W 5 10.0.2.2", check=False, timeout=60)
+    assert "bytes from 10.0.2.2" in out, out
+    with pytest.raises(ControlError, match="no network adapter 8"):
+        control(net, "vcpu", ops.LinkState(slot=7, up=True))
