@@ -10,6 +10,7 @@ device process) or `net-in` (bound by the vCPU process)."""
 
 from __future__ import annotations
 
+import ctypes
 import struct
 
 import zmq
@@ -25,7 +26,7 @@ HEADER = 128                       # head at 0 and tail at 64: separate cache li
 RING_SIZE = HEADER + SLOTS * SLOT_SIZE
 REGION_SIZE = 2 * RING_SIZE        # to_nat, then to_guest
 TO_NAT, TO_GUEST = 0, 1
-_U32, _U16 = struct.Struct("<I"), struct.Struct("<H")
+_U16 = struct.Struct("<H")
 
 
 class FrameRing:
@@ -35,9 +36,14 @@ class FrameRing:
         if len(buffer) < RING_SIZE:
             raise ValueError(f"a frame ring needs {RING_SIZE} bytes, not {len(buffer)}")
         self.buffer = buffer
+        # The counters are read and written as whole aligned words by the other process while
+        # we work: ctypes does one 4-byte load or store (struct's "<I" writes byte by byte, and
+        # a reader could see half of a new value).
+        self._head = ctypes.c_uint32.from_buffer(buffer, 0)
+        self._tail = ctypes.c_uint32.from_buffer(buffer, 64)
 
     def _counters(self) -> tuple[int, int]:
-        return _U32.unpack_from(self.buffer, 0)[0], _U32.unpack_from(self.buffer, 64)[0]
+        return self._head.value, self._tail.value
 
     def pending(self) -> int:
         head, tail = self._counters()
@@ -52,7 +58,7 @@ class FrameRing:
         at = HEADER + (head % SLOTS) * SLOT_SIZE
         _U16.pack_into(self.buffer, at, length)
         self.buffer[at + 2:at + 2 + length] = frame
-        _U32.pack_into(self.buffer, 0, (head + 1) & 0xFFFFFFFF)    # publish after the data
+        self._head.value = (head + 1) & 0xFFFFFFFF            # publish after the data
         return True
 
     def peek(self) -> bytes | None:
@@ -67,13 +73,11 @@ class FrameRing:
         return bytes(self.buffer[at + 2:at + 2 + length])
 
     def pop(self) -> None:
-        _, tail = self._counters()
-        _U32.pack_into(self.buffer, 64, (tail + 1) & 0xFFFFFFFF)
+        self._tail.value = (self._tail.value + 1) & 0xFFFFFFFF
 
     def clear(self) -> None:
         """Consumer: drop everything queued (a reset of the card)."""
-        head, _ = self._counters()
-        _U32.pack_into(self.buffer, 64, head)
+        self._tail.value = self._head.value
 
 
 def rings(view: memoryview) -> tuple[FrameRing, FrameRing]:

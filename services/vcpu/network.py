@@ -34,9 +34,7 @@ class _Window:
         card = self.card
         with card.lock:
             self._write(offset, size, value)
-            if card.transmitted:
-                card.transmitted = False
-                card.doorbell(card.adapter.slot)
+            card.after_access()
 
     def reset(self) -> None:
         pass                       # the card resets with the PCI function (NetworkCards.reset)
@@ -57,10 +55,14 @@ class NetworkCard:
         self.doorbell = lambda slot: None
         self.transmitted = False
         self.dropped = 0
+        # Guest RAM the card wrote, told to the engine once per access or batch of frames: each
+        # notice makes the JIT check for stale code, which costs more than a frame.
+        self.written: list[tuple[int, int]] = []
+        self.note_dma = note_dma
         interrupts = pci_root.interrupts
         self.nic = E1000(adapter.chip, parse_mac(adapter.mac), memory, transmit=self._transmit,
                          set_irq=lambda level: interrupts.set_level(self.pci_slot, INTA, level),
-                         on_dma_write=lambda gpa, length: note_dma([(gpa, length)]),
+                         on_dma_write=lambda gpa, length: self.written.append((gpa, length)),
                          link_up=self._cable_connected(adapter.cable), on_receive_space=self.pump)
         self.mmio = _Window(self, self.nic.read, self.nic.write)
         self.io = _Window(self, self.nic.io_read, self.nic.io_write)
@@ -79,6 +81,15 @@ class NetworkCard:
         self.bus.unregister(self.io)
         if port is not None:
             self.bus.register(self.io, "pio", port, IO_SIZE, name=f"nic{self.adapter.slot}-io")
+
+    def after_access(self) -> None:
+        """Under the lock, after the guest touched a register or frames came in."""
+        if self.written:
+            self.note_dma(self.written)
+            self.written = []
+        if self.transmitted:
+            self.transmitted = False
+            self.doorbell(self.adapter.slot)
 
     def _transmit(self, frame: bytes) -> None:
         if self.to_nat is None or not self.nic.link_up:
@@ -101,8 +112,11 @@ class NetworkCard:
             while True:
                 frame = ring.peek()
                 if frame is None or not self.nic.receive(frame):
-                    return
+                    break
                 ring.pop()
+            if self.written:
+                self.note_dma(self.written)
+                self.written = []
 
     def set_link(self, up: bool) -> None:
         with self.lock:

@@ -175,3 +175,26 @@ def test_pulling_the_cable_is_seen_and_plugging_it_back_restores_traffic(net):
     assert "bytes from 10.0.2.2" in out, out
     with pytest.raises(ControlError, match="no network adapter 8"):
         control(net, "vcpu", ops.LinkState(slot=7, up=True))
+
+
+def test_garbage_from_the_guest_harms_no_process_and_no_other_card(net):
+    """Runs last: it takes the second card from its driver. The guest programs that card with
+    a transmit ring in the middle of its kernel (2048 descriptors of whatever is there: random
+    addresses, lengths, contexts and TSO sizes), a receive ring outside RAM, and floods the first
+    NAT with UDP; afterwards both processes live and the first card still downloads intact."""
+    lease(net, name_of(net, "08:00:27:a1:b2:c3"))
+    guest = name_of(net, "08:00:27:a1:b2:c4")
+    function = net.run(f"basename $(readlink /sys/class/net/{guest}/device)").strip()
+    bar = int(net.run(f"cut -d' ' -f1 /sys/bus/pci/devices/{function}/resource | head -1").strip(), 16)
+    net.run(f"echo {function} > /sys/bus/pci/drivers/e1000/unbind")
+    kernel_code = int(net.run("grep 'Kernel code' /proc/iomem").split("-")[0].strip(), 16)
+    writes = [(0x0400, 0x2),                                   # TCTL: transmit on
+              (0x3800, kernel_code + 0x10000), (0x3804, 0), (0x3808, 2048 * 16), (0x3810, 0),
+              (0x3818, 2047),                                  # TDT: go
+              (0x2800, 0xFFFFF000), (0x2804, 0x0FFFFFFF), (0x2808, 4096), (0x2810, 0), (0x2818, 100),
+              (0x0100, 0x2 | 0x8),                             # RCTL: receive everything
+              (0x3808, 4096), (0x3810, 0), (0x3800, 0x00000000), (0x3818, 255)]
+    net.run("; ".join(f"devmem 0x{bar + offset:x} 32 0x{value:x}" for offset, value in writes), timeout=240)
+    net.run("dd if=/dev/zero bs=1000 count=20000 2>/dev/null | nc -u -w 1 10.0.2.2 9; true", timeout=240)
+    assert net.processes.vcpu.poll() is None and net.processes.devices.poll() is None
+    test_guest_downloads_from_the_host_intact(net)

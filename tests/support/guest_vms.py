@@ -87,7 +87,7 @@ class Stream:
 
 class OurVm:
     def __init__(self, *, iso: str | None = None, hdd: str | None = None, memory_mib: int = 512,
-                 accel: str = "tcg", boot=("dvd", "disk")):
+                 accel: str = "tcg", boot=("dvd", "disk"), nics=()):
         from services.ipc.spec import Drive, LaunchSpec
         self.tmp = tempfile.mkdtemp(prefix="hb-bench-vm-")
         self.vm_id = "bench" + uuid.uuid4().hex[:6]
@@ -96,7 +96,8 @@ class OurVm:
         self.serial_path = os.path.join(self.tmp, "serial.log")
         self.debug_path = os.path.join(self.tmp, "debug.log")
         self.spec = LaunchSpec(vm_id=self.vm_id, memory_mib=memory_mib, accel=accel, drives=drives,
-                               boot=tuple(boot), serial_log=self.serial_path, debug_log=self.debug_path)
+                               boot=tuple(boot), serial_log=self.serial_path, debug_log=self.debug_path,
+                               nics=list(nics))
         self.serial, self.debug = Stream(), Stream()
         self.vm = None
         self._stop = False

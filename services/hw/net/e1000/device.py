@@ -12,6 +12,7 @@ from services.hw.net.e1000 import registers as r
 from services.hw.net.e1000.eeprom import MicrowireEeprom, eeprom_image
 from services.hw.net.e1000.phy import MDIC_INT, M88Phy
 from services.hw.net.e1000.transmit import DESCRIPTOR, STATUS_DD, Transmitter
+from services.hw.net.faults import GuestFaults
 
 log = logging.getLogger("headbox.hw.e1000")
 
@@ -40,7 +41,8 @@ class E1000:
         device_id, subsystem_vendor, subsystem_id = CHIPS[chip]
         self.eeprom = MicrowireEeprom(eeprom_image(self.mac, device_id, subsystem_vendor, subsystem_id))
         self.phy = M88Phy(chip, link_up)
-        self.transmitter = Transmitter()
+        self.fault = GuestFaults(log, f"e1000 {self.mac.hex(':')}")
+        self.transmitter = Transmitter(self.fault)
         self.io_address = 0
         self.irq_level = False
         self.reset()
@@ -197,7 +199,7 @@ class E1000:
             try:
                 descriptor = self.memory.read(address, DESCRIPTOR)
             except ValueError:
-                log.warning("transmit ring at %#x is not guest RAM: transmit stopped", base)
+                self.fault("ring address", "transmit ring at %#x is not guest RAM: transmit stopped", base)
                 break
             frames, report = self.transmitter.process(descriptor, self.memory, vlan_enabled, vet)
             for frame in frames:
@@ -289,7 +291,8 @@ class E1000:
                 memory.write(address + 8, len(piece).to_bytes(2, "little") + b"\0\0" + bytes((status, 0)) + b"\0\0")
                 written(address + 8, 8)
             except ValueError:
-                log.warning("receive descriptor %d or its buffer is not guest RAM: frame dropped", head)
+                self.fault("receive address", "receive descriptor %d or its buffer is not guest RAM: "
+                           "frame dropped", head)
             head = (head + 1) % count
         self.regs[r.RDH] = head
         self._count_receive(frame)

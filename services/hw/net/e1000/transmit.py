@@ -24,7 +24,8 @@ STATUS_DD = 0x01
 class Transmitter:
     """State that lives across descriptors: the packet being assembled and the last context."""
 
-    def __init__(self):
+    def __init__(self, fault=None):
+        self.fault = fault or (lambda kind, message, *args: log.warning(message, *args))
         self.reset()
 
     def reset(self) -> None:
@@ -47,7 +48,7 @@ class Transmitter:
                 self._context(descriptor, lower)
                 return [], bool(command & CMD_RS)
             if kind != DTYP_DATA:
-                log.warning("transmit descriptor of unknown type %d dropped", kind)
+                self.fault("descriptor type", "transmit descriptor of unknown type %d dropped", kind)
                 return [], bool(command & CMD_RS)
             length = lower & 0xFFFFF
             if self.data_options is None:
@@ -60,13 +61,14 @@ class Transmitter:
             self.vlan = upper >> 16
         if length:
             if len(self.packet) + length > MAX_PACKET:
-                log.warning("transmit packet over %d bytes dropped", MAX_PACKET)
+                self.fault("oversized", "transmit packet over %d bytes dropped", MAX_PACKET)
                 self._drop()
                 return [], bool(command & CMD_RS)
             try:
                 self.packet += memory.read(address, length)
             except ValueError:
-                log.warning("transmit buffer at %#x+%d is not guest RAM: packet dropped", address, length)
+                self.fault("buffer address", "transmit buffer at %#x+%d is not guest RAM: packet dropped",
+                           address, length)
                 self._drop()
                 return [], bool(command & CMD_RS)
         frames = self._finish(vlan_enabled, vet) if command & CMD_EOP else []
