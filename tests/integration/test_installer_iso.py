@@ -15,7 +15,6 @@ import time
 import uuid
 from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
 
@@ -24,6 +23,12 @@ from services.ipc.control import ControlClient
 from services.ipc.io import InputSender
 from services.ipc.naming import endpoint, shm_name
 from tests.guests.installer_iso import installer_iso
+from tests.support.installer_screen import (
+    Screen,
+    is_installer_dialog,
+    is_kernel_mode,
+    is_menu,
+)
 
 # At 512 MiB the installer's first dialog is "Low memory mode" (so it is under QEMU), ~70 s after
 # the kernel starts; at 1 GiB it is "Select a language", but only after ~130 s.
@@ -31,83 +36,7 @@ MEMORY_MIB = 512
 MENU_TIMEOUT = 60.0        # from start; ~4 s on a 2-core host
 KERNEL_TIMEOUT = 120.0     # from Enter; isolinux reads linux + initrd.gz (48 MB): ~8 s
 INSTALLER_TIMEOUT = 150.0  # from the kernel's mode set; 60-80 s
-POLL = 0.25
 ENTER = 0x1C               # set-1 make code
-
-
-class Screen:
-    """Screenshots of one VM; each distinct frame is saved as NNN-WxH.png in `folder`."""
-
-    def __init__(self, vm_id: str, folder: Path, start: float):
-        self.client = ControlClient(endpoint(vm_id, "control-vcpu"))
-        self.folder = folder
-        self.start = start
-        self.count = 0
-        self.last: Image.Image | None = None
-        self.last_path: Path | None = None
-        self.history: list[tuple[float, tuple[int, int], Path]] = []   # (time, size, file) of changes
-
-    def grab(self) -> tuple[Image.Image, bool]:
-        """The current screen and whether it is the same as the previous grab."""
-        tmp = self.folder / "current.png"
-        self.client.call(ops.Screenshot(path=str(tmp)))
-        with Image.open(tmp) as img:
-            img = img.convert("RGB")
-        same = self.last is not None and img.size == self.last.size and img.tobytes() == self.last.tobytes()
-        if not same:
-            self.count += 1
-            path = self.folder / f"{self.count:03d}-{img.size[0]}x{img.size[1]}.png"
-            os.replace(tmp, path)
-            self.last_path = path
-            self.history.append((time.monotonic() - self.start, img.size, path))
-        self.last = img
-        return img, same
-
-    def wait(self, predicate, timeout: float, what: str, stable: bool = True) -> tuple[Image.Image, float]:
-        """Polls until `predicate(frame)` holds (on two equal polls in a row when `stable`)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            img, same = self.grab()
-            if predicate(img) and (same or not stable):
-                return img, time.monotonic() - self.start
-            if time.monotonic() > deadline:
-                changes = "\n".join(f"  {t:6.1f} s {s[0]}x{s[1]} {p}" for t, s, p in self.history[-12:])
-                pytest.fail(f"no {what} within {timeout:.0f} s; last frame {img.size} in {self.last_path};"
-                            f" screen changes:\n{changes}", pytrace=False)
-            time.sleep(POLL)
-
-    def close(self) -> None:
-        self.client.close()
-
-
-def is_menu(img: Image.Image) -> bool:
-    """vesamenu's screen: 640x480 graphics, the splash picture (thousands of colours) and the
-    menu's white text in the middle (the splash alone has none there)."""
-    if img.size != (640, 480):
-        return False
-    colours = img.getcolors(1 << 16)
-    if colours is not None and len(colours) < 1000:
-        return False
-    box = np.asarray(img)[140:260, 120:520]
-    return int((box.min(axis=-1) >= 200).sum()) > 500
-
-
-def is_kernel_mode(img: Image.Image) -> bool:
-    """The installer's command line says vga=788: VESA mode 0x114, 800x600 (vesamenu never uses
-    it), set by the kernel's own real-mode setup code."""
-    return img.size == (800, 600)
-
-
-def is_installer_dialog(img: Image.Image) -> bool:
-    """debian-installer's newt screen: its blue background and a grey dialog box make up most of
-    the screen, with text in other colours on them."""
-    a = np.asarray(img)
-    if a.shape[0] < 400:
-        return False
-    colours, counts = np.unique(a.reshape(-1, 3), axis=0, return_counts=True)
-    share = dict(zip(map(tuple, colours.tolist()), counts / counts.sum()))
-    blue, grey = share.get((0, 0, 170), 0.0), share.get((170, 170, 170), 0.0)
-    return blue > 0.02 and grey > 0.1 and blue + grey > 0.8 and len(colours) >= 4
 
 
 @pytest.fixture
