@@ -9,8 +9,8 @@ import re
 from dataclasses import dataclass, field
 
 ADAPTER_SLOTS = 8
-E1000_CHIPS = ("82540EM", "82543GC", "82545EM")
-CHIPS = E1000_CHIPS                # the cards built so far (VirtualBox's --nictype names)
+# The cards built (VirtualBox's --nictype names): Intel PRO/1000 family, AMD PCnet, virtio-net.
+CHIPS = ("82540EM", "82543GC", "82545EM", "Am79C973", "Am79C970A", "virtio")
 ATTACHMENTS = ("nat", "null")      # "null": a card with no cable behind it
 PROTOCOLS = ("tcp", "udp")
 

@@ -49,6 +49,10 @@ PLACEMENTS = (
     Placement("serial", (DEVICES,), "the 16550 UARTs' output goes to files"),
     Placement("net.e1000", (VCPU,), "the driver reads and writes several registers per interrupt; "
               "frames reach the NAT in the device process through shared rings, not round trips"),
+    Placement("net.pcnet", (VCPU,), "pcnet32 selects and reads CSRs through RAP/RDP on every "
+              "interrupt; frames go through the same rings"),
+    Placement("net.virtio", (VCPU,), "the queue notify and ISR registers are touched per batch "
+              "and per interrupt; frames go through the same rings"),
 )
 
 

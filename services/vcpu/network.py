@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import NamedTuple
 
-from services.hw.net.e1000 import E1000, INTA, IO_SIZE, MMIO_SIZE, E1000Pci
+from services.hw.net import e1000, pcnet, virtio
 from services.ipc.frames import REGION_SIZE, Doorbell, DoorbellListener, rings
 from services.ipc.naming import NET_REGIONS
 from services.ipc.network import NetAdapter, parse_mac
@@ -17,6 +18,22 @@ log = logging.getLogger("headbox.vcpu.net")
 
 # VirtualBox's PCI slots for adapters 1-8
 ADAPTER_PCI_SLOTS = (3, 8, 9, 10, 11, 12, 13, 14)
+
+
+class Family(NamedTuple):
+    """A card model and its PCI face: every family has the same interface (see E1000)."""
+    device: type
+    pci: type
+    io_size: int
+    mmio_size: int
+    interrupt_pin: int
+
+
+FAMILIES = {chip: family for module, family in (
+    (e1000, Family(e1000.E1000, e1000.E1000Pci, e1000.IO_SIZE, e1000.MMIO_SIZE, e1000.INTA)),
+    (pcnet, Family(pcnet.PcNet, pcnet.PcNetPci, pcnet.IO_SIZE, pcnet.MMIO_SIZE, pcnet.INTA)),
+    (virtio, Family(virtio.VirtioNet, virtio.VirtioNetPci, virtio.IO_SIZE, virtio.MMIO_SIZE, virtio.INTA)))
+    for chip in module.CHIPS}
 
 
 class _Window:
@@ -60,13 +77,15 @@ class NetworkCard:
         self.written: list[tuple[int, int]] = []
         self.note_dma = note_dma
         interrupts = pci_root.interrupts
-        self.nic = E1000(adapter.chip, parse_mac(adapter.mac), memory, transmit=self._transmit,
-                         set_irq=lambda level: interrupts.set_level(self.pci_slot, INTA, level),
-                         on_dma_write=lambda gpa, length: self.written.append((gpa, length)),
-                         link_up=self._cable_connected(adapter.cable), on_receive_space=self.pump)
+        self.family = family = FAMILIES[adapter.chip]
+        self.nic = family.device(
+            adapter.chip, parse_mac(adapter.mac), memory, transmit=self._transmit,
+            set_irq=lambda level: interrupts.set_level(self.pci_slot, family.interrupt_pin, level),
+            on_dma_write=lambda gpa, length: self.written.append((gpa, length)),
+            link_up=self._cable_connected(adapter.cable), on_receive_space=self.pump)
         self.mmio = _Window(self, self.nic.read, self.nic.write)
         self.io = _Window(self, self.nic.io_read, self.nic.io_write)
-        self.pci = E1000Pci(adapter.chip, on_mmio_change=self._move_mmio, on_io_change=self._move_io)
+        self.pci = family.pci(adapter.chip, on_mmio_change=self._move_mmio, on_io_change=self._move_io)
         pci_root.add(self.pci, self.pci_slot)
 
     def _cable_connected(self, cable: bool) -> bool:
@@ -75,12 +94,13 @@ class NetworkCard:
     def _move_mmio(self, address: int | None) -> None:
         self.bus.unregister(self.mmio)
         if address is not None:
-            self.bus.register(self.mmio, "mmio", address, MMIO_SIZE, name=f"nic{self.adapter.slot}-mmio")
+            self.bus.register(self.mmio, "mmio", address, self.family.mmio_size,
+                              name=f"nic{self.adapter.slot}-mmio")
 
     def _move_io(self, port: int | None) -> None:
         self.bus.unregister(self.io)
         if port is not None:
-            self.bus.register(self.io, "pio", port, IO_SIZE, name=f"nic{self.adapter.slot}-io")
+            self.bus.register(self.io, "pio", port, self.family.io_size, name=f"nic{self.adapter.slot}-io")
 
     def after_access(self) -> None:
         """Under the lock, after the guest touched a register or frames came in."""

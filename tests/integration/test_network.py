@@ -1,8 +1,9 @@
 """The guest's network cards with the NAT (issue 12), with Linux's own drivers as the oracle: one
-guest boots with two e1000-family cards on NAT (82540EM on 10.0.2.0/24, 82545EM on 10.0.3.0/24
-with the host resolver) and an 82543GC with no cable behind it, and every test below talks to it:
-DHCP leases, a download from a host server, port forwards fixed and added at run time, DNS, link
-state, and a guest that misbehaves."""
+guest boots with every card VirtualBox offers, each on its own NAT: 82540EM (10.0.2.0/24),
+82545EM (10.0.3.0/24, host resolver), PCnet-FAST III (10.0.4.0/24), virtio-net (10.0.5.0/24),
+and an 82543GC with no cable behind it. Every test below talks to that guest: DHCP leases,
+downloads from a host server, port forwards fixed and added at run time, DNS, link state, and a
+guest that misbehaves."""
 
 from __future__ import annotations
 
@@ -59,7 +60,9 @@ def net(tmp_path_factory):
     nics = [NetAdapter(0, "82540EM", "080027A1B2C3",
                        forwards=(PortForward.parse(f"web,tcp,127.0.0.1,{forward_port},,80"),)),
             NetAdapter(1, "82545EM", "080027A1B2C4", nat_network="10.0.3.0/24", dns_host_resolver=True),
-            NetAdapter(2, "82543GC", "080027A1B2C5", attachment="null")]
+            NetAdapter(2, "82543GC", "080027A1B2C5", attachment="null"),
+            NetAdapter(3, "Am79C973", "080027A1B2C6", nat_network="10.0.4.0/24"),
+            NetAdapter(4, "virtio", "080027A1B2C7", nat_network="10.0.5.0/24")]
     vm = GuestVm("net", [f"1:0:dvd:{linux_iso()}"], folder, Budget(900), nics=nics)
     try:
         vm.start()
@@ -104,6 +107,17 @@ def test_e1000_gets_virtualbox_nat_lease(net):
 def test_guest_downloads_from_the_host_intact(net):
     out = net.run(f"wget -q -O /tmp/payload http://10.0.2.2:{net.web.port}/payload.bin && md5sum /tmp/payload"
                   " && rm /tmp/payload", timeout=240)
+    assert net.payload_md5 in out
+
+
+@pytest.mark.parametrize("mac, driver, network", [("08:00:27:a1:b2:c6", "pcnet32", "10.0.4"),
+                                                  ("08:00:27:a1:b2:c7", "virtio_net", "10.0.5")])
+def test_pcnet_and_virtio_get_leases_and_download_intact(net, mac, driver, network):
+    guest = name_of(net, mac)
+    assert net.run(f"readlink /sys/class/net/{guest}/device/driver").strip().endswith("/" + driver)
+    match = lease(net, guest)
+    assert match.group(2) == f"{network}.15" and match.group(3) == f"{network}.2"
+    out = net.run(f"wget -q -O - http://{network}.2:{net.web.port}/payload.bin | md5sum", timeout=300)
     assert net.payload_md5 in out
 
 

@@ -103,14 +103,15 @@ HW_INFRASTRUCTURE = {"bus", "memory", "cpuid", "page_sets"}
 
 def hw_modules_imported_by(process: str) -> set[str]:
     """The services.hw modules a process package imports, as 'chipset.cmos' (from-imports of a
-    submodule resolved to it)."""
+    submodule or subpackage resolved to it)."""
     found = set()
     for path in (SERVICES / process).rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("services.hw"):
                 for alias in node.names:
                     dotted = f"{node.module}.{alias.name}"
-                    is_module = (ROOT / (dotted.replace(".", "/") + ".py")).exists()
+                    path_of = ROOT / dotted.replace(".", "/")
+                    is_module = path_of.with_suffix(".py").exists() or (path_of / "__init__.py").exists()
                     found.add((dotted if is_module else node.module).removeprefix("services.hw."))
     return found - HW_INFRASTRUCTURE
 
