@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import logging
 import os
 import threading
@@ -15,7 +16,7 @@ import time
 from services.ipc import ops
 from services.ipc.naming import remove_regions, remove_runtime_dir
 from services.ipc.spec import LaunchSpec, spec_path
-from services.manager import savedstate
+from services.manager import netcontrol, savedstate
 from services.manager.errors import (
     E_FAIL,
     E_INVALIDARG,
@@ -367,6 +368,8 @@ class Runtime:
         if not isinstance(action, str):
             raise ManagerError(E_INVALIDARG, "controlvm needs an action")
         handler = getattr(self, f"_control_{action}", None)
+        if handler is None and netcontrol.ACTION.fullmatch(action):
+            handler = functools.partial(self._control_network, action=action)
         if handler is None:
             raise ManagerError(E_INVALIDARG, f"Invalid parameter '{action}'")
         # A teleport target still waiting for its VM can be powered off (VirtualBox cancels the wait).
@@ -448,6 +451,14 @@ class Runtime:
         with self.settings_lock:
             self.settings.modifyvm(vm=run.uuid, changes=changes)
         self.refresh_vrde(run.uuid)
+
+    def _control_network(self, run: VmRun, args, action: str) -> None:
+        """setlinkstate<N> and natpf<N>: stored as VirtualBox stores them, but only once the VM took
+        them (services/manager/netcontrol.py), so a refused rule is not kept."""
+        changes = netcontrol.changes_for(action, args)
+        with self.settings_lock:
+            self.settings.change_running_vm(run.uuid, changes,
+                                            lambda old, new: netcontrol.push(run.uuid, old, new))
 
     def _control_savestate(self, run: VmRun, args) -> dict:
         return self.moves.savestate(run)

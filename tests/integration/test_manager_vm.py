@@ -1,7 +1,8 @@
 """A VM run by the manager through supervisor (Linux test ISO on tcg, booted once for the module):
 startvm to the guest's ready marker; vrdp killed and restarted while the guest runs, xfreerdp still
-connects; the manager restarted finds the VM; pause, resume, screenshot, live VRDE change; savestate
-and a restoring startvm; the vCPU or the device process killed makes it Aborted; a taken VRDE port
+connects; the manager restarted finds the VM; pause, resume, screenshot, live VRDE change; a NAT
+port forward and the cable changed with controlvm; savestate and a restoring startvm (the forward
+still serves); the vCPU or the device process killed makes it Aborted; a taken VRDE port
 fails startvm; shutdown stops our supervisord."""
 
 import os
@@ -218,6 +219,41 @@ def test_pause_resume_screenshot_and_a_live_vrde_change(vm, tmp_path):
         vm.request("modifyvm", vm="lg", changes={"vrde_auth_type": "null"})
 
 
+def guest_shell(vm, command, marker, timeout=120):
+    mark = len(vm.text())
+    vm.type(f"{command}; echo {marker}-$?\n")
+    vm.wait_serial(f"{marker}-", timeout, after=mark + len(command) + 8)
+    return vm.text()[mark:]
+
+
+def fetch(port):
+    import urllib.request
+    return urllib.request.urlopen(f"http://127.0.0.1:{port}/index.html", timeout=30).read()
+
+
+def test_controlvm_natpf_and_setlinkstate_on_the_running_vm(vm):
+    """createvm's adapter 1 (VirtualBox's PCnet-FAST III on NAT) under the guest's pcnet32; a
+    rule added with controlvm is stored and serves at once; pulling the cable is seen by the driver."""
+    out = guest_shell(vm, "ip link set eth0 up; sleep 2; udhcpc -i eth0 -n -q -t 10 -T 1", "leased", 180)
+    assert "DHCP-LEASE eth0 10.0.2.15 router 10.0.2.2" in out, out
+    guest_shell(vm, "mkdir -p /www && echo served-by-the-guest > /www/index.html && httpd -h /www -p 80", "httpd")
+    port = free_port()
+    vm.request("controlvm", vm="lg", action="natpf1", args=[f"web,tcp,127.0.0.1,{port},,80"])
+    assert fetch(port) == b"served-by-the-guest\n"
+    info = vm.request("showvminfo", vm="lg")["nics"][0]
+    assert (info["nictype"], info["nat"]["forwards"]) == ("Am79C973", [f"web,tcp,127.0.0.1,{port},,80"])
+    with pytest.raises(ManagerError, match="already exists"):
+        vm.request("controlvm", vm="lg", action="natpf1", args=[f"web,tcp,127.0.0.1,{free_port()},,80"])
+    vm.request("controlvm", vm="lg", action="setlinkstate1", args=["off"])
+    wait_until(lambda: "carrier-0" in guest_shell(vm, "echo carrier-$(cat /sys/class/net/eth0/carrier)", "c"),
+               30, "the guest's driver sees the cable pulled")
+    assert vm.request("showvminfo", vm="lg")["nics"][0]["cable"] is False
+    vm.request("controlvm", vm="lg", action="setlinkstate1", args=["on"])
+    wait_until(lambda: "carrier-1" in guest_shell(vm, "echo carrier-$(cat /sys/class/net/eth0/carrier)", "c"),
+               30, "the guest's driver sees the cable back")
+    vm.forward_port = port
+
+
 def test_savestate_then_startvm_continues_the_guest(vm):
     mark = len(vm.text())
     vm.type("X=$((6*9)); echo set-$X\n")
@@ -237,6 +273,8 @@ def test_savestate_then_startvm_continues_the_guest(vm):
     mark = len(vm.text())
     vm.type("echo restored-$X\n")          # the shell's variable lived on in the saved RAM
     vm.wait_serial("restored-54", 60, after=mark)
+    # The card's state, the guest's lease and the stored port forward came back with it.
+    assert fetch(vm.forward_port) == b"served-by-the-guest\n"
 
 
 def test_killing_the_vcpu_process_aborts_the_vm(vm):

@@ -179,6 +179,9 @@ def test_modifyvm_every_key(settings, xp):
     assert settings.cpuid("Windows XP") == {1: [5, 6, 7, 8], 0x80000001: [1, 2, 3, 0xFFFFFFFF]}
     tele = settings.teleporter("Windows XP")
     assert tele["password_hash"] == "#SHA-512##" + hashlib.sha512(b"s3cret").hexdigest()
+    with pytest.raises(ManagerError, match="intnet"):     # stored, but no internal network is built
+        settings.launch_spec("Windows XP")
+    settings.modifyvm(vm="Windows XP", changes={"nic2": "null", "nic8": "none"})
     assert settings.launch_spec("Windows XP").serial_log == "/tmp/serial.log"
 
     settings.modifyvm(vm="Windows XP", changes={

@@ -6,7 +6,13 @@ from __future__ import annotations
 
 BOOT_NAMES = {"none": "Not Assigned", "floppy": "Floppy", "dvd": "DVD", "disk": "HardDisk", "net": "Network"}
 NIC_NAMES = {"null": "none", "nat": "NAT", "bridged": "Bridged Interface", "intnet": "Internal Network",
-             "hostonly": "Host-only Interface"}
+             "hostonly": "Host-only Interface", "natnetwork": "NAT Network", "generic": "Generic"}
+# --machinereadable's nic<N> value per attachment, and the key naming its network (VirtualBox 7.0's
+# VBoxManageInfo.cpp, "Generic" capitalized as there).
+NIC_MACHINE = {"null": ("null", None), "nat": ("nat", None), "bridged": ("bridged", "bridgeadapter"),
+               "intnet": ("intnet", "intnet"), "hostonly": ("hostonly", "hostonlyadapter"),
+               "natnetwork": ("natnetwork", "nat-network"), "generic": ("Generic", "generic")}
+NAT_SOCKET_DEFAULT = 64        # what VirtualBox reports for a NAT's unset socket and TCP window sizes
 STATE_NAMES = {"PoweredOff": ("powered off", "poweroff"), "Saved": ("saved", "saved"),
                "Aborted": ("aborted", "aborted"), "Running": ("running", "running"),
                "Paused": ("paused", "paused"), "Starting": ("starting", "starting"),
@@ -172,9 +178,7 @@ def _human(info: dict) -> str:
                 medium = "Empty"
             out += f"{where}: {medium}\n"
     for nic in info.get("nics") or []:
-        kind = nic.get("type", "none")
-        value = "disabled" if kind == "none" else f"Attachment: {NIC_NAMES.get(kind, kind)}, Cable connected: on"
-        out += _line(f"NIC {nic['slot']}", value)
+        out += _nic_human(nic)
     out += _line("UART 1", _uart_human(info.get("uart1"), info.get("uartmode1")))
     out += _line("USB", _enabled(info.get("usb")))
     out += _vrde_human(info)
@@ -184,6 +188,38 @@ def _human(info: dict) -> str:
     out += _line("Teleporter Address", teleporter.get("address", ""))
     out += _line("Teleporter Password", "<set>" if teleporter.get("has_password") else "")
     return out
+
+
+def _nic_human(nic: dict) -> str:
+    """VirtualBox's `NIC <N>:` line, and for NAT its settings and one line per forwarding rule."""
+    n, kind = nic["slot"], nic.get("type", "none")
+    if kind == "none":
+        return _line(f"NIC {n}", "disabled")
+    attachment = NIC_NAMES.get(kind, kind)
+    if kind not in ("null", "nat"):
+        attachment += f" '{nic.get('network', '')}'"
+    if kind == "generic":
+        attachment += " {  }"          # its properties, which Headbox does not keep
+    if "mac" not in nic:               # an older manager's answer: the adapter's details are not in it
+        return _line(f"NIC {n}", f"Attachment: {attachment}, Cable connected: {_on_off(nic.get('cable', True))}")
+    out = _line(f"NIC {n}", f"MAC: {nic['mac']}, Attachment: {attachment}, "
+                            f"Cable connected: {_on_off(nic.get('cable', True))}, Trace: off (file: none), "
+                            f"Type: {nic.get('nictype', '')}, Reported speed: 0 Mbps, Boot priority: 0, "
+                            "Promisc Policy: deny, Bandwidth group: none")
+    if kind == "nat":
+        d = NAT_SOCKET_DEFAULT
+        out += (f"NIC {n} Settings:  MTU: 0, Socket (send: {d}, receive: {d}), "
+                f"TCP Window (send:{d}, receive: {d})\n")
+        for index, rule in enumerate(_forwards(nic)):
+            name, protocol, host_ip, host_port, guest_ip, guest_port = rule
+            out += (f"NIC {n} Rule({index}):   name = {name}, protocol = {protocol}, host ip = {host_ip}, "
+                    f"host port = {host_port}, guest ip = {guest_ip}, guest port = {guest_port}\n")
+    return out
+
+
+def _forwards(nic: dict) -> list[list[str]]:
+    return [rule.split(",", 5) for rule in (nic.get("nat") or {}).get("forwards") or []
+            if rule.count(",") == 5]
 
 
 def _cpuid_human(cpuid) -> str:
@@ -289,7 +325,7 @@ def _machine_readable(info: dict) -> str:
                 image = f"{controller['name']}-ImageUUID-{attachment['port']}-{attachment['device']}"
                 lines.append(f"{_quote(image)}={_quote(attachment['medium_uuid'])}")
     for nic in info.get("nics") or []:
-        lines.append(f"nic{nic['slot']}={_quote(nic.get('type', 'none'))}")
+        lines += _nic_machine(nic)
     io_irq = _uart_io(info.get("uart1"))
     lines.append(f'uart1="{io_irq[0]:#06x},{io_irq[1]}"' if io_irq else 'uart1="off"')
     mode = info.get("uartmode1")
@@ -303,6 +339,32 @@ def _machine_readable(info: dict) -> str:
               f"teleporterport={teleporter.get('port', 0)}",
               f"teleporteraddress={_quote(teleporter.get('address', ''))}"]
     return "".join(line + "\n" for line in lines)
+
+
+def _nic_machine(nic: dict) -> list[str]:
+    """VirtualBox's keys in its order: the attachment's own (natnet<N>, bridgeadapter<N>, ...), then
+    macaddress, cableconnected, nic, nictype, nicspeed, then the NAT's (Vagrant reads nic<N> before
+    the Forwarding(<i>) lines to know their adapter)."""
+    n, kind = nic["slot"], nic.get("type", "none")
+    if kind == "none":
+        return [f'nic{n}="none"']
+    value, network_key = NIC_MACHINE.get(kind, (kind, None))
+    lines = []
+    if kind == "nat":
+        lines.append(f"natnet{n}={_quote((nic.get('nat') or {}).get('network') or 'nat')}")
+    elif network_key:
+        lines.append(f"{network_key}{n}={_quote(nic.get('network', ''))}")
+    lines += [f"macaddress{n}={_quote(nic.get('mac', ''))}",
+              f"cableconnected{n}={_quote(_on_off(nic.get('cable', True)))}",
+              f"nic{n}={_quote(value)}",
+              f"nictype{n}={_quote(nic.get('nictype', ''))}",
+              f'nicspeed{n}="0"']
+    if kind == "nat":
+        d = NAT_SOCKET_DEFAULT
+        lines += ['mtu="0"', f'sockSnd="{d}"', f'sockRcv="{d}"', f'tcpWndSnd="{d}"', f'tcpWndRcv="{d}"']
+        # As VirtualBox prints them: the rule's text unescaped between quotes.
+        lines += [f'Forwarding({index})="{",".join(rule)}"' for index, rule in enumerate(_forwards(nic))]
+    return lines
 
 
 def _vrde_machine(info: dict) -> list[str]:

@@ -12,12 +12,11 @@ from services.ipc.vrde import LIMIT_PROPERTIES, ConfigError, ConnectionLimits
 
 from .. import ostypes
 from ..errors import E_INVALIDARG, INVALID_VM_STATE, OBJECT_NOT_FOUND, ManagerError
-from . import passwords
+from . import nic_changes, passwords
 from .model import (
     ACCELS,
     AUTH_TYPES,
     BOOT_DEVICES,
-    NIC_MODES,
     Machine,
 )
 
@@ -169,10 +168,8 @@ def _apply_one(m: Machine, key: str, value, state: str) -> None:
     elif re.fullmatch(r"boot[1-4]", key):
         m.boot[int(key[4]) - 1] = _choice(key, value, BOOT_DEVICES, f"Invalid boot device '{value}' "
                                           "(none, floppy, dvd, disk or net)")
-    elif re.fullmatch(r"nic[1-8]", key):
-        slot = int(key[3]) - 1
-        m.nics[slot].mode = _choice(key, value, NIC_MODES, f"Invalid type '{value}' specified for "
-                                    f"NIC {slot + 1} (none, null, nat, bridged, intnet or hostonly)")
+    elif nic_changes.is_nic_key(key):
+        nic_changes.apply(m, key, value)
     elif key == "vrde":
         m.vrde.enabled = _bool(key, value)
     elif key == "vrde_ports":
@@ -238,13 +235,13 @@ def live_changeable(key: str) -> bool:
     return key.startswith(("vrde", "teleporter_"))
 
 
-def apply_changes(m: Machine, changes, state: str = "PoweredOff") -> Machine:
+def apply_changes(m: Machine, changes, state: str = "PoweredOff", live=live_changeable) -> Machine:
     """A copy of m with every change applied, or ManagerError for the first bad one (m is left as
-    it was)."""
+    it was). `live(key)` says which keys a running VM takes (controlvm's are others than modifyvm's)."""
     if not isinstance(changes, dict) or not changes:
         raise invalid("Nothing to change: give at least one setting")
     if state not in MUTABLE_STATES:
-        frozen = [key for key in changes if not live_changeable(str(key))]
+        frozen = [key for key in changes if not live(str(key))]
         if frozen:
             raise ManagerError(INVALID_VM_STATE, f"The machine is not mutable (state is {state})")
     new = copy.deepcopy(m)

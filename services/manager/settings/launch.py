@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 
+from services.ipc.network import ATTACHMENTS, CHIPS, NetAdapter, NetworkError
 from services.ipc.spec import Drive, LaunchSpec
 from services.ipc.vrde import VrdeConfig
 
@@ -59,6 +60,41 @@ def _serial_log(m: Machine) -> str | None:
     return m.uartmode1[1] if m.uartmode1 else None
 
 
+# What each attachment is called in VirtualBox's own error messages and showvminfo.
+ATTACHMENT_NAMES = {"null": "not attached", "bridged": "Bridged Interface", "intnet": "Internal Network",
+                    "hostonly": "Host-only Interface", "natnetwork": "NAT Network", "generic": "Generic Driver"}
+
+
+def _nics(m: Machine) -> list[NetAdapter]:
+    """One network card per enabled adapter (slot N-1 for --nic<N>), or why the VM cannot run it."""
+    adapters = []
+    for slot, nic in enumerate(m.nics):
+        n = slot + 1
+        if nic.mode == "none":
+            continue
+        if nic.mode not in ATTACHMENTS:
+            shown = [f"{a} ({ATTACHMENT_NAMES[a]})" if a == "null" else a for a in ATTACHMENTS]
+            raise ManagerError(E_INVALIDARG, f"NIC {n}: the attachment {nic.mode} "
+                                             f"({ATTACHMENT_NAMES.get(nic.mode, nic.mode)}) is not available: "
+                                             f"only {' and '.join(shown)} are; use --nic{n} "
+                                             f"{', '.join(ATTACHMENTS)} or none")
+        if nic.adapter not in CHIPS:
+            raise ManagerError(E_INVALIDARG, f"NIC {n}: the adapter type {nic.adapter} is not emulated "
+                                             f"(available: {', '.join(CHIPS)}); use --nictype{n} "
+                                             f"{CHIPS[0]}")
+        if not nic.mac:
+            raise ManagerError(E_INVALIDARG, f"NIC {n} has no MAC address: set one with --macaddress{n} auto")
+        adapter = NetAdapter(slot=slot, chip=nic.adapter, mac=nic.mac, attachment=nic.mode, cable=nic.cable,
+                             nat_network=nic.nat.network or NetAdapter.nat_network,
+                             dns_host_resolver=nic.nat.dns_host_resolver, tftp_prefix=nic.nat.tftp_prefix,
+                             tftp_file=nic.nat.tftp_file, forwards=tuple(nic.nat.forwards))
+        try:
+            adapters.append(adapter.validate())
+        except NetworkError as error:      # a hand-edited settings file: modifyvm checks every value
+            raise ManagerError(E_INVALIDARG, f"NIC {n}: {error}") from None
+    return adapters
+
+
 BIOS_ROM_KEY = "VBoxInternal/Devices/pcbios/0/Config/BiosRom"
 
 
@@ -72,7 +108,7 @@ def launch_spec(m: Machine, reg: Registry, folder: str) -> LaunchSpec:
     spec = LaunchSpec(vm_id=m.uuid, memory_mib=m.memory_mb, cpus=m.cpus, accel=m.accel, boot=boot,
                       drives=drives, ide_controller=ide_controller, acpi=m.acpi, serial_log=_serial_log(m),
                       cpuid=[[leaf, *regs] for leaf, regs in sorted(m.cpuid.items())],
-                      vrde=VrdeConfig.from_dict(vrde_config(m, reg, folder)))
+                      vrde=VrdeConfig.from_dict(vrde_config(m, reg, folder)), nics=_nics(m))
     rom = m.extradata.get(BIOS_ROM_KEY)
     if rom:
         # VirtualBox's custom BIOS image (the tests run flat test programs this way).

@@ -16,6 +16,7 @@ from .model import (
     Teleporter,
     Vrde,
 )
+from .network_xml import adapter_element, read_adapter
 from .xmlutil import (
     bool_attr,
     braced,
@@ -32,9 +33,6 @@ from .xmlutil import (
 _BOOT = {"none": "None", "floppy": "Floppy", "dvd": "DVD", "disk": "HardDisk", "net": "Network"}
 _BOOT_BACK = {v.lower(): k for k, v in _BOOT.items()}
 _AUTH = {"null": "Null", "external": "External", "guest": "Guest"}
-_NIC_ELEMENT = {"nat": "NAT", "bridged": "BridgedInterface", "intnet": "InternalNetwork",
-                "hostonly": "HostOnlyInterface"}
-_NIC_BACK = {v: k for k, v in _NIC_ELEMENT.items()}
 _DEVICE = {"hdd": "HardDisk", "dvd": "DVD"}
 _DEVICE_BACK = {v: k for k, v in _DEVICE.items()}
 _BUS_OF = {"PIIX3": "IDE", "PIIX4": "IDE", "ICH6": "IDE", "IntelAhci": "SATA"}
@@ -74,12 +72,7 @@ def to_xml(m: Machine) -> bytes:
         ET.SubElement(ET.SubElement(usb, "Controllers"), "Controller", name="OHCI", type="OHCI")
     net = ET.SubElement(hw, "Network")
     for slot, nic in enumerate(m.nics):
-        if nic.mode == "none" and not nic.mac:
-            continue
-        adapter = ET.SubElement(net, "Adapter", slot=str(slot), enabled=yes(nic.mode != "none"),
-                                MACAddress=nic.mac, type=nic.adapter)
-        if nic.mode in _NIC_ELEMENT:
-            ET.SubElement(adapter, _NIC_ELEMENT[nic.mode])
+        adapter_element(net, slot, nic)
     uart = ET.SubElement(hw, "UART")
     if m.uart1 or m.uartmode1:
         io, irq = m.uart1 or (0x3F8, 4)
@@ -152,14 +145,8 @@ def from_xml(data: bytes, path: str) -> Machine:
     m.nics = [Nic() for _ in range(NIC_SLOTS)]
     for adapter in hw.findall("Network/Adapter"):
         slot = int_attr(adapter, "slot", -1)
-        if not 0 <= slot < NIC_SLOTS:
-            continue
-        mode = "null"
-        for child in adapter:
-            mode = _NIC_BACK.get(child.tag, mode)
-        if not bool_attr(adapter, "enabled", False):
-            mode = "none"
-        m.nics[slot] = Nic(mode, adapter.get("type", "Am79C973"), adapter.get("MACAddress", ""))
+        if 0 <= slot < NIC_SLOTS:
+            m.nics[slot] = read_adapter(adapter)
     for port in hw.findall("UART/Port"):
         if int_attr(port, "slot", -1) != 0:
             continue

@@ -5,9 +5,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from services.ipc.network import PortForward
+
 BOOT_DEVICES = ("none", "floppy", "dvd", "disk", "net")
-NIC_MODES = ("none", "null", "nat", "bridged", "intnet", "hostonly")
+NIC_MODES = ("none", "null", "nat", "bridged", "intnet", "hostonly", "natnetwork", "generic")
 NIC_SLOTS = 8
+# VBoxManage's --nictype names, which the .vbox file stores too; the Main API prefixes the Intel
+# cards with "I" (NetworkAdapterType_I82540EM), as ostypes.py and showvminfo's "adapter" do.
+NIC_TYPES = ("Am79C970A", "Am79C973", "Am79C960", "82540EM", "82543GC", "82545EM", "virtio")
+NIC_API_NAMES = {"82540EM": "I82540EM", "82543GC": "I82543GC", "82545EM": "I82545EM", "virtio": "Virtio"}
+DEFAULT_NIC_TYPE = "Am79C973"      # VirtualBox's, when a .vbox <Adapter> names none
 ACCELS = ("kvm", "tcg", "auto")
 AUTH_TYPES = ("null", "external", "guest")
 DEFAULT_VRDE_PORT = "3389"
@@ -33,11 +40,41 @@ class Controller:
         return next((a for a in self.attachments if (a.port, a.device) == (port, device)), None)
 
 
+def nic_type_name(name: str) -> str:
+    """A card's VBoxManage name from either spelling, any case ("i82540em" is "82540EM"); a name
+    VirtualBox knows and we do not (7.0's NE2000, ...) stays as it is."""
+    for vboxmanage in NIC_TYPES:
+        if name.lower() in (vboxmanage.lower(), NIC_API_NAMES.get(vboxmanage, vboxmanage).lower()):
+            return vboxmanage
+    return name
+
+
+@dataclass
+class Nat:
+    """An adapter's NAT engine (VirtualBox's INATEngine). It is kept whatever the attachment, as
+    VirtualBox keeps it, so `--nic1 bridged` then `--nic1 nat` finds the rules again."""
+    network: str = ""               # "" is VirtualBox's default, 10.0.2.0/24
+    dns_host_resolver: bool = False
+    dns_proxy: bool = False
+    tftp_prefix: str = ""
+    tftp_file: str = ""
+    forwards: list[PortForward] = field(default_factory=list)   # sorted by name, as VirtualBox keeps them
+    attributes: dict[str, str] = field(default_factory=dict)   # <NAT>'s others (mtu, localhost-reachable)
+
+
 @dataclass
 class Nic:
-    mode: str = "none"              # one of NIC_MODES
-    adapter: str = "Am79C973"
-    mac: str = ""
+    mode: str = "none"              # one of NIC_MODES; "none" is VirtualBox's disabled adapter
+    adapter: str = DEFAULT_NIC_TYPE  # one of NIC_TYPES
+    mac: str = ""                   # 12 upper-case hex digits
+    cable: bool = True
+    nat: Nat = field(default_factory=Nat)
+    # The name each attachment uses (bridged: the host interface, intnet: the network, generic:
+    # the driver, ...): VirtualBox keeps them all and shows the current one.
+    networks: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.adapter = nic_type_name(self.adapter)
 
 
 @dataclass

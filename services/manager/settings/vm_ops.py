@@ -18,14 +18,12 @@ from ..errors import (
     ManagerError,
 )
 from . import changes as changes_mod
-from . import launch, passwords
+from . import launch, nic_changes, passwords
 from .base import STOPPED_STATES, SettingsBase, absolute, as_uuid, unlink_quietly
-from .model import Machine, MachineEntry
+from .model import NIC_API_NAMES, Machine, MachineEntry, Nic, nic_type_name
 from .store import Transaction, make_folder
 
-
-def _random_mac() -> str:
-    return "080027" + os.urandom(3).hex().upper()     # VirtualBox's OUI
+DEFAULT_CREATEVM_NIC = "Am79C973"     # VirtualBox's card for a VM made without an OS type
 
 
 def _iso_now() -> str:
@@ -53,6 +51,17 @@ def _delete_vm_files(settings_file: str, images: list[str]) -> None:
         pass
 
 
+def nic_info(slot: int, nic: Nic) -> dict:
+    """One adapter in showvminfo's answer (docs/control-api.md)."""
+    nat = nic.nat
+    return {"slot": slot, "type": nic.mode, "adapter": NIC_API_NAMES.get(nic.adapter, nic.adapter),
+            "nictype": nic.adapter, "mac": nic.mac, "cable": nic.cable,
+            "network": nic.networks.get(nic.mode, ""),
+            "nat": {"network": nat.network, "dns_host_resolver": nat.dns_host_resolver,
+                    "dns_proxy": nat.dns_proxy, "tftp_prefix": nat.tftp_prefix, "tftp_file": nat.tftp_file,
+                    "forwards": [rule.text() for rule in nat.forwards]}}
+
+
 class VmOps(SettingsBase):
     def createvm(self, name, ostype=None, register=False, basefolder=None) -> dict:
         name = changes_mod.machine_name(name)
@@ -72,13 +81,12 @@ class VmOps(SettingsBase):
                                                          "registered")
             m = Machine(uuid=str(uuidlib.uuid4()), name=name, last_state_change=_iso_now())
             for nic in m.nics:
-                nic.mac = _random_mac()
+                nic.mac = nic_changes.random_mac({other.mac for other in m.nics})
+                nic.adapter = nic_type_name(os_type.nic) if os_type is not None else DEFAULT_CREATEVM_NIC
             if os_type is not None:
                 m.ostype = os_type.id
                 m.memory_mb, m.vram_mb = os_type.ram_mb, os_type.vram_mb
                 m.acpi, m.ioapic, m.rtc_utc = True, os_type.ioapic, os_type.rtc_utc
-                for nic in m.nics:
-                    nic.adapter = os_type.nic
             tx.put_machine(path, m)
             tx.after.append(lambda: make_folder(os.path.join(folder, "Logs")))
             if register:
@@ -146,6 +154,16 @@ class VmOps(SettingsBase):
                 path = self._rename(tx, entry, m.name, new)
             tx.put_machine(path, new)
 
+    def change_running_vm(self, vm, changes, push) -> None:
+        """controlvm's changes of a VM's settings that its processes apply while it runs (cable,
+        NAT rules): checked as modifyvm checks them, then `push(old, new)` hands them to the VM and
+        they are stored only if it succeeds, so a change the VM refuses is not kept either."""
+        with self.store.transaction() as tx:
+            entry, m = self._find(tx, vm)
+            new = changes_mod.apply_changes(m, changes, self.vm_state(m.uuid), live=nic_changes.controlvm_key)
+            tx.put_machine(entry.src, new)
+            tx.before.append(lambda: push(m, new))
+
     def _rename(self, tx: Transaction, entry: MachineEntry, old_name: str, new: Machine) -> str:
         """Move `<old>/<old>.vbox` to `<new>/<new>.vbox` as VirtualBox does on a rename, with the
         media and serial log kept inside the folder; other layouts keep their path."""
@@ -204,8 +222,7 @@ class VmOps(SettingsBase):
             "settings_file": entry.src, "folder": os.path.dirname(entry.src),
             "memory_mb": m.memory_mb, "vram_mb": m.vram_mb, "cpus": m.cpus, "acpi": m.acpi,
             "ioapic": m.ioapic, "rtc_utc": m.rtc_utc, "boot": list(m.boot),
-            "nics": [{"slot": i + 1, "type": n.mode, "adapter": n.adapter, "mac": n.mac}
-                     for i, n in enumerate(m.nics)],
+            "nics": [nic_info(i + 1, n) for i, n in enumerate(m.nics)],
             "storage": storage,
             "vrde": {"enabled": v.enabled, "ports": v.ports, "address": v.address,
                      "auth_type": v.auth_type,
