@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import select
+import time
 from collections import deque
 
 import zmq
@@ -20,6 +21,7 @@ from services.ipc.shm import SharedRegion
 log = logging.getLogger("headbox.devices.net")
 
 PENDING_LIMIT = 1024           # frames held for a guest whose ring is full; more are dropped
+RETRY_S = 1                    # a port-forwarding rule whose host port is taken is tried again
 FRAMES_PER_TURN = 512          # from one adapter per loop turn, so the io channel stays served
 _TO_ZMQ = ((select.POLLIN, zmq.POLLIN), (select.POLLPRI, zmq.POLLIN), (select.POLLOUT, zmq.POLLOUT))
 _FROM_ZMQ = ((zmq.POLLIN, select.POLLIN), (zmq.POLLOUT, select.POLLOUT), (zmq.POLLERR, select.POLLERR))
@@ -40,16 +42,37 @@ class NatAdapter:
         self.slirp = Slirp(config, self._to_guest, on_guest_error=self._guest_error)
         self.dns = HostResolverDns(addresses["nameserver"]) if adapter.dns_host_resolver else None
         self.forwards: dict[str, PortForward] = {}
+        # Rules whose host port is taken (by another program, or by this VM's teleport source on
+        # the same host until it lets go): tried again every RETRY_S, as VirtualBox keeps running.
+        self.unbound: list[PortForward] = []
+        self.retry_at = 0.0
         for rule in adapter.forwards:
-            try:
-                self.add_forward(rule)
-            except NetworkError as error:
-                log.error("adapter %d: %s", adapter.slot + 1, error)
+            self._bind_or_defer(rule)
+
+    def _bind_or_defer(self, rule: PortForward) -> None:
+        try:
+            self._bind(rule)
+        except NetworkError as error:
+            if rule not in self.unbound:
+                log.error("adapter %d: %s; trying again every %d s", self.adapter.slot + 1, error, RETRY_S)
+                self.unbound.append(rule)
+            self.retry_at = time.monotonic() + RETRY_S
+        else:
+            if rule in self.unbound:
+                self.unbound.remove(rule)
+
+    def retry_unbound(self) -> None:
+        if self.unbound and time.monotonic() >= self.retry_at:
+            for rule in list(self.unbound):
+                self._bind_or_defer(rule)
 
     # -- port forwarding ---------------------------------------------------------------------
     def add_forward(self, rule: PortForward) -> None:
-        if rule.name in self.forwards:
+        if rule.name in self.forwards or any(r.name == rule.name for r in self.unbound):
             raise NetworkError(f"a port-forwarding rule named '{rule.name}' exists already")
+        self._bind(rule)
+
+    def _bind(self, rule: PortForward) -> None:
         try:
             self.slirp.add_forward(rule.protocol == "udp", rule.host_ip, rule.host_port,
                                    rule.guest_ip, rule.guest_port)
@@ -60,6 +83,10 @@ class NatAdapter:
                  rule.protocol, rule.host_ip or "*", rule.host_port, rule.guest_port)
 
     def remove_forward(self, name: str) -> None:
+        waiting = [r for r in self.unbound if r.name == name]
+        if waiting:
+            self.unbound.remove(waiting[0])
+            return
         rule = self.forwards.pop(name, None)
         if rule is None:
             raise NetworkError(f"no port-forwarding rule named '{name}'")
@@ -148,6 +175,8 @@ class Network:
             timeout = min(timeout, wait)
             if adapter.pending:
                 timeout = min(timeout, 2)
+            if adapter.unbound:
+                timeout = min(timeout, int(RETRY_S * 1000))
             for fd, events in fds:
                 wanted = 0
                 for ours, theirs in _TO_ZMQ:
@@ -174,6 +203,7 @@ class Network:
         for adapter, events in revents.items():
             adapter.slirp.dispatch(events)
             adapter.flush()
+            adapter.retry_unbound()
 
     def port_forward(self, slot: int, rule: str, delete: bool) -> None:
         adapter = self.adapters.get(slot)

@@ -13,6 +13,7 @@ CHECKED = {
     "acpi": "ACPI",
     "ide_controller": "IDE controller",
     "drives": "attached media",
+    "nics": "network adapters",
 }
 
 
@@ -22,8 +23,10 @@ def config_mismatch(source: dict, target: dict) -> str | None:
         return (f"The source runs on the {source.get('accel')} accelerator and the target on "
                 f"{target.get('accel')}: both ends must use the same accelerator")
     for key, what in CHECKED.items():
-        if source.get(key) != target.get(key):
-            return f"Config mismatch - {what}: source={source.get(key)!r} target={target.get(key)!r}"
+        # A state written before adapters were emulated had none.
+        ours, theirs = (source.get(key, []), target.get(key, [])) if key == "nics" else (source.get(key), target.get(key))
+        if ours != theirs:
+            return f"Config mismatch - {what}: source={ours!r} target={theirs!r}"
     lacking = cpuid.missing(source.get("cpu_features") or {}, target.get("cpu_features") or {})
     if lacking:
         bits = ", ".join(f"CPUID {key} {value:#x}" for key, value in sorted(lacking.items()))
@@ -36,4 +39,6 @@ def hardware_config(spec) -> dict:
     """What both ends compare, from the VM's launch spec. The accelerator and the CPU features are
     added from the running vCPU process, which knows what "auto" chose and what the guest sees."""
     return {"memory_mib": spec.memory_mib, "cpus": spec.cpus, "acpi": spec.acpi,
-            "ide_controller": spec.ide_controller, "drives": [drive.text() for drive in spec.drives]}
+            "ide_controller": spec.ide_controller, "drives": [drive.text() for drive in spec.drives],
+            # The cards and their MAC addresses: the guest's driver state is for exactly these.
+            "nics": [f"{nic.slot + 1}:{nic.chip}:{nic.mac}:{nic.attachment}" for nic in spec.nics]}
