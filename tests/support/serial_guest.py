@@ -82,12 +82,12 @@ class SerialLog:
 class GuestVm:
     """One run of the VM: the two processes, the serial console and the vCPU control socket."""
 
-    def __init__(self, name: str, drives: list[str], workdir: Path, budget: Budget, nics=()):
+    def __init__(self, name: str, drives: list[str], workdir: Path, budget: Budget, nics=(), vrde=None):
         self.name, self.workdir, self.budget = name, workdir, budget
         self.vm_id = f"vdi{name}-{uuid.uuid4().hex[:6]}"
         self.serial = SerialLog(workdir / f"serial-{name}.log")
         spec = LaunchSpec(vm_id=self.vm_id, memory_mib=256, accel="tcg", drives=[Drive.parse(d) for d in drives],
-                          serial_log=str(self.serial.path), nics=list(nics))
+                          serial_log=str(self.serial.path), nics=list(nics), vrde=vrde)
         self.processes = VmProcesses(spec, env=dict(os.environ))
         self.commands = 0
         self.started = 0.0

@@ -226,3 +226,50 @@ def test_reset_and_snapshot_round_trip(card):
     assert card.read_register(r.TDLEN) == 0 and card.read_register(r.RA + 4) & r.RAH_AV
     with pytest.raises(ValueError):
         E1000("82545EM", MAC, Memory(), transmit=lambda f: None, set_irq=lambda level: None).restore(state)
+
+
+def mdio_frame(nic, bits):
+    """e1000_shift_out_mdi_bits: MDIO as an output, each bit with a clock pulse."""
+    from services.hw.net.e1000.mdio import MDC, MDIO, MDIO_OUTPUT
+    for bit in bits:
+        ctrl = MDIO_OUTPUT | (MDIO if bit else 0)
+        card_ctrl(nic, ctrl)
+        card_ctrl(nic, ctrl | MDC)
+        card_ctrl(nic, ctrl)
+
+
+def card_ctrl(nic, value):
+    nic.write_register(r.CTRL, value)
+
+
+def mdio_read(nic, register, phy=1):
+    """e1000_read_phy_reg_ex on an 82543: preamble, 14 header bits, then 17 clocked input bits."""
+    from services.hw.net.e1000.mdio import MDC, MDIO
+    mdio_frame(nic, [1] * 32)
+    header = register | phy << 5 | 0b10 << 10 | 0b01 << 12
+    mdio_frame(nic, [header >> (13 - i) & 1 for i in range(14)])
+    card_ctrl(nic, 0)                                   # MDIO becomes an input
+    card_ctrl(nic, MDC)
+    card_ctrl(nic, 0)                                   # turnaround
+    value = 0
+    for _ in range(16):
+        card_ctrl(nic, MDC)
+        value = value << 1 | bool(nic.read_register(r.CTRL) & MDIO)
+        card_ctrl(nic, 0)
+    card_ctrl(nic, MDC)
+    card_ctrl(nic, 0)
+    return value
+
+
+def test_82543_reaches_its_phy_through_bit_banged_mdio():
+    nic = E1000("82543GC", MAC, Memory(), transmit=lambda f: None, set_irq=lambda level: None)
+    assert mdio_read(nic, 2) == 0x0141 and mdio_read(nic, 3) == 0x0C50
+    assert mdio_read(nic, 1) & 0x0004                   # link up
+    assert mdio_read(nic, 2, phy=3) == 0xFFFF           # nobody at another address
+    nic.set_link(False)
+    assert not mdio_read(nic, 1) & 0x0004
+    # a write: preamble, then 01 01 PHY REG 10 DATA
+    mdio_frame(nic, [1] * 32)
+    frame = 0x0DE1 | 0b10 << 16 | 4 << 18 | 1 << 23 | 0b01 << 28 | 0b01 << 30
+    mdio_frame(nic, [frame >> (31 - i) & 1 for i in range(32)])
+    assert mdio_read(nic, 4) == 0x0DE1

@@ -10,6 +10,7 @@ from typing import Callable
 
 from services.hw.net.e1000 import registers as r
 from services.hw.net.e1000.eeprom import MicrowireEeprom, eeprom_image
+from services.hw.net.e1000.mdio import BitBangMdio
 from services.hw.net.e1000.phy import MDIC_INT, M88Phy
 from services.hw.net.e1000.transmit import DESCRIPTOR, STATUS_DD, Transmitter
 from services.hw.net.faults import GuestFaults
@@ -41,6 +42,8 @@ class E1000:
         device_id, subsystem_vendor, subsystem_id = CHIPS[chip]
         self.eeprom = MicrowireEeprom(eeprom_image(self.mac, device_id, subsystem_vendor, subsystem_id))
         self.phy = M88Phy(chip, link_up)
+        # The 82543 has no MDIC: its driver reaches the PHY through CTRL's software pins.
+        self.mdio = BitBangMdio(self.phy) if chip == "82543GC" else None
         self.fault = GuestFaults(log, f"e1000 {self.mac.hex(':')}")
         self.transmitter = Transmitter(self.fault)
         self.io_address = 0
@@ -56,6 +59,8 @@ class E1000:
         self.regs[r.RA + 4] = int.from_bytes(self.mac[4:], "little") | r.RAH_AV
         self.eeprom.reset()
         self.phy.reset()
+        if self.mdio is not None:
+            self.mdio.reset()
         self.transmitter.reset()
         self.io_address = 0
         self._update_irq()
@@ -125,6 +130,8 @@ class E1000:
             return self._status()
         if offset == r.EECD:
             return self.eeprom.read_eecd()
+        if offset == r.CTRL and self.mdio is not None:
+            return self.mdio.pin_in(regs.get(r.CTRL, 0))
         if offset in (r.IMC, r.ICS):
             return 0
         if r.STATS_FIRST <= offset <= r.STATS_LAST:
@@ -140,6 +147,8 @@ class E1000:
             if value & r.CTRL_PHY_RST:
                 self.phy.reset()
             regs[r.CTRL] = value & ~(r.CTRL_RST | r.CTRL_PHY_RST)
+            if self.mdio is not None:
+                self.mdio.write_ctrl(value)
         elif offset == r.EECD:
             self.eeprom.write_eecd(value)
         elif offset == r.EERD:
@@ -317,7 +326,8 @@ class E1000:
     def snapshot(self) -> dict:
         return {"chip": self.chip, "mac": self.mac, "regs": {str(k): v for k, v in self.regs.items()},
                 "eeprom": self.eeprom.snapshot(), "phy": self.phy.snapshot(),
-                "tx": self.transmitter.snapshot(), "io_address": self.io_address}
+                "tx": self.transmitter.snapshot(), "io_address": self.io_address,
+                "mdio": self.mdio.snapshot() if self.mdio is not None else None}
 
     def restore(self, state: dict) -> None:
         if state["chip"] != self.chip or bytes(state["mac"]) != self.mac:
@@ -328,5 +338,7 @@ class E1000:
         self.phy.restore(state["phy"])
         self.transmitter.restore(state["tx"])
         self.io_address = int(state["io_address"])
+        if self.mdio is not None and state.get("mdio"):
+            self.mdio.restore(state["mdio"])
         self.irq_level = False
         self._update_irq()
