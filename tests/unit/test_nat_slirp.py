@@ -364,3 +364,20 @@ def test_closed_instance_is_inert_and_close_is_idempotent():
     assert nat.poll_fds() == ([], 1000)
     with pytest.raises(SlirpError, match="closed"):
         nat.add_forward(False, "127.0.0.1", free_port(), "", 80)
+
+
+def test_tftp_prefix_and_boot_file_as_virtualbox_offers_them(tmp_path):
+    """--nattftpprefix is the folder the NAT's TFTP server (at the host address) reads from,
+    --nattftpfile the boot file its DHCP offers."""
+    (tmp_path / "pxelinux.0").write_bytes(b"boot-image" * 100)
+    frames = []
+    with Slirp(NatConfig(tftp_path=str(tmp_path), bootfile="pxelinux.0"), frames.append) as nat:
+        nat.input(dhcp(GUEST_MAC, 1))
+        offer = parse([f for f in frames if parse(f).get("sport") == 67][-1])["payload"]
+        assert offer[108:236].rstrip(b"\0") == b"pxelinux.0"       # BOOTP's file field
+        frames.clear()
+        request = struct.pack("!H", 1) + b"pxelinux.0\0octet\0"
+        nat.input(eth(BROADCAST, GUEST_MAC, ETH_IPV4, udp("10.0.2.15", "10.0.2.2", 2000, 69, request)))
+        data = [parse(f) for f in frames if parse(f).get("sport") == 69]
+        assert data and data[0]["payload"][:4] == struct.pack("!HH", 3, 1)   # DATA, block 1
+        assert data[0]["payload"][4:] == (b"boot-image" * 100)[:512]
