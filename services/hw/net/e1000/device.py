@@ -14,6 +14,7 @@ from services.hw.net.e1000.mdio import BitBangMdio
 from services.hw.net.e1000.phy import MDIC_INT, M88Phy
 from services.hw.net.e1000.transmit import DESCRIPTOR, STATUS_DD, Transmitter
 from services.hw.net.faults import GuestFaults
+from services.hw.net.saved import check_saved_card
 
 log = logging.getLogger("headbox.hw.e1000")
 
@@ -330,9 +331,7 @@ class E1000:
                 "mdio": self.mdio.snapshot() if self.mdio is not None else None}
 
     def restore(self, state: dict) -> None:
-        if state["chip"] != self.chip or bytes(state["mac"]) != self.mac:
-            raise ValueError(f"the saved network card is a {state['chip']} with MAC "
-                             f"{bytes(state['mac']).hex(':')}, not this VM's {self.chip} {self.mac.hex(':')}")
+        check_saved_card(state, self.chip, self.mac, log)
         self.regs = {int(k): int(v) for k, v in state["regs"].items()}
         self.eeprom.restore(state["eeprom"])
         self.phy.restore(state["phy"])

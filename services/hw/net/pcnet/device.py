@@ -3,6 +3,7 @@ init/start/stop machine and interrupt); frames leave through `transmit` and arri
 
 from __future__ import annotations
 
+import logging
 import struct
 from typing import Callable
 
@@ -24,6 +25,7 @@ from services.hw.net.pcnet.receive import (
     store_frame,
 )
 from services.hw.net.pcnet.registers import CHIPS
+from services.hw.net.saved import check_saved_card
 
 __all__ = ["CHIPS", "PcNet"]
 
@@ -383,9 +385,7 @@ class PcNet:
                 "miss_reported": self.miss_reported}
 
     def restore(self, state: dict) -> None:
-        if state["chip"] != self.chip or bytes(state["mac"]) != self.mac:
-            raise ValueError(f"the saved network card is a {state['chip']} with MAC "
-                             f"{bytes(state['mac']).hex(':')}, not this VM's {self.chip} {self.mac.hex(':')}")
+        check_saved_card(state, self.chip, self.mac, logging.getLogger("headbox.hw.pcnet"))
         prom, csr = bytes(state["prom"]), list(state["csr"])
         if len(prom) != r.APROM_SIZE or len(csr) != r.CSR_COUNT:
             raise ValueError("the saved PCnet state has the wrong number of registers")

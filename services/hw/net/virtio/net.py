@@ -3,8 +3,10 @@ config holds MAC and link status; frames leave through `transmit(frame)` and arr
 
 from __future__ import annotations
 
+import logging
 from typing import Callable
 
+from services.hw.net.saved import check_saved_card
 from services.hw.net.virtio.offload import OffloadError, finish, needs_work
 from services.hw.net.virtio.transport import (
     F_ANY_LAYOUT,
@@ -226,9 +228,7 @@ class VirtioNet(LegacyVirtioDevice):
                 "link_up": self._link_up, "transport": self.snapshot_transport()}
 
     def restore(self, state: dict) -> None:
-        if state["chip"] != self.chip or bytes(state["mac"]) != self.mac:
-            raise ValueError(f"the saved network card is a {state['chip']} with MAC "
-                             f"{bytes(state['mac']).hex(':')}, not this VM's {self.chip} {self.mac.hex(':')}")
+        check_saved_card(state, self.chip, self.mac, logging.getLogger("headbox.hw.virtio"))
         config_mac = bytes(state["config_mac"])
         if len(config_mac) != 6:
             raise ValueError("the saved network card's configured MAC is not 6 bytes")
