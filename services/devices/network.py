@@ -191,10 +191,9 @@ class Network:
         if self.listener is None:
             return
         if self.listener.socket in ready:
-            for slot in self.listener.take():
-                adapter = self.adapters.get(slot)
-                if adapter is not None:
-                    adapter.from_guest()
+            self.listener.take()
+        for adapter in self.adapters.values():    # every ring, rung or not: a look costs two loads
+            adapter.from_guest()
         revents: dict[NatAdapter, dict[int, int]] = {a: {} for a in self.adapters.values()}
         for fd, adapter in self._fds.items():
             got = ready.get(fd, 0)

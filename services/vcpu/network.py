@@ -10,7 +10,13 @@ import threading
 from typing import NamedTuple
 
 from services.hw.net import e1000, pcnet, virtio
-from services.ipc.frames import REGION_SIZE, Doorbell, DoorbellListener, rings
+from services.ipc.frames import (
+    MAX_FRAME,
+    REGION_SIZE,
+    Doorbell,
+    DoorbellListener,
+    rings,
+)
 from services.ipc.naming import NET_REGIONS
 from services.ipc.network import NetAdapter, parse_mac
 
@@ -37,15 +43,18 @@ FAMILIES = {chip: family for module, family in (
 
 
 class _Window:
-    """A register window of a card on the bus: every access under the cards' lock, and the
-    doorbell for what the access transmitted rung after it."""
+    """A register window of a card on the bus: every access under the cards' lock, then the
+    engine told about the card's DMA and the doorbell rung for what it transmitted."""
 
     def __init__(self, card: "NetworkCard", read, write):
         self.card, self._read, self._write = card, read, write
 
     def read(self, offset: int, size: int) -> int:
-        with self.card.lock:
-            return self._read(offset, size)
+        card = self.card
+        with card.lock:
+            value = self._read(offset, size)
+            card.after_access()            # some reads act (PCnet's RESET port)
+            return value
 
     def write(self, offset: int, size: int, value: int) -> None:
         card = self.card
@@ -64,6 +73,8 @@ class _Window:
 
 
 class NetworkCard:
+    """One adapter: its card model, PCI function, register windows and end of the rings."""
+
     def __init__(self, adapter: NetAdapter, memory, bus, pci_root, region, lock, note_dma):
         self.adapter, self.bus, self.lock = adapter, bus, lock
         self.pci_slot = ADAPTER_PCI_SLOTS[adapter.slot]
@@ -120,7 +131,7 @@ class NetworkCard:
             self.dropped += 1
             if self.dropped & (self.dropped - 1) == 0:      # 1, 2, 4, 8...: a log, not a flood
                 log.warning("adapter %d: %d frames dropped (the NAT is not keeping up, or a frame "
-                            "was over %d bytes)", self.adapter.slot + 1, self.dropped, 2046)
+                            "was over %d bytes)", self.adapter.slot + 1, self.dropped, MAX_FRAME)
             self.transmitted = True
 
     def pump(self) -> None:
