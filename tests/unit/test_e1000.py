@@ -11,24 +11,13 @@ from services.hw.net.e1000 import registers as r
 from services.hw.net.e1000.device import E1000
 from services.hw.net.e1000.eeprom import CS, DI, DO, GNT, REQ, SK
 from services.hw.net.e1000.phy import MDIC_ERROR, MDIC_OP_READ, MDIC_READY
+from tests.support.card_memory import CardMemory
 
 MAC = bytes.fromhex("080027a1b2c3")
 TX_RING, RX_RING, BUFFERS = 0x10000, 0x20000, 0x40000
 
 
-class Memory:
-    def __init__(self, size=1 << 20):
-        self.data = bytearray(size)
-
-    def read(self, gpa, size):
-        if gpa + size > len(self.data):
-            raise ValueError("not RAM")
-        return bytes(self.data[gpa:gpa + size])
-
-    def write(self, gpa, data):
-        if gpa + len(data) > len(self.data):
-            raise ValueError("not RAM")
-        self.data[gpa:gpa + len(data)] = data
+Memory = CardMemory
 
 
 @pytest.fixture

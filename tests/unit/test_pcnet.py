@@ -11,6 +11,7 @@ import pytest
 from services.hw.chipset.pci import COMMAND, COMMAND_IO, COMMAND_MEMORY
 from services.hw.net.pcnet import CHIPS, INTA, IO_SIZE, MMIO_SIZE, PcNet, PcNetPci
 from services.hw.net.pcnet import registers as r
+from tests.support.card_memory import CardMemory
 
 MAC = bytes.fromhex("080027a1b2c3")
 PEER = bytes.fromhex("525400123456")
@@ -19,19 +20,7 @@ PKT_BUF_SIZE = 1542                  # pcnet32's receive buffer (PKT_BUF_SKB - N
 OWN, ERR, STP, ENP = 0x8000, 0x4000, 0x0200, 0x0100
 
 
-class Memory:
-    def __init__(self, size=1 << 20):
-        self.data = bytearray(size)
-
-    def read(self, gpa, size):
-        if gpa < 0 or gpa + size > len(self.data):
-            raise ValueError("not RAM")
-        return bytes(self.data[gpa:gpa + size])
-
-    def write(self, gpa, data):
-        if gpa < 0 or gpa + len(data) > len(self.data):
-            raise ValueError("not RAM")
-        self.data[gpa:gpa + len(data)] = data
+Memory = CardMemory
 
 
 class Access:

@@ -18,6 +18,7 @@ from services.hw.net.virtio import (
     VirtioNet,
     VirtioNetPci,
 )
+from tests.support.card_memory import CardMemory
 
 MAC = bytes.fromhex("080027a1b2c3")
 PEER = bytes.fromhex("525400123502")
@@ -30,19 +31,7 @@ F_ANY_LAYOUT, F_INDIRECT, F_EVENT_IDX = 27, 28, 29
 NEEDS_CSUM, GSO_TCPV4, GSO_TCPV6 = 0x01, 0x01, 0x04
 
 
-class Memory:
-    def __init__(self, size=4 << 20):
-        self.data = bytearray(size)
-
-    def read(self, gpa, size):
-        if gpa < 0 or gpa + size > len(self.data):
-            raise ValueError("not RAM")
-        return bytes(self.data[gpa:gpa + size])
-
-    def write(self, gpa, data):
-        if gpa < 0 or gpa + len(data) > len(self.data):
-            raise ValueError("not RAM")
-        self.data[gpa:gpa + len(data)] = data
+Memory = CardMemory
 
 
 def u16(memory, address):

@@ -124,6 +124,44 @@ class PciFunction:
         self.config[:] = config
 
 
+class WatchedBarsFunction(PciFunction):
+    """A function whose VMM must hear where the guest puts its BARs. After add_bar(), a subclass
+    calls watch_bars({index: callback}); each callback gets the BAR's new address, or None when it
+    stops decoding (its command-register enable bit off, or no address), and fires again after
+    reset() and restore(), so a restored VM gets its devices placed."""
+
+    def watch_bars(self, callbacks: dict[int, Callable[[int | None], None]]) -> None:
+        self._bar_callbacks = callbacks
+        self._placed = self._placements()
+
+    def decoded_address(self, index: int) -> int | None:
+        kind, _ = self.bars[index]
+        enable = COMMAND_IO if kind == BAR_IO else COMMAND_MEMORY
+        return (self.bar_address(index) or None) if self.command & enable else None
+
+    def _placements(self) -> dict[int, int | None]:
+        return {index: self.decoded_address(index) for index in self._bar_callbacks}
+
+    def _tell(self, force: bool = False) -> None:
+        now = self._placements()
+        for index, address in now.items():
+            if force or address != self._placed.get(index):
+                self._bar_callbacks[index](address)
+        self._placed = now
+
+    def config_write(self, offset: int, size: int, value: int) -> None:
+        super().config_write(offset, size, value)
+        self._tell()
+
+    def reset(self) -> None:
+        super().reset()
+        self._tell()
+
+    def restore(self, state: dict) -> None:
+        super().restore(state)
+        self._tell(force=True)
+
+
 class PciRoot:
     """Bus 0: the functions present, addressed by (device, function)."""
 

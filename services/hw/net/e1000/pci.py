@@ -8,9 +8,7 @@ from typing import Callable
 from services.hw.chipset.pci import (
     BAR_IO,
     BAR_MEM32,
-    COMMAND_IO,
-    COMMAND_MEMORY,
-    PciFunction,
+    WatchedBarsFunction,
 )
 from services.hw.net.e1000 import registers as r
 from services.hw.net.e1000.device import CHIPS
@@ -22,7 +20,7 @@ INTA = 1
 BarCallback = Callable[[int | None], None]
 
 
-class E1000Pci(PciFunction):
+class E1000Pci(WatchedBarsFunction):
     """`on_mmio_change(address)` / `on_io_change(port)` get the new place of BAR0 / BAR2, or None
     when it stops decoding; they also fire after reset() and restore()."""
 
@@ -34,31 +32,4 @@ class E1000Pci(PciFunction):
         self._set(0x06, 2, 0x0230)       # status: capabilities off, 66 MHz, fast back-to-back
         self.add_bar(MMIO_BAR, r.MMIO_SIZE, BAR_MEM32)
         self.add_bar(IO_BAR, r.IO_SIZE, BAR_IO)
-        self.callbacks = {MMIO_BAR: on_mmio_change, IO_BAR: on_io_change}
-        self._placed = self._placements()
-
-    def _placements(self) -> dict[int, int | None]:
-        command = self.command
-        placed = {}
-        for index, enable in ((MMIO_BAR, COMMAND_MEMORY), (IO_BAR, COMMAND_IO)):
-            placed[index] = (self.bar_address(index) or None) if command & enable else None
-        return placed
-
-    def _notify(self, force: bool = False) -> None:
-        now = self._placements()
-        for index, address in now.items():
-            if force or address != self._placed.get(index):
-                self.callbacks[index](address)
-        self._placed = now
-
-    def config_write(self, offset: int, size: int, value: int) -> None:
-        super().config_write(offset, size, value)
-        self._notify()
-
-    def reset(self) -> None:
-        super().reset()
-        self._notify()
-
-    def restore(self, state: dict) -> None:
-        super().restore(state)
-        self._notify(force=True)
+        self.watch_bars({MMIO_BAR: on_mmio_change, IO_BAR: on_io_change})

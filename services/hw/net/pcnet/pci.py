@@ -8,9 +8,7 @@ from typing import Callable
 from services.hw.chipset.pci import (
     BAR_IO,
     BAR_MEM32,
-    COMMAND_IO,
-    COMMAND_MEMORY,
-    PciFunction,
+    WatchedBarsFunction,
 )
 from services.hw.net.pcnet import registers as r
 
@@ -22,7 +20,7 @@ STATUS, MIN_GNT, MAX_LAT = 0x06, 0x3E, 0x3F
 BarCallback = Callable[[int | None], None]
 
 
-class PcNetPci(PciFunction):
+class PcNetPci(WatchedBarsFunction):
     """`on_mmio_change(address)` / `on_io_change(port)` get the new place of BAR1 / BAR0, or None
     when it stops decoding; they also fire after reset() and restore()."""
 
@@ -36,31 +34,4 @@ class PcNetPci(PciFunction):
         self.config[MIN_GNT], self.config[MAX_LAT] = 0x06, 0xFF      # the chip's burst needs, as on hardware
         self.add_bar(IO_BAR, r.IO_SIZE, BAR_IO)
         self.add_bar(MMIO_BAR, r.MMIO_SIZE, BAR_MEM32)
-        self.callbacks = {MMIO_BAR: on_mmio_change, IO_BAR: on_io_change}
-        self._placed = self._placements()
-
-    def _placements(self) -> dict[int, int | None]:
-        command = self.command
-        placed = {}
-        for index, enable in ((MMIO_BAR, COMMAND_MEMORY), (IO_BAR, COMMAND_IO)):
-            placed[index] = (self.bar_address(index) or None) if command & enable else None
-        return placed
-
-    def _notify(self, force: bool = False) -> None:
-        now = self._placements()
-        for index, address in now.items():
-            if force or address != self._placed.get(index):
-                self.callbacks[index](address)
-        self._placed = now
-
-    def config_write(self, offset: int, size: int, value: int) -> None:
-        super().config_write(offset, size, value)
-        self._notify()
-
-    def reset(self) -> None:
-        super().reset()
-        self._notify()
-
-    def restore(self, state: dict) -> None:
-        super().restore(state)
-        self._notify(force=True)
+        self.watch_bars({MMIO_BAR: on_mmio_change, IO_BAR: on_io_change})

@@ -8,9 +8,7 @@ from typing import Callable
 from services.hw.chipset.pci import (
     BAR_IO,
     BAR_MEM32,
-    COMMAND_IO,
-    COMMAND_MEMORY,
-    PciFunction,
+    WatchedBarsFunction,
 )
 from services.hw.net.virtio.net import CHIPS
 
@@ -26,7 +24,7 @@ INTA = 1
 BarCallback = Callable[[int | None], None]
 
 
-class VirtioNetPci(PciFunction):
+class VirtioNetPci(WatchedBarsFunction):
     """`on_mmio_change(address)` / `on_io_change(port)` get the new place of BAR1 / BAR0, or None
     when it stops decoding; they also fire after reset() and restore()."""
 
@@ -39,29 +37,4 @@ class VirtioNetPci(PciFunction):
                          interrupt_pin=INTA)
         self.add_bar(IO_BAR, IO_SIZE, BAR_IO)
         self.add_bar(MMIO_BAR, MMIO_SIZE, BAR_MEM32)
-        self.callbacks = {IO_BAR: on_io_change, MMIO_BAR: on_mmio_change}
-        self._placed = self._placements()
-
-    def _placements(self) -> dict[int, int | None]:
-        command = self.command
-        return {index: (self.bar_address(index) or None) if command & enable else None
-                for index, enable in ((IO_BAR, COMMAND_IO), (MMIO_BAR, COMMAND_MEMORY))}
-
-    def _tell(self, force: bool = False) -> None:
-        now = self._placements()
-        for index, address in now.items():
-            if force or address != self._placed.get(index):
-                self.callbacks[index](address)
-        self._placed = now
-
-    def config_write(self, offset: int, size: int, value: int) -> None:
-        super().config_write(offset, size, value)
-        self._tell()
-
-    def reset(self) -> None:
-        super().reset()
-        self._tell()
-
-    def restore(self, state: dict) -> None:
-        super().restore(state)
-        self._tell(force=True)
+        self.watch_bars({IO_BAR: on_io_change, MMIO_BAR: on_mmio_change})
