@@ -108,13 +108,13 @@ class OutputEncoder:
     def _encode_bitmap(self, tile: np.ndarray, x: int, y: int, w: int, h: int) -> output.BitmapRect:
         bpp = self.bpp
         width = tile.shape[1]
-        raw = convert.raw_bitmap(tile, bpp)
         if bpp == 32:
             data = planar.compress(tile, bottom_up=True, allow_raw=False)
         else:
             data = rle.compress(tile, bpp, header=False)
-        if bpp != 32 and len(data) >= len(raw):
-            return output.BitmapRect(x, y, x + w - 1, y + h - 1, width, h, bpp, 0, raw)
+            raw = convert.raw_bitmap(tile, bpp)
+            if len(data) >= len(raw):
+                return output.BitmapRect(x, y, x + w - 1, y + h - 1, width, h, bpp, 0, raw)
         flags = output.BITMAP_COMPRESSION
         if self.compression_header:
             # TS_CD_HEADER: cbCompFirstRowSize 0, main body size, scan width, uncompressed size.

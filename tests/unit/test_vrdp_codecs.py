@@ -183,6 +183,21 @@ def test_planar_raw_only_when_rle_does_not_help():
     assert len(planar.compress(flat)) < 1024
 
 
+@pytest.mark.parametrize("height,width", [(64, 64), (1, 4), (17, 36)])
+def test_planar_one_colour_tile_takes_the_cached_path_with_the_same_bytes(freerdp, height, width):
+    tile = np.empty((height, width, 4), np.uint8)
+    tile[...] = (0x12, 0x34, 0x56, 0x9A)                    # the X byte differs from alpha: ignored
+    for bottom_up in (True, False):
+        for allow_raw in (True, False):
+            stream = planar.compress(tile, bottom_up=bottom_up, allow_raw=allow_raw)
+            assert stream == planar._compress(tile, bottom_up, allow_raw)
+    theirs = freerdp.planar_decompress(planar.compress(tile, allow_raw=False), width, height)
+    np.testing.assert_array_equal(theirs[..., :3], tile[..., :3])
+    tile[0, 0, 0] = 0x13                                    # one pixel off: the general encoder
+    np.testing.assert_array_equal(planar.decompress(planar.compress(tile), width, height)[..., :3],
+                                  tile[..., :3])
+
+
 def test_planar_top_down_for_gfx(freerdp):
     tile = _text_like(np.random.default_rng(9), 20, 30)
     stream = planar.compress(tile, bottom_up=False, allow_raw=False)

@@ -3,6 +3,8 @@ FormatHeader 0x10 (RLE, alpha plane) or raw planes as a fallback, and the decode
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 FORMAT_CLL_MASK = 0x07
@@ -116,6 +118,24 @@ def compress(bgrx: np.ndarray, bottom_up: bool = True, allow_raw: bool = True) -
     """The planar bitmap stream of a (h, w, 4) B,G,R,X image; rows bottom-up for legacy bitmap
     updates, top-down for GFX. With allow_raw, raw planes replace RLE that would be no smaller
     (only for clients other than rdesktop, which decodes FormatHeader 0x10 alone)."""
+    height, width = bgrx.shape[:2]
+    if bgrx.flags.c_contiguous and height and width:
+        colours = bgrx.view("<u4").reshape(-1) & 0xFFFFFF
+        if (colours == colours[0]).all():
+            # One colour (a cleared screen, a window's background): the same few bytes every
+            # time, so they are encoded once per size and colour.
+            return _uniform(height, width, int(colours[0]), bottom_up, allow_raw)
+    return _compress(bgrx, bottom_up, allow_raw)
+
+
+@functools.lru_cache(maxsize=256)
+def _uniform(height: int, width: int, colour: int, bottom_up: bool, allow_raw: bool) -> bytes:
+    tile = np.empty((height, width), "<u4")
+    tile[:] = colour
+    return _compress(tile.view(np.uint8).reshape(height, width, 4), bottom_up, allow_raw)
+
+
+def _compress(bgrx: np.ndarray, bottom_up: bool, allow_raw: bool) -> bytes:
     planes = _planes(bgrx, bottom_up)
     height, width = planes.shape[1:]
     encoded = bytes((RLE_FORMAT,)) + _rle_rows(_delta(planes).reshape(4 * height, width))
