@@ -11,7 +11,7 @@ from services.ipc import vrde
 from services.ipc.vrde import LIMIT_PROPERTIES, ConfigError, ConnectionLimits
 
 from .. import ostypes
-from ..errors import E_INVALIDARG, INVALID_VM_STATE, OBJECT_NOT_FOUND, ManagerError
+from ..errors import INVALID_VM_STATE, OBJECT_NOT_FOUND, ManagerError
 from . import nic_changes, passwords
 from .model import (
     ACCELS,
@@ -19,15 +19,13 @@ from .model import (
     BOOT_DEVICES,
     Machine,
 )
+from .values import invalid, on_off
 
 MIN_RAM_MB, MAX_RAM_MB = 4, 2097152
 MAX_CPUS = 64
 MUTABLE_STATES = ("PoweredOff", "Aborted", "Saved")
 TELEPORTER_ON_STATES = ("PoweredOff", "Aborted", "Teleported")
 
-
-def invalid(message: str) -> ManagerError:
-    return ManagerError(E_INVALIDARG, message)
 
 
 def machine_name(value) -> str:
@@ -49,13 +47,6 @@ def normalize_ports(value) -> str:
     except ConfigError as error:
         raise invalid(f"Invalid port range '{str(value).strip()}': {error} (E_INVALIDARG)") from None
 
-
-def _bool(key: str, value) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in ("on", "off", "true", "false"):
-        return value.lower() in ("on", "true")
-    raise invalid(f"Invalid value '{value}' for '{key}': expected on or off")
 
 
 def _int(key: str, value, low: int, high: int, message: str | None = None) -> int:
@@ -164,14 +155,14 @@ def _apply_one(m: Machine, key: str, value, state: str) -> None:
         m.cpus = _int(key, value, 1, MAX_CPUS, f"Invalid virtual CPU count: {value} (must be in "
                                                f"range [1, {MAX_CPUS}])")
     elif key == "acpi":
-        m.acpi = _bool(key, value)
+        m.acpi = on_off(key, value)
     elif re.fullmatch(r"boot[1-4]", key):
         m.boot[int(key[4]) - 1] = _choice(key, value, BOOT_DEVICES, f"Invalid boot device '{value}' "
                                           "(none, floppy, dvd, disk or net)")
     elif nic_changes.is_nic_key(key):
         nic_changes.apply(m, key, value)
     elif key == "vrde":
-        m.vrde.enabled = _bool(key, value)
+        m.vrde.enabled = on_off(key, value)
     elif key == "vrde_ports":
         m.vrde.properties["TCP/Ports"] = normalize_ports(value)
     elif key == "vrde_address":
@@ -182,11 +173,11 @@ def _apply_one(m: Machine, key: str, value, state: str) -> None:
         library = _str(key, value)
         m.vrde.auth_library = "" if library.lower() == "default" else library
     elif key == "vrde_multicon":
-        m.vrde.multicon = _bool(key, value)
+        m.vrde.multicon = on_off(key, value)
     elif key == "vrde_reusecon":
-        m.vrde.reusecon = _bool(key, value)
+        m.vrde.reusecon = on_off(key, value)
     elif key == "vrde_video_channel":
-        m.vrde.properties["VideoChannel/Enabled"] = "true" if _bool(key, value) else "false"
+        m.vrde.properties["VideoChannel/Enabled"] = "true" if on_off(key, value) else "false"
     elif key == "vrde_video_channel_quality":
         quality = _int(key, value, 10, 100, f"Invalid --vrdevideochannelquality argument '{value}' "
                                             "(must be in range [10, 100])")
@@ -199,7 +190,7 @@ def _apply_one(m: Machine, key: str, value, state: str) -> None:
                 raise invalid(f"Invalid --vrdeproperty argument '{name}'")
             _set_property(m, name, "" if prop is None else _str(name, prop))
     elif key == "teleporter":
-        enable = _bool(key, value)
+        enable = on_off(key, value)
         if enable and state not in TELEPORTER_ON_STATES:
             raise ManagerError(INVALID_VM_STATE, f"The machine is not powered off (state is {state})")
         m.teleporter.enabled = enable
@@ -212,7 +203,7 @@ def _apply_one(m: Machine, key: str, value, state: str) -> None:
     elif key == "cpuid":
         _apply_cpuid(m, value)
     elif key == "usb":
-        m.usb = _bool(key, value)
+        m.usb = on_off(key, value)
     elif key == "uart1":
         _apply_uart1(m, value)
     elif key == "uartmode1":

@@ -9,8 +9,8 @@ import re
 
 from services.ipc.network import NetworkError, PortForward, nat_addresses, parse_mac
 
-from ..errors import E_INVALIDARG, ManagerError
 from .model import NIC_MODES, NIC_TYPES, Machine, Nic
+from .values import invalid, on_off
 
 KEY = re.compile(r"(nic|nictype|macaddress|cableconnected|natpf|natnet|natdnshostresolver|natdnsproxy"
                  r"|nattftpprefix|nattftpfile)([1-8])")
@@ -19,9 +19,6 @@ VIRTUALBOX_OUI = "080027"
 # VirtualBox names a network when the adapter is attached to it without one.
 DEFAULT_NETWORK_NAMES = {"intnet": "intnet", "natnetwork": "NatNetwork"}
 
-
-def invalid(message: str) -> ManagerError:
-    return ManagerError(E_INVALIDARG, message)
 
 
 def is_nic_key(key: str) -> bool:
@@ -50,13 +47,6 @@ def apply(m: Machine, key: str, value) -> None:
     nic = m.nics[int(number) - 1]
     APPLY[kind](m, nic, int(number), value)
 
-
-def _bool(key: str, value) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in ("on", "off", "true", "false"):
-        return value.lower() in ("on", "true")
-    raise invalid(f"Invalid value '{value}' for '{key}': expected on or off")
 
 
 def _str(key: str, value) -> str:
@@ -95,7 +85,7 @@ def _mac(m: Machine, nic: Nic, n: int, value) -> None:
 
 
 def _cable(m: Machine, nic: Nic, n: int, value) -> None:
-    nic.cable = _bool(f"cableconnected{n}", value)
+    nic.cable = on_off(f"cableconnected{n}", value)
 
 
 def _network(m: Machine, nic: Nic, n: int, value) -> None:
@@ -115,11 +105,11 @@ def _network(m: Machine, nic: Nic, n: int, value) -> None:
 
 
 def _host_resolver(m: Machine, nic: Nic, n: int, value) -> None:
-    nic.nat.dns_host_resolver = _bool(f"natdnshostresolver{n}", value)
+    nic.nat.dns_host_resolver = on_off(f"natdnshostresolver{n}", value)
 
 
 def _dns_proxy(m: Machine, nic: Nic, n: int, value) -> None:
-    nic.nat.dns_proxy = _bool(f"natdnsproxy{n}", value)
+    nic.nat.dns_proxy = on_off(f"natdnsproxy{n}", value)
 
 
 def _tftp_prefix(m: Machine, nic: Nic, n: int, value) -> None:
